@@ -1,0 +1,42 @@
+# One entry point for people and CI. Every target sets itself up: a fresh
+# machine with Python 3.11, gcc and make is enough.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTS   := .build-stamp
+
+.PHONY: run test bench lint build clean simulate
+
+$(STAMP): pyproject.toml setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt setuptools cython
+	$(BIN)/python -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev]'
+	touch $@
+
+$(EXTS): $(STAMP) setup.py $(wildcard hotpath/*.pyx hotpath/*.pxd)
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+build: $(EXTS)
+
+run: build
+	$(BIN)/llm-edge simulate --host 127.0.0.1 --port $${EDGE_PORT:-8080} --profile default
+
+simulate: run
+
+test: build
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: build
+	$(BIN)/python bench/simulator.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf build $(EXTS) hotpath/*.c hotpath/*.so

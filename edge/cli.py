@@ -1,0 +1,66 @@
+"""Command line: ``llm-edge simulate`` (more subcommands arrive with the gateway)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from edge.simulate.behaviour import ProfileError, load_profile, preset_names
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from edge.simulate.server import start
+
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        print(f"llm-edge simulate: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        server, _ = await start(args.host, args.port, profile, reuse_port=args.reuse_port)
+        port = server.sockets[0].getsockname()[1]
+        print(
+            f"llm-edge simulate: simulated OpenAI + Anthropic providers on http://{args.host}:{port} "
+            f"(profile {profile.name})",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-edge", description="LLM routing gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="run the simulated OpenAI + Anthropic providers")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument(
+        "--profile",
+        default="default",
+        help=f"preset name ({', '.join(preset_names())}) or a TOML file",
+    )
+    sim.add_argument("--reuse-port", action="store_true", help="share the port with other processes")
+    sim.set_defaults(func=_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

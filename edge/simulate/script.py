@@ -1,0 +1,114 @@
+"""What the simulated provider does with one request, as a list of steps (pure).
+
+The server decides an outcome (answer, error or fault), then this module
+turns it into steps: write these bytes, wait this long, reset, close, hang,
+done. The protocol only executes the steps with ``call_later`` timers, so a
+response costs no task, and every fault is a plain, testable list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WRITE, SLEEP, RESET, CLOSE, HANG, DONE = range(6)
+Step = tuple[int, bytes | float, int]  # op, payload (bytes or seconds), content tokens in the write
+
+
+@dataclass(slots=True)
+class StreamParts:
+    """A rendered stream: sent at once, one entry per token, closing events, terminator."""
+
+    preamble: bytes
+    tokens: list[bytes]
+    end: bytes
+    terminator: bytes
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+def _compact(steps: list[Step]) -> list[Step]:
+    """Merge adjacent writes and drop zero waits, so an instant answer is one write."""
+    out: list[Step] = []
+    for op, payload, toks in steps:
+        if op == SLEEP and payload == 0:
+            continue
+        if op == WRITE and out and out[-1][0] == WRITE:
+            prev = out[-1]
+            assert isinstance(prev[1], bytes) and isinstance(payload, bytes)
+            out[-1] = (WRITE, prev[1] + payload, prev[2] + toks)
+            continue
+        out.append((op, payload, toks))
+    return out
+
+
+def stream_steps(
+    head: bytes,
+    parts: StreamParts,
+    *,
+    ttft_s: float,
+    gap_s: float,
+    fault: str,
+    fault_after: int,
+    stall_s: float,
+    malformed: bytes,
+) -> list[Step]:
+    """Steps for a streamed (chunked, SSE) answer, with its fault if any."""
+    steps: list[Step] = [(WRITE, head + _chunk(parts.preamble), 0), (SLEEP, ttft_s, 0)]
+    if fault == "slow_first_token":
+        steps.append((SLEEP, stall_s, 0))
+    for i, token in enumerate(parts.tokens):
+        if i:
+            steps.append((SLEEP, gap_s, 0))
+        if i == fault_after:
+            if fault == "cut":
+                steps.append((CLOSE, b"", 0))
+                return _compact(steps)
+            if fault == "stall":
+                steps.append((SLEEP, stall_s, 0))
+            elif fault == "malformed":
+                steps.append((WRITE, _chunk(malformed), 0))
+        steps.append((WRITE, _chunk(token), 1))
+    if fault == "cut":  # asked to cut after the last token: cut before the closing events
+        steps.append((CLOSE, b"", 0))
+        return _compact(steps)
+    steps.append((WRITE, _chunk(parts.end), 0))
+    if fault != "no_done":
+        steps.append((WRITE, _chunk(parts.terminator), 0))
+    steps += [(WRITE, _LAST_CHUNK, 0), (DONE, b"", 0)]
+    return _compact(steps)
+
+
+def body_steps(
+    head: bytes,
+    body: bytes,
+    *,
+    delay_s: float,
+    tokens: int,
+    fault: str,
+    stall_s: float,
+) -> list[Step]:
+    """Steps for a non-streamed answer: the whole generation time, then one write."""
+    steps: list[Step] = [(SLEEP, delay_s, 0)]
+    if fault in ("slow_first_token", "stall"):
+        steps.append((SLEEP, stall_s, 0))
+    if fault == "cut":
+        steps += [(WRITE, head + body[: len(body) // 2], 0), (CLOSE, b"", 0)]
+    elif fault == "malformed":
+        steps += [(WRITE, head + body[:-1] + b" ", tokens), (DONE, b"", 0)]
+    else:
+        steps += [(WRITE, head + body, tokens), (DONE, b"", 0)]
+    return _compact(steps)
+
+
+def fault_steps(fault: str) -> list[Step] | None:
+    """Steps for faults that happen before any byte: reset or hang."""
+    if fault == "reset":
+        return [(RESET, b"", 0)]
+    if fault == "hang":
+        return [(HANG, b"", 0)]
+    return None

@@ -1,0 +1,459 @@
+"""The simulated OpenAI + Anthropic provider: one asyncio protocol, both dialects.
+
+Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI);
+``POST /v1/messages``, ``POST /v1/messages/count_tokens`` and ``GET /v1/models``
+with an ``anthropic-version`` header (Anthropic); ``GET /sim/stats``,
+``POST /sim/reset``, ``GET /healthz`` (simulator control).
+
+Per request: frame it (``http1``), decode and validate it in its dialect
+(``generate``), pick an outcome from the model's ``Behaviour`` (answer, error,
+outage or fault), render it (``openai_wire`` / ``anthropic_wire``), turn it
+into steps (``script``), and execute the steps with ``call_later`` timers.
+Requests on one connection are answered in order; a closed connection stops
+its response at once and is recorded as a disconnect with the bytes sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+import time
+from email.utils import formatdate
+from types import ModuleType
+from typing import Any, cast
+from urllib.parse import parse_qs
+
+import orjson
+
+from edge.simulate import anthropic_wire, openai_wire, script
+from edge.simulate.behaviour import Behaviour, Profile, ProfileError, parse_override
+from edge.simulate.generate import Answer, Ask, InvalidRequest, answer, input_tokens, read_anthropic
+from edge.simulate.http1 import BadRequest, Request, RequestReader, response_head
+from edge.simulate.recorder import Attempt, Recorder
+
+JSON = b"application/json"
+SSE = b"text/event-stream; charset=utf-8"
+
+
+class Simulator:
+    """State shared by every connection: profile, records, counters, randomness."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.recorder = Recorder()
+        self.rng = random.Random(profile.seed)
+        self._errors: dict[str, int] = {}
+        self._faults: dict[str, int] = {}
+        self._overrides: dict[bytes, dict[str, str]] = {}
+        self._date = b""
+        self._date_at = 0.0
+        self.created = int(time.time())
+
+    def reset(self) -> None:
+        self.recorder.reset()
+        self.rng = random.Random(self.profile.seed)
+        self._errors.clear()
+        self._faults.clear()
+
+    def date(self) -> bytes:
+        now = time.time()
+        if now - self._date_at >= 1.0:
+            self._date_at = now
+            self._date = formatdate(now, usegmt=True).encode()
+        return self._date
+
+    def behaviour(self, model: str, header: bytes | None) -> Behaviour | None:
+        beh = self.profile.behaviour(model)
+        if beh is None or not header:
+            return beh
+        values = self._overrides.get(header)
+        if values is None:
+            values = parse_override(header.decode("latin-1"))
+            if len(self._overrides) > 1024:
+                self._overrides.clear()
+            self._overrides[header] = values
+        return beh.with_overrides(values)
+
+    def outcome(self, model: str, beh: Behaviour) -> str:
+        """Pick what happens to this attempt: ok, outage, error, or a fault name."""
+        if beh.outage_s and self.recorder.now() < beh.outage_s:
+            return "outage"
+        if beh.error_status and self._fires(self._errors, model, beh.error_count, beh.error_rate):
+            return "error"
+        if beh.fault != "none" and self._fires(self._faults, model, beh.fault_count, beh.fault_rate):
+            return beh.fault
+        return "ok"
+
+    def _fires(self, counts: dict[str, int], model: str, limit: int, rate: float) -> bool:
+        if limit:
+            done = counts.get(model, 0)
+            if done >= limit:
+                return False
+            counts[model] = done + 1
+            return True
+        return rate >= 1.0 or self.rng.random() < rate
+
+
+def _retry_after(seconds: float) -> bytes:
+    return (b"%d" % seconds) if seconds == int(seconds) else repr(seconds).encode()
+
+
+class SimProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_attempt",
+        "_closed",
+        "_keep_alive",
+        "_loop",
+        "_paused",
+        "_queue",
+        "_reader",
+        "_sim",
+        "_step",
+        "_steps",
+        "_timer",
+        "_transport",
+    )
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+        self._reader = RequestReader()
+        self._queue: list[Request] = []
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._steps: list[script.Step] | None = None
+        self._step = 0
+        self._attempt: Attempt | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._closed = False
+        self._keep_alive = True
+
+    # -- transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._queue.extend(self._reader.feed(data))
+        except BadRequest as exc:
+            self._queue.clear()
+            if self._steps is None:
+                dialect = openai_wire
+                self._send(exc.status, dialect.error(exc.status, exc.message), JSON, dialect, keep_alive=False)
+            else:
+                self._keep_alive = False
+            return
+        if self._steps is None:
+            self._next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        rec = self._attempt
+        if rec is not None and self._steps is not None:
+            rec.disconnected = True
+            rec.ended_at = self._sim.recorder.now()
+        self._steps = None
+        self._queue.clear()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._steps is not None and self._timer is None:
+            self._run()
+
+    # -- request handling
+
+    def _next(self) -> None:
+        while self._queue and self._steps is None and not self._closed:
+            req = self._queue.pop(0)
+            self._keep_alive = req.keep_alive
+            self._handle(req)
+
+    def _handle(self, req: Request) -> None:
+        path, method = req.path, req.method
+        if path == b"/v1/chat/completions":
+            if method != b"POST":
+                return self._not_allowed(openai_wire)
+            return self._complete(req, openai_wire)
+        if path == b"/v1/messages":
+            if method != b"POST":
+                return self._not_allowed(anthropic_wire)
+            return self._complete(req, anthropic_wire)
+        if path == b"/v1/messages/count_tokens":
+            if method != b"POST":
+                return self._not_allowed(anthropic_wire)
+            return self._count_tokens(req)
+        if path == b"/v1/models":
+            dialect = anthropic_wire if b"anthropic-version" in req.headers else openai_wire
+            if method != b"GET":
+                return self._not_allowed(dialect)
+            if not self._authorized(req, dialect):
+                return None
+            return self._send(200, dialect.models(self._sim.profile.model_names(), self._sim.created), JSON, dialect)
+        if path == b"/sim/stats" and method == b"GET":
+            q = parse_qs(req.query.decode("latin-1"))
+            model = q.get("model", [None])[0]
+            since = int(q.get("since", ["0"])[0] or 0)
+            return self._send(200, self._sim.recorder.stats(model, since), JSON, None)
+        if path == b"/sim/reset" and method == b"POST":
+            self._sim.reset()
+            return self._send(200, b'{"reset":true}', JSON, None)
+        if path == b"/healthz" and method == b"GET":
+            return self._send(200, b'{"status":"ok"}', JSON, None)
+        dialect = anthropic_wire if path.startswith(b"/v1/messages") or b"anthropic-version" in req.headers else openai_wire
+        message = f"Unknown request URL: {req.method.decode('latin-1')} {path.decode('latin-1')}."
+        return self._send(404, dialect.error(404, message), JSON, dialect)
+
+    def _not_allowed(self, dialect: ModuleType) -> None:
+        self._send(405, dialect.error(405, "Method not allowed."), JSON, dialect)
+
+    def _authorized(self, req: Request, dialect: ModuleType) -> bool:
+        key = req.headers.get(b"x-api-key") if dialect is anthropic_wire else None
+        if key is None:
+            auth = req.headers.get(b"authorization", b"")
+            key = auth[7:] if auth[:7].lower() == b"bearer " else None
+        want = self._sim.profile.api_key
+        if key and (not want or key.decode("latin-1") == want):
+            return True
+        message = "invalid x-api-key" if dialect is anthropic_wire else "Incorrect API key provided."
+        if not key:
+            message = (
+                "x-api-key header is required"
+                if dialect is anthropic_wire
+                else "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth."
+            )
+        self._send(401, dialect.error(401, message), JSON, dialect)
+        return False
+
+    def _decode(self, req: Request, dialect: ModuleType) -> Any:
+        ctype = req.headers.get(b"content-type", b"")
+        if not ctype.startswith(b"application/json"):
+            self._send(400, dialect.error(400, "Content-Type must be application/json."), JSON, dialect)
+            return None
+        try:
+            return orjson.loads(req.body)
+        except orjson.JSONDecodeError as exc:
+            self._send(400, dialect.error(400, f"We could not parse the JSON body of your request: {exc}"), JSON, dialect)
+            return None
+
+    def _count_tokens(self, req: Request) -> None:
+        dialect = anthropic_wire
+        if not self._authorized(req, dialect):
+            return
+        body = self._decode(req, dialect)
+        if body is None:
+            return
+        try:
+            ask = read_anthropic(body, count_only=True)
+        except InvalidRequest as exc:
+            self._send(400, dialect.error(400, exc.message, param=exc.param), JSON, dialect)
+            return
+        self._send(200, b'{"input_tokens":%d}' % input_tokens(ask), JSON, dialect)
+
+    def _complete(self, req: Request, dialect: ModuleType) -> None:
+        sim = self._sim
+        if not self._authorized(req, dialect):
+            return
+        body = self._decode(req, dialect)
+        if body is None:
+            return
+        try:
+            ask: Ask = dialect.read(body)
+            beh = sim.behaviour(ask.model, req.headers.get(b"x-sim"))
+        except (InvalidRequest, ProfileError) as exc:
+            param = getattr(exc, "param", None)
+            self._send(400, dialect.error(400, str(exc), param=param), JSON, dialect)
+            return
+        if beh is None:
+            self._send(404, dialect.error(404, f"model: {ask.model}", code="model_not_found"), JSON, dialect)
+            return
+        cid, rid = dialect.new_ids()
+        rec = sim.recorder.add(
+            dialect.NAME,
+            ask.model,
+            ask.stream,
+            rid,
+            req.headers.get(b"x-request-id", b"").decode("latin-1"),
+            req.headers.get(b"x-stainless-retry-count", b"").decode("latin-1"),
+        )
+        self._attempt = rec
+        outcome = sim.outcome(ask.model, beh)
+        rec.outcome = outcome
+        if outcome in ("outage", "error"):
+            status = beh.outage_status if outcome == "outage" else beh.error_status
+            if outcome == "outage" and status == 0:
+                rec.outcome = "reset"
+                self._start(script.fault_steps("reset") or [])
+                return
+            rec.status = status
+            code = (beh.error_code or None) if outcome == "error" else None
+            extra: list[tuple[bytes, bytes]] = []
+            if beh.retry_after_s >= 0 and status in (429, 503, 529):
+                extra.append((b"retry-after", _retry_after(beh.retry_after_s)))
+            err = dialect.error(status, code=code, request_id=rid)
+            self._send(status, err, JSON, dialect, rid=rid, extra=extra)
+            return
+        early = script.fault_steps(outcome)
+        if early is not None:
+            self._start(early)
+            return
+        try:
+            ans: Answer = answer(ask, beh.output_tokens, beh.tool_call)
+        except InvalidRequest as exc:
+            rec.outcome, rec.status = "invalid", 400
+            self._send(400, dialect.error(400, exc.message, param=exc.param), JSON, dialect, rid=rid)
+            return
+        if ans.input_tokens > beh.context_window:
+            rec.outcome, rec.status = "error", 400
+            err = dialect.error(400, code="context_length_exceeded", request_id=rid)
+            self._send(400, err, JSON, dialect, rid=rid)
+            return
+        rec.status = 200
+        ttft = beh.ttft_s(sim.rng)
+        gap = beh.gap_ms / 1000.0
+        fault = outcome if outcome != "ok" else "none"
+        if ask.stream:
+            head = self._head(200, SSE, dialect, rid, None)
+            parts = dialect.stream(ans, ask, ask.model, cid, sim.created)
+            steps = script.stream_steps(
+                head,
+                parts,
+                ttft_s=ttft,
+                gap_s=gap,
+                fault=fault,
+                fault_after=beh.fault_after_tokens,
+                stall_s=beh.stall_s,
+                malformed=dialect.malformed(cid),
+            )
+        else:
+            payload = dialect.completion(ans, ask.model, cid, sim.created)
+            head = self._head(200, JSON, dialect, rid, len(payload))
+            pieces = max(len(ans.tokens), ans.output_tokens)
+            steps = script.body_steps(
+                head,
+                payload,
+                delay_s=ttft + gap * (pieces - 1),
+                tokens=ans.output_tokens,
+                fault=fault,
+                stall_s=beh.stall_s,
+            )
+        self._start(steps)
+
+    # -- responses
+
+    def _head(
+        self,
+        status: int,
+        ctype: bytes,
+        dialect: ModuleType | None,
+        rid: str,
+        length: int | None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> bytes:
+        headers = [(b"date", self._sim.date()), (b"content-type", ctype)]
+        if length is None:
+            headers += [(b"transfer-encoding", b"chunked"), (b"cache-control", b"no-cache")]
+        else:
+            headers.append((b"content-length", b"%d" % length))
+        if dialect is not None:
+            headers.append((dialect.REQUEST_ID_HEADER, rid.encode()))
+            if dialect is openai_wire:
+                headers += [(b"openai-version", b"2020-10-01"), (b"openai-processing-ms", b"1")]
+        if extra:
+            headers += extra
+        if not self._keep_alive:
+            headers.append((b"connection", b"close"))
+        return response_head(status, headers)
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        ctype: bytes,
+        dialect: ModuleType | None,
+        *,
+        rid: str = "",
+        keep_alive: bool = True,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        if not keep_alive:
+            self._keep_alive = False
+        if dialect is not None and not rid:
+            rid = dialect.new_ids()[1]
+        head = self._head(status, ctype, dialect, rid, len(body), extra)
+        self._start([(script.WRITE, head + body, 0), (script.DONE, b"", 0)])
+
+    def _start(self, steps: list[script.Step]) -> None:
+        self._steps = steps
+        self._step = 0
+        self._run()
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._run()
+
+    def _run(self) -> None:
+        steps = self._steps
+        transport = self._transport
+        rec = self._attempt
+        while steps is not None and transport is not None and not self._closed:
+            if self._paused:
+                return
+            op, payload, tokens = steps[self._step]
+            self._step += 1
+            if op == script.WRITE:
+                assert isinstance(payload, bytes)
+                transport.write(payload)
+                if rec is not None:
+                    rec.bytes_sent += len(payload)
+                    rec.tokens_sent += tokens
+            elif op == script.SLEEP:
+                assert isinstance(payload, float)
+                self._timer = self._loop.call_later(payload, self._wake)
+                return
+            elif op == script.DONE:
+                self._end(completed=True)
+                if not self._keep_alive:
+                    transport.close()
+                    return
+                self._next()
+                return
+            elif op == script.HANG:
+                return
+            elif op == script.CLOSE:
+                self._end(completed=False)
+                transport.close()
+                return
+            else:  # RESET: linger 0 makes close() send RST instead of FIN
+                self._end(completed=False)
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+                return
+
+    def _end(self, completed: bool) -> None:
+        rec = self._attempt
+        if rec is not None:
+            rec.completed = completed
+            rec.ended_at = self._sim.recorder.now()
+        self._attempt = None
+        self._steps = None
+
+
+async def start(host: str, port: int, profile: Profile, *, reuse_port: bool = False) -> tuple[asyncio.Server, Simulator]:
+    """Start listening; returns the server (``sockets[0]`` tells the port) and its state."""
+    sim = Simulator(profile)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SimProtocol(sim), host, port, reuse_port=reuse_port or None, backlog=4096
+    )
+    return server, sim

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.procs import ROOT, SimClient, start
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[SimClient]:
+    """One simulator process for the session, on the scenario profile."""
+    proc = start(["simulate", "--port", "0", "--profile", os.path.join(ROOT, "tests/simulate/profile.toml")])
+    client = SimClient(proc)
+    yield client
+    client.http.close()
+    proc.stop()
+
+
+@pytest.fixture
+def fresh_sim(sim: SimClient) -> SimClient:
+    """The session simulator with its records, counters and clock reset."""
+    sim.reset()
+    return sim

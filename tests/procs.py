@@ -1,0 +1,114 @@
+"""Real processes for end-to-end tests: start a command, learn its port, stop it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PORT = re.compile(r"http://[\d.]+:(\d+)")
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        if self.pump is not None:
+            self.pump.join(timeout)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        return self.popen.returncode
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def start(args: list[str], env: dict[str, str] | None = None, ready_timeout: float = 20.0) -> Proc:
+    """Run ``python -m edge.cli ARGS``; its first line that names a URL gives the port."""
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    found: list[int] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert popen.stdout is not None
+        for line in popen.stdout:
+            lines.append(line)
+            if not found:
+                m = _PORT.search(line)
+                if m:
+                    found.append(int(m.group(1)))
+                    ready.set()
+        ready.set()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    if not ready.wait(ready_timeout) or not found:
+        popen.kill()
+        popen.wait()
+        thread.join(5)
+        if popen.stdout is not None:
+            popen.stdout.close()
+        raise RuntimeError(f"{' '.join(args)} did not start:\n{''.join(lines)}")
+    return Proc(popen, found[0], lines, thread)
+
+
+class SimClient:
+    """Control and observation of a running simulator over HTTP."""
+
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+        self.http = httpx.Client(base_url=proc.url, timeout=10.0)
+
+    @property
+    def url(self) -> str:
+        return self.proc.url
+
+    @property
+    def openai_base(self) -> str:
+        return self.proc.url + "/v1"
+
+    def reset(self) -> None:
+        self.http.post("/sim/reset").raise_for_status()
+
+    def stats(self, model: str | None = None) -> dict[str, Any]:
+        params = {"model": model} if model else {}
+        r = self.http.get("/sim/stats", params=params)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def attempts(self, model: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.stats(model)["attempts"]
+        return result
