@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTS   := .build-stamp
 
-.PHONY: run test bench lint build clean simulate
+.PHONY: run test bench lint build clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,6 @@ build: $(EXTS)
 run: build
 	$(BIN)/llm-edge simulate --host 127.0.0.1 --port $${EDGE_PORT:-8080} --profile default
 
-simulate: run
 
 test: build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help=f"preset name ({', '.join(preset_names())}) or a TOML file",
     )
-    sim.add_argument("--reuse-port", action="store_true", help="share the port with other processes")
+    sim.add_argument(
+        "--reuse-port", action="store_true", help="share the port with other processes"
+    )
     sim.set_defaults(func=_simulate)
     return parser
 

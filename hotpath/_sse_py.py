@@ -29,7 +29,7 @@ class SSEScanner:
     when the event had no ``event:`` field.
     """
 
-    __slots__ = ("_partial", "_name", "_data", "_pending", "_max", "_skip_lf")
+    __slots__ = ("_data", "_max", "_name", "_partial", "_pending", "_skip_lf")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._partial = b""

@@ -11,7 +11,9 @@ from tests.procs import ROOT, SimClient, start
 @pytest.fixture(scope="session")
 def sim() -> Iterator[SimClient]:
     """One simulator process for the session, on the scenario profile."""
-    proc = start(["simulate", "--port", "0", "--profile", os.path.join(ROOT, "tests/simulate/profile.toml")])
+    proc = start(
+        ["simulate", "--port", "0", "--profile", os.path.join(ROOT, "tests/simulate/profile.toml")]
+    )
     client = SimClient(proc)
     yield client
     client.http.close()

@@ -21,7 +21,12 @@ from edge.simulate.script import StreamParts
 
 NAME = "anthropic"
 REQUEST_ID_HEADER = b"request-id"
-STOP = {"end": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens", "tool": "tool_use"}
+STOP = {
+    "end": "end_turn",
+    "stop_sequence": "stop_sequence",
+    "length": "max_tokens",
+    "tool": "tool_use",
+}
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -56,7 +61,12 @@ def _usage(a: Answer, output_tokens: int) -> dict[str, Any]:
 def _blocks(a: Answer) -> list[dict[str, Any]]:
     if a.tool_calls:
         return [
-            {"type": "tool_use", "id": _tool_id(c.key), "name": c.name, "input": orjson.loads(c.arguments)}
+            {
+                "type": "tool_use",
+                "id": _tool_id(c.key),
+                "name": c.name,
+                "input": orjson.loads(c.arguments),
+            }
             for c in a.tool_calls
         ]
     return [{"type": "text", "text": a.text}]
@@ -103,28 +113,47 @@ def stream(a: Answer, ask: Ask, model: str, mid: str, created: int) -> StreamPar
         for i, c in enumerate(a.tool_calls):
             opening = b""
             if i > 0:
-                opening = _event(b"content_block_stop", {"type": "content_block_stop", "index": i - 1})
+                opening = _event(
+                    b"content_block_stop", {"type": "content_block_stop", "index": i - 1}
+                )
             block = {"type": "tool_use", "id": _tool_id(c.key), "name": c.name, "input": {}}
-            opening += _event(b"content_block_start", {"type": "content_block_start", "index": i, "content_block": block})
+            opening += _event(
+                b"content_block_start",
+                {"type": "content_block_start", "index": i, "content_block": block},
+            )
             if i == 0:
                 opening += _PING
             tokens.append(opening)
             tokens.extend(
                 _event(
                     b"content_block_delta",
-                    {"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": p}},
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": p},
+                    },
                 )
                 for p in c.pieces
             )
         last = len(a.tool_calls) - 1
     else:
         tokens = [
-            _event(b"content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
+            _event(
+                b"content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": t},
+                },
+            )
             for t in a.tokens
         ]
         block = {"type": "text", "text": ""}
         tokens[0] = (
-            _event(b"content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+            _event(
+                b"content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": block},
+            )
             + _PING
             + tokens[0]
         )
@@ -158,10 +187,16 @@ _ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request."),
     401: ("authentication_error", "invalid x-api-key"),
     402: ("billing_error", "Your credit balance is too low."),
-    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    403: (
+        "permission_error",
+        "Your API key does not have permission to use the specified resource.",
+    ),
     404: ("not_found_error", "Not found."),
     413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-    429: ("rate_limit_error", "Number of requests has exceeded your rate limit. Please try again later."),
+    429: (
+        "rate_limit_error",
+        "Number of requests has exceeded your rate limit. Please try again later.",
+    ),
     500: ("api_error", "Internal server error"),
     502: ("api_error", "Bad gateway"),
     503: ("api_error", "Service unavailable"),
@@ -170,13 +205,24 @@ _ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def error(status: int, message: str = "", code: str | None = None, param: str | None = None, request_id: str = "") -> bytes:
-    kind, default_message = _ERRORS.get(status, ("api_error" if status >= 500 else "invalid_request_error", "Error."))
+def error(
+    status: int,
+    message: str = "",
+    code: str | None = None,
+    param: str | None = None,
+    request_id: str = "",
+) -> bytes:
+    kind, default_message = _ERRORS.get(
+        status, ("api_error" if status >= 500 else "invalid_request_error", "Error.")
+    )
     if code == "context_length_exceeded":
         message = message or "prompt is too long: the request exceeds the model's context window"
     elif code == "content_policy":
         message = message or "Output blocked by content filtering policy"
-    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message or default_message}}
+    body: dict[str, Any] = {
+        "type": "error",
+        "error": {"type": kind, "message": message or default_message},
+    }
     if request_id:
         body["request_id"] = request_id
     return orjson.dumps(body)
@@ -196,5 +242,10 @@ def models(names: list[str], created: int) -> bytes:
         for n in names
     ]
     return orjson.dumps(
-        {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
     )

@@ -74,7 +74,9 @@ class Behaviour:
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
-            raise ProfileError(f"fault: unknown value {self.fault!r}; expected one of {sorted(FAULTS)}")
+            raise ProfileError(
+                f"fault: unknown value {self.fault!r}; expected one of {sorted(FAULTS)}"
+            )
         if self.tool_call not in TOOL_CALL_MODES:
             raise ProfileError(f"tool_call: unknown value {self.tool_call!r}")
         if self.error_code not in ERROR_CODES:

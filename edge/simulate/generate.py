@@ -106,7 +106,9 @@ def _texts_of(content: Any, where: str, out: list[str]) -> None:
         kind = part.get("type")
         if kind == "text":
             text = part.get("text")
-            _require(isinstance(text, str), f"{where}[{i}].text: expected a string", f"{where}[{i}].text")
+            _require(
+                isinstance(text, str), f"{where}[{i}].text: expected a string", f"{where}[{i}].text"
+            )
             out.append(text)
         elif kind in ("image_url", "image", "document", "input_audio", "file"):
             out.append("[attachment]" * 64)
@@ -117,7 +119,9 @@ def _texts_of(content: Any, where: str, out: list[str]) -> None:
         elif kind in ("refusal", "thinking", "redacted_thinking"):
             out.append(str(part.get(kind if kind != "redacted_thinking" else "data", "")))
         else:
-            raise InvalidRequest(f"{where}[{i}].type: unsupported content type {kind!r}", f"{where}[{i}].type")
+            raise InvalidRequest(
+                f"{where}[{i}].type: unsupported content type {kind!r}", f"{where}[{i}].type"
+            )
 
 
 def _stops(value: Any, param: str) -> list[str]:
@@ -149,7 +153,11 @@ def _common(body: Any) -> tuple[str, list[Any], bool]:
     model = body.get("model")
     _require(isinstance(model, str) and bool(model), "model: field required (a string)", "model")
     messages = body.get("messages")
-    _require(isinstance(messages, list) and bool(messages), "messages: field required (a non-empty array)", "messages")
+    _require(
+        isinstance(messages, list) and bool(messages),
+        "messages: field required (a non-empty array)",
+        "messages",
+    )
     stream = body.get("stream", False)
     _require(stream is None or isinstance(stream, bool), "stream: expected a boolean", "stream")
     return model, messages, bool(stream)
@@ -184,14 +192,24 @@ def read_openai(body: Any) -> Ask:
     for i, tool in enumerate(body.get("tools") or []):
         where = f"tools[{i}]"
         fn = tool.get("function") if isinstance(tool, dict) else None
-        _require(isinstance(fn, dict) and isinstance(fn.get("name"), str), f"{where}.function.name: field required", f"{where}.function.name")
+        _require(
+            isinstance(fn, dict) and isinstance(fn.get("name"), str),
+            f"{where}.function.name: field required",
+            f"{where}.function.name",
+        )
         assert isinstance(fn, dict)
         schema = fn.get("parameters") or {"type": "object", "properties": {}}
         ask.tools.append((fn["name"], schema))
-        ask.texts.append(fn["name"] + str(fn.get("description", "")) + orjson.dumps(schema).decode())
+        ask.texts.append(
+            fn["name"] + str(fn.get("description", "")) + orjson.dumps(schema).decode()
+        )
     choice = body.get("tool_choice")
     if isinstance(choice, str):
-        _require(choice in ("auto", "none", "required"), f"tool_choice: invalid value {choice!r}", "tool_choice")
+        _require(
+            choice in ("auto", "none", "required"),
+            f"tool_choice: invalid value {choice!r}",
+            "tool_choice",
+        )
         ask.tool_choice = choice
     elif isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
@@ -205,13 +223,23 @@ def read_openai(body: Any) -> Ask:
             ask.json_mode = "object"
         elif kind == "json_schema":
             schema = (fmt.get("json_schema") or {}).get("schema")
-            _require(isinstance(schema, dict), "response_format.json_schema.schema: field required", "response_format")
+            _require(
+                isinstance(schema, dict),
+                "response_format.json_schema.schema: field required",
+                "response_format",
+            )
             ask.json_mode, ask.json_schema = "schema", schema
         else:
-            _require(kind == "text", f"response_format.type: invalid value {kind!r}", "response_format")
+            _require(
+                kind == "text", f"response_format.type: invalid value {kind!r}", "response_format"
+            )
     ask.stop = _stops(body.get("stop"), "stop")
     mt = body.get("max_completion_tokens")
-    ask.max_tokens = _max_tokens(mt, "max_completion_tokens") if mt is not None else _max_tokens(body.get("max_tokens"), "max_tokens")
+    ask.max_tokens = (
+        _max_tokens(mt, "max_completion_tokens")
+        if mt is not None
+        else _max_tokens(body.get("max_tokens"), "max_tokens")
+    )
     n = body.get("n", 1)
     _require(n in (1, None), "n: only n=1 is supported by this simulator", "n")
     return ask
@@ -228,7 +256,11 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
         where = f"messages.{i}"
         _require(isinstance(msg, dict), f"{where}: expected an object", where)
         role = msg.get("role")
-        _require(role in ("user", "assistant"), f"{where}.role: Input should be 'user' or 'assistant'", f"{where}.role")
+        _require(
+            role in ("user", "assistant"),
+            f"{where}.role: Input should be 'user' or 'assistant'",
+            f"{where}.role",
+        )
         _require("content" in msg, f"{where}.content: Field required", f"{where}.content")
         _texts_of(msg["content"], f"{where}.content", ask.texts)
         content = msg["content"]
@@ -236,8 +268,14 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
             parts: list[str] = []
             results = False
             if isinstance(content, list):
-                results = any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
-                _texts_of([b for b in content if isinstance(b, dict) and b.get("type") == "text"], where, parts)
+                results = any(
+                    isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+                )
+                _texts_of(
+                    [b for b in content if isinstance(b, dict) and b.get("type") == "text"],
+                    where,
+                    parts,
+                )
             else:
                 _texts_of(content, where, parts)
             ask.last_user_text = "\n".join(parts)
@@ -247,11 +285,21 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
     ask.n_messages = len(messages)
     for i, tool in enumerate(body.get("tools") or []):
         where = f"tools.{i}"
-        _require(isinstance(tool, dict) and isinstance(tool.get("name"), str), f"{where}.name: Field required", f"{where}.name")
+        _require(
+            isinstance(tool, dict) and isinstance(tool.get("name"), str),
+            f"{where}.name: Field required",
+            f"{where}.name",
+        )
         schema = tool.get("input_schema")
-        _require(isinstance(schema, dict), f"{where}.input_schema: Field required", f"{where}.input_schema")
+        _require(
+            isinstance(schema, dict),
+            f"{where}.input_schema: Field required",
+            f"{where}.input_schema",
+        )
         ask.tools.append((tool["name"], schema))
-        ask.texts.append(tool["name"] + str(tool.get("description", "")) + orjson.dumps(schema).decode())
+        ask.texts.append(
+            tool["name"] + str(tool.get("description", "")) + orjson.dumps(schema).decode()
+        )
     choice = body.get("tool_choice")
     if choice is not None:
         _require(isinstance(choice, dict), "tool_choice: expected an object", "tool_choice")
@@ -260,12 +308,20 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
         _require(kind in mapping, f"tool_choice.type: invalid value {kind!r}", "tool_choice.type")
         ask.tool_choice = mapping[kind]
         if kind == "tool":
-            _require(isinstance(choice.get("name"), str), "tool_choice.name: Field required", "tool_choice.name")
+            _require(
+                isinstance(choice.get("name"), str),
+                "tool_choice.name: Field required",
+                "tool_choice.name",
+            )
             ask.tool_name = choice["name"]
         ask.parallel_tools = not choice.get("disable_parallel_tool_use", False)
     fmt = (body.get("output_config") or {}).get("format")
     if isinstance(fmt, dict):
-        _require(fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict), "output_config.format: expected {type: json_schema, schema}", "output_config.format")
+        _require(
+            fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict),
+            "output_config.format: expected {type: json_schema, schema}",
+            "output_config.format",
+        )
         ask.json_mode, ask.json_schema = "schema", fmt["schema"]
     ask.stop = _stops(body.get("stop_sequences"), "stop_sequences")
     return ask
@@ -273,14 +329,87 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
 
 # ----------------------------------------------------------------- answers
 
-_VOCAB = (
-    "the gateway routes each request along the fastest healthy path while cost stays "
-    "under its cap and quality above its floor a model answers tokens stream back "
-    "first latency matters most for checkout risk and support traffic reports drafts "
-    "and tags can wait for a cheaper route every provider fails sometimes so the "
-    "router hedges retries and fails over before a client sees an error budgets keep "
-    "spend predictable metrics show percentiles per tier and the team sleeps well"
-).split()
+_VOCAB = [
+    "the",
+    "gateway",
+    "routes",
+    "each",
+    "request",
+    "along",
+    "the",
+    "fastest",
+    "healthy",
+    "path",
+    "while",
+    "cost",
+    "stays",
+    "under",
+    "its",
+    "cap",
+    "and",
+    "quality",
+    "above",
+    "its",
+    "floor",
+    "a",
+    "model",
+    "answers",
+    "tokens",
+    "stream",
+    "back",
+    "first",
+    "latency",
+    "matters",
+    "most",
+    "for",
+    "checkout",
+    "risk",
+    "and",
+    "support",
+    "traffic",
+    "reports",
+    "drafts",
+    "and",
+    "tags",
+    "can",
+    "wait",
+    "for",
+    "a",
+    "cheaper",
+    "route",
+    "every",
+    "provider",
+    "fails",
+    "sometimes",
+    "so",
+    "the",
+    "router",
+    "hedges",
+    "retries",
+    "and",
+    "fails",
+    "over",
+    "before",
+    "a",
+    "client",
+    "sees",
+    "an",
+    "error",
+    "budgets",
+    "keep",
+    "spend",
+    "predictable",
+    "metrics",
+    "show",
+    "percentiles",
+    "per",
+    "tier",
+    "and",
+    "the",
+    "team",
+    "sleeps",
+    "well",
+]
 _REPEAT = re.compile(r"repeat after me:\s?(.*)", re.IGNORECASE | re.DOTALL)
 _PIECE = re.compile(r"\s*\S+|\s+")
 
@@ -352,13 +481,27 @@ def sample_json(schema: Any, rng: random.Random, root: Any = None, depth: int = 
             text += "x"
         return text[:hi]
     if kind == "integer":
-        lo = int(schema["minimum"]) if "minimum" in schema else int(schema.get("exclusiveMinimum", 0)) + 1
-        hi = int(schema["maximum"]) if "maximum" in schema else int(schema.get("exclusiveMaximum", lo + 100)) - 1
+        lo = (
+            int(schema["minimum"])
+            if "minimum" in schema
+            else int(schema.get("exclusiveMinimum", 0)) + 1
+        )
+        hi = (
+            int(schema["maximum"])
+            if "maximum" in schema
+            else int(schema.get("exclusiveMaximum", lo + 100)) - 1
+        )
         return rng.randint(lo, max(lo, hi))
     if kind == "number":
-        lo = float(schema.get("minimum", 0.0))
-        hi = float(schema.get("maximum", lo + 100.0))
-        return round(rng.uniform(lo, hi), 2)
+        if "minimum" in schema:
+            low = float(schema["minimum"])
+        else:
+            low = float(schema.get("exclusiveMinimum", -0.01)) + 0.01
+        if "maximum" in schema:
+            high = float(schema["maximum"])
+        else:
+            high = float(schema.get("exclusiveMaximum", low + 100.01)) - 0.01
+        return min(max(round(rng.uniform(low, high), 2), low), high)
     if kind == "boolean":
         return rng.random() < 0.5
     return None
@@ -371,7 +514,9 @@ def _tool_calls(ask: Ask, mode: str, rng: random.Random, seed: int) -> list[Tool
     chosen: list[str]
     if ask.tool_choice == "named":
         if ask.tool_name not in by_name:
-            raise InvalidRequest(f"tool_choice: tool {ask.tool_name!r} is not in tools", "tool_choice")
+            raise InvalidRequest(
+                f"tool_choice: tool {ask.tool_name!r} is not in tools", "tool_choice"
+            )
         chosen = [ask.tool_name]
     else:
         lowered = ask.last_user_text.lower()

@@ -51,7 +51,16 @@ _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER = range(5)
 class RequestReader:
     """Feed bytes, get complete requests. Pipelined requests are returned in order."""
 
-    __slots__ = ("_buf", "_chunks", "_left", "_max_body", "_max_head", "_need", "_pending", "_state")
+    __slots__ = (
+        "_buf",
+        "_chunks",
+        "_left",
+        "_max_body",
+        "_max_head",
+        "_need",
+        "_pending",
+        "_state",
+    )
 
     def __init__(self, max_head: int = MAX_HEAD_BYTES, max_body: int = MAX_BODY_BYTES) -> None:
         self._buf = bytearray()
@@ -116,10 +125,7 @@ class RequestReader:
                 raise BadRequest(400, "malformed header line")
             headers[name.lower()] = value.strip()
         conn = headers.get(b"connection", b"").lower()
-        if version == b"HTTP/1.1":
-            keep_alive = b"close" not in conn
-        else:
-            keep_alive = b"keep-alive" in conn
+        keep_alive = b"close" not in conn if version == b"HTTP/1.1" else b"keep-alive" in conn
         req = Request(method, target, headers, b"", keep_alive)
         te = headers.get(b"transfer-encoding")
         if te is not None:

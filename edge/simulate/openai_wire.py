@@ -62,7 +62,11 @@ def completion(a: Answer, model: str, cid: str, created: int) -> bytes:
     }
     if a.tool_calls:
         message["tool_calls"] = [
-            {"id": _tool_id(c.key), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": _tool_id(c.key),
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
             for c in a.tool_calls
         ]
     return orjson.dumps(
@@ -71,7 +75,14 @@ def completion(a: Answer, model: str, cid: str, created: int) -> bytes:
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH[a.finish]}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": FINISH[a.finish],
+                }
+            ],
             "usage": _usage(a),
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT,
@@ -80,11 +91,14 @@ def completion(a: Answer, model: str, cid: str, created: int) -> bytes:
 
 
 def stream(a: Answer, ask: Ask, model: str, cid: str, created: int) -> StreamParts:
-    head = b'{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"service_tier":"default","system_fingerprint":"%s","choices":' % (
-        cid.encode(),
-        created,
-        orjson.dumps(model),
-        FINGERPRINT.encode(),
+    head = (
+        b'{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"service_tier":"default","system_fingerprint":"%s","choices":'
+        % (
+            cid.encode(),
+            created,
+            orjson.dumps(model),
+            FINGERPRINT.encode(),
+        )
     )
     tail = b',"usage":null}\n\n' if ask.include_usage else b"}\n\n"
 
@@ -95,12 +109,20 @@ def stream(a: Answer, ask: Ask, model: str, cid: str, created: int) -> StreamPar
     tokens: list[bytes] = []
     if a.tool_calls:
         for i, c in enumerate(a.tool_calls):
-            start = {"index": i, "id": _tool_id(c.key), "type": "function", "function": {"name": c.name, "arguments": ""}}
+            start = {
+                "index": i,
+                "id": _tool_id(c.key),
+                "type": "function",
+                "function": {"name": c.name, "arguments": ""},
+            }
             delta: dict[str, Any] = {"tool_calls": [start]}
             if i == 0:
                 delta = {"role": "assistant", "content": None, "refusal": None, **delta}
             tokens.append(chunk(delta))
-            tokens.extend(chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in c.pieces)
+            tokens.extend(
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
+                for p in c.pieces
+            )
     else:
         tokens = [chunk({"content": t}) for t in a.tokens]
         tokens[0] = chunk({"role": "assistant", "content": "", "refusal": None}) + tokens[0]
@@ -111,19 +133,38 @@ def stream(a: Answer, ask: Ask, model: str, cid: str, created: int) -> StreamPar
 
 
 def malformed(cid: str) -> bytes:
-    return b'data: {"id":"%s","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"\n\n' % cid.encode()
+    return (
+        b'data: {"id":"%s","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"\n\n'
+        % cid.encode()
+    )
 
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported."),
-    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported.",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model does not exist or you do not have access to it.",
+    ),
     408: ("timeout", None, "Request timed out."),
     409: ("invalid_request_error", None, "Conflict."),
     413: ("invalid_request_error", None, "Request too large."),
-    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again later."),
-    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests. Please try again later.",
+    ),
+    500: (
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
     502: ("server_error", None, "Bad gateway."),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
     504: ("server_error", None, "Gateway timeout."),
@@ -132,23 +173,43 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 
 
 def error(
-    status: int, message: str = "", code: str | None = None, param: str | None = None, request_id: str = ""
+    status: int,
+    message: str = "",
+    code: str | None = None,
+    param: str | None = None,
+    request_id: str = "",
 ) -> bytes:
     kind, default_code, default_message = _ERRORS.get(
         status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
     )
     if code == "context_length_exceeded":
-        message = message or "This model's maximum context length was exceeded. Please reduce the length of the messages."
+        message = (
+            message
+            or "This model's maximum context length was exceeded. Please reduce the length of the messages."
+        )
         param = param or "messages"
     elif code == "content_policy":
         code = "content_policy_violation"
         message = message or "Your request was rejected as a result of our safety system."
     return orjson.dumps(
-        {"error": {"message": message or default_message, "type": kind, "param": param, "code": code or default_code}}
+        {
+            "error": {
+                "message": message or default_message,
+                "type": kind,
+                "param": param,
+                "code": code or default_code,
+            }
+        }
     )
 
 
 def models(names: list[str], created: int) -> bytes:
     return orjson.dumps(
-        {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "system"} for n in names]}
+        {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": created, "owned_by": "system"}
+                for n in names
+            ],
+        }
     )

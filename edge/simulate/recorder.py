@@ -49,9 +49,26 @@ class Recorder:
         self._seq = 0
         self.t0 = time.monotonic()
 
-    def add(self, dialect: str, model: str, stream: bool, request_id: str, client_request_id: str, retry_count: str) -> Attempt:
+    def add(
+        self,
+        dialect: str,
+        model: str,
+        stream: bool,
+        request_id: str,
+        client_request_id: str,
+        retry_count: str,
+    ) -> Attempt:
         self._seq += 1
-        rec = Attempt(self._seq, self.now(), dialect, model, stream, request_id, client_request_id, retry_count)
+        rec = Attempt(
+            self._seq,
+            self.now(),
+            dialect,
+            model,
+            stream,
+            request_id,
+            client_request_id,
+            retry_count,
+        )
         self._records.append(rec)
         return rec
 
@@ -59,7 +76,9 @@ class Recorder:
         picked = [r for r in self._records if r.seq > since and (model is None or r.model == model)]
         summary: dict[str, dict[str, Any]] = {}
         for r in picked:
-            s = summary.setdefault(r.model, {"attempts": 0, "ok": 0, "failed": 0, "disconnected": 0, "outcomes": {}})
+            s = summary.setdefault(
+                r.model, {"attempts": 0, "ok": 0, "failed": 0, "disconnected": 0, "outcomes": {}}
+            )
             s["attempts"] += 1
             s["outcomes"][r.outcome] = s["outcomes"].get(r.outcome, 0) + 1
             if r.outcome == "ok" and r.completed:
@@ -69,5 +88,10 @@ class Recorder:
             if r.disconnected:
                 s["disconnected"] += 1
         return orjson.dumps(
-            {"uptime_s": self.now(), "total": self._seq, "by_model": summary, "attempts": [asdict(r) for r in picked]}
+            {
+                "uptime_s": self.now(),
+                "total": self._seq,
+                "by_model": summary,
+                "attempts": [asdict(r) for r in picked],
+            }
         )

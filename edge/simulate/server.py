@@ -82,7 +82,9 @@ class Simulator:
             return "outage"
         if beh.error_status and self._fires(self._errors, model, beh.error_count, beh.error_rate):
             return "error"
-        if beh.fault != "none" and self._fires(self._faults, model, beh.fault_count, beh.fault_rate):
+        if beh.fault != "none" and self._fires(
+            self._faults, model, beh.fault_count, beh.fault_rate
+        ):
             return beh.fault
         return "ok"
 
@@ -142,7 +144,13 @@ class SimProtocol(asyncio.Protocol):
             self._queue.clear()
             if self._steps is None:
                 dialect = openai_wire
-                self._send(exc.status, dialect.error(exc.status, exc.message), JSON, dialect, keep_alive=False)
+                self._send(
+                    exc.status,
+                    dialect.error(exc.status, exc.message),
+                    JSON,
+                    dialect,
+                    keep_alive=False,
+                )
             else:
                 self._keep_alive = False
             return
@@ -197,7 +205,12 @@ class SimProtocol(asyncio.Protocol):
                 return self._not_allowed(dialect)
             if not self._authorized(req, dialect):
                 return None
-            return self._send(200, dialect.models(self._sim.profile.model_names(), self._sim.created), JSON, dialect)
+            return self._send(
+                200,
+                dialect.models(self._sim.profile.model_names(), self._sim.created),
+                JSON,
+                dialect,
+            )
         if path == b"/sim/stats" and method == b"GET":
             q = parse_qs(req.query.decode("latin-1"))
             model = q.get("model", [None])[0]
@@ -208,7 +221,11 @@ class SimProtocol(asyncio.Protocol):
             return self._send(200, b'{"reset":true}', JSON, None)
         if path == b"/healthz" and method == b"GET":
             return self._send(200, b'{"status":"ok"}', JSON, None)
-        dialect = anthropic_wire if path.startswith(b"/v1/messages") or b"anthropic-version" in req.headers else openai_wire
+        dialect = (
+            anthropic_wire
+            if path.startswith(b"/v1/messages") or b"anthropic-version" in req.headers
+            else openai_wire
+        )
         message = f"Unknown request URL: {req.method.decode('latin-1')} {path.decode('latin-1')}."
         return self._send(404, dialect.error(404, message), JSON, dialect)
 
@@ -223,7 +240,9 @@ class SimProtocol(asyncio.Protocol):
         want = self._sim.profile.api_key
         if key and (not want or key.decode("latin-1") == want):
             return True
-        message = "invalid x-api-key" if dialect is anthropic_wire else "Incorrect API key provided."
+        message = (
+            "invalid x-api-key" if dialect is anthropic_wire else "Incorrect API key provided."
+        )
         if not key:
             message = (
                 "x-api-key header is required"
@@ -236,12 +255,19 @@ class SimProtocol(asyncio.Protocol):
     def _decode(self, req: Request, dialect: ModuleType) -> Any:
         ctype = req.headers.get(b"content-type", b"")
         if not ctype.startswith(b"application/json"):
-            self._send(400, dialect.error(400, "Content-Type must be application/json."), JSON, dialect)
+            self._send(
+                400, dialect.error(400, "Content-Type must be application/json."), JSON, dialect
+            )
             return None
         try:
             return orjson.loads(req.body)
         except orjson.JSONDecodeError as exc:
-            self._send(400, dialect.error(400, f"We could not parse the JSON body of your request: {exc}"), JSON, dialect)
+            self._send(
+                400,
+                dialect.error(400, f"We could not parse the JSON body of your request: {exc}"),
+                JSON,
+                dialect,
+            )
             return None
 
     def _count_tokens(self, req: Request) -> None:
@@ -273,7 +299,12 @@ class SimProtocol(asyncio.Protocol):
             self._send(400, dialect.error(400, str(exc), param=param), JSON, dialect)
             return
         if beh is None:
-            self._send(404, dialect.error(404, f"model: {ask.model}", code="model_not_found"), JSON, dialect)
+            self._send(
+                404,
+                dialect.error(404, f"model: {ask.model}", code="model_not_found"),
+                JSON,
+                dialect,
+            )
             return
         cid, rid = dialect.new_ids()
         rec = sim.recorder.add(
@@ -309,7 +340,9 @@ class SimProtocol(asyncio.Protocol):
             ans: Answer = answer(ask, beh.output_tokens, beh.tool_call)
         except InvalidRequest as exc:
             rec.outcome, rec.status = "invalid", 400
-            self._send(400, dialect.error(400, exc.message, param=exc.param), JSON, dialect, rid=rid)
+            self._send(
+                400, dialect.error(400, exc.message, param=exc.param), JSON, dialect, rid=rid
+            )
             return
         if ans.input_tokens > beh.context_window:
             rec.outcome, rec.status = "error", 400
@@ -449,7 +482,9 @@ class SimProtocol(asyncio.Protocol):
         self._steps = None
 
 
-async def start(host: str, port: int, profile: Profile, *, reuse_port: bool = False) -> tuple[asyncio.Server, Simulator]:
+async def start(
+    host: str, port: int, profile: Profile, *, reuse_port: bool = False
+) -> tuple[asyncio.Server, Simulator]:
     """Start listening; returns the server (``sockets[0]`` tells the port) and its state."""
     sim = Simulator(profile)
     loop = asyncio.get_running_loop()

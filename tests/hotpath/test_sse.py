@@ -22,7 +22,9 @@ IMPLS = [pytest.param(_sse_py, id="pure")]
 IMPLS.append(
     pytest.param(_compiled, id="compiled")
     if _compiled is not None
-    else pytest.param(None, id="compiled", marks=pytest.mark.skip(reason="hotpath._sse is not built"))
+    else pytest.param(
+        None, id="compiled", marks=pytest.mark.skip(reason="hotpath._sse is not built")
+    )
 )
 
 
@@ -102,7 +104,9 @@ def test_selector_uses_compiled_module_in_a_normal_build():
 
 
 # Bytes drawn mostly from the SSE alphabet so that lines, fields and blank lines occur often.
-_alphabet = st.sampled_from([b"\n", b"\r", b"\r\n", b":", b" ", b"data", b"event", b"x", b"\xff", b"id"])
+_alphabet = st.sampled_from(
+    [b"\n", b"\r", b"\r\n", b":", b" ", b"data", b"event", b"x", b"\xff", b"id"]
+)
 _streams = st.lists(_alphabet, max_size=80).map(b"".join)
 
 

@@ -9,6 +9,7 @@ import anthropic
 import jsonschema
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from tests.procs import SimClient
 
@@ -23,12 +24,24 @@ WEATHER_SCHEMA = {
     "additionalProperties": False,
 }
 OPENAI_TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}},
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA},
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
+        },
+    },
 ]
 ANTHROPIC_TOOLS = [
     {"name": "get_weather", "description": "Weather", "input_schema": WEATHER_SCHEMA},
-    {"name": "get_time", "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}}},
+    {
+        "name": "get_time",
+        "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}},
+    },
 ]
 HELLO = [{"role": "user", "content": "Hello, who are you?"}]
 
@@ -68,7 +81,9 @@ def test_openai_answers_are_deterministic_and_stream_matches(oa: openai.OpenAI) 
     assert a.choices[0].message.content == b.choices[0].message.content
     other = oa.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert other.choices[0].message.content != a.choices[0].message.content
-    chunks = list(oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True))
+    chunks: list[ChatCompletionChunk] = list(
+        oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True)
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == a.choices[0].message.content
     assert len({c.id for c in chunks}) == 1
@@ -98,7 +113,9 @@ def test_openai_async_stream_with_include_usage(sim: SimClient) -> None:
 
 def test_openai_async_non_streaming(sim: SimClient) -> None:
     async def run() -> openai.types.chat.ChatCompletion:
-        async with openai.AsyncOpenAI(base_url=sim.openai_base, api_key="sk-test", max_retries=0) as client:
+        async with openai.AsyncOpenAI(
+            base_url=sim.openai_base, api_key="sk-test", max_retries=0
+        ) as client:
             return await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
 
     r = asyncio.run(run())
@@ -129,7 +146,9 @@ def test_openai_tool_call_named_in_prompt(oa: openai.OpenAI) -> None:
 
 def test_openai_parallel_and_forced_tool_calls_streamed(oa: openai.OpenAI) -> None:
     msgs = [{"role": "user", "content": "call get_time and then get_weather"}]
-    stream = oa.chat.completions.create(model="gpt-4o-mini", messages=msgs, tools=OPENAI_TOOLS, stream=True)
+    stream = oa.chat.completions.create(
+        model="gpt-4o-mini", messages=msgs, tools=OPENAI_TOOLS, stream=True
+    )
     names: dict[int, str] = {}
     args: dict[int, str] = {}
     finish = None
@@ -138,7 +157,9 @@ def test_openai_parallel_and_forced_tool_calls_streamed(oa: openai.OpenAI) -> No
             for tc in choice.delta.tool_calls or []:
                 if tc.function and tc.function.name:
                     names[tc.index] = tc.function.name
-                args[tc.index] = args.get(tc.index, "") + ((tc.function and tc.function.arguments) or "")
+                args[tc.index] = args.get(tc.index, "") + (
+                    (tc.function and tc.function.arguments) or ""
+                )
             finish = choice.finish_reason or finish
     assert names == {0: "get_time", 1: "get_weather"}
     assert finish == "tool_calls"
@@ -154,19 +175,34 @@ def test_openai_parallel_and_forced_tool_calls_streamed(oa: openai.OpenAI) -> No
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
     assert [c.function.name for c in forced.choices[0].message.tool_calls or []] == ["get_weather"]
-    none = oa.chat.completions.create(model="gpt-4o-mini", messages=msgs, tools=OPENAI_TOOLS, tool_choice="none")
+    none = oa.chat.completions.create(
+        model="gpt-4o-mini", messages=msgs, tools=OPENAI_TOOLS, tool_choice="none"
+    )
     assert none.choices[0].message.tool_calls is None and none.choices[0].finish_reason == "stop"
 
 
 def test_openai_json_schema_and_json_object(oa: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "score": {"type": "number", "minimum": 0, "maximum": 1}, "tags": {"type": "array", "items": {"type": "string"}}}, "required": ["name", "score", "tags"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "score", "tags"],
+    }
     r = oa.chat.completions.create(
         model="gpt-4o-mini",
         messages=HELLO,
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": schema, "strict": True},
+        },
     )
     jsonschema.validate(json.loads(r.choices[0].message.content or ""), schema)
-    r = oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO, response_format={"type": "json_object"})
+    r = oa.chat.completions.create(
+        model="gpt-4o-mini", messages=HELLO, response_format={"type": "json_object"}
+    )
     assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
 
 
@@ -214,15 +250,17 @@ def test_anthropic_stream_helper_matches_non_streaming(an: anthropic.Anthropic) 
     with an.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=HELLO) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert text == whole.content[0].text  # type: ignore[union-attr]
-    assert final.content[0].text == text  # type: ignore[union-attr]
+    assert text == whole.content[0].text
+    assert final.content[0].text == text
     assert final.usage.output_tokens == 12
     assert final.usage.input_tokens == whole.usage.input_tokens
     assert final.stop_reason == "end_turn"
 
 
 def test_anthropic_raw_event_sequence(an: anthropic.Anthropic) -> None:
-    events = list(an.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO, stream=True))
+    events = list(
+        an.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO, stream=True)
+    )
     kinds = [e.type for e in events]
     assert kinds[0] == "message_start" and kinds[1] == "content_block_start"
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -233,27 +271,42 @@ def test_anthropic_raw_event_sequence(an: anthropic.Anthropic) -> None:
 def test_anthropic_async_stream_and_create(sim: SimClient) -> None:
     async def run() -> tuple[str, anthropic.types.Message]:
         async with anthropic.AsyncAnthropic(base_url=sim.url, api_key="k", max_retries=0) as client:
-            async with client.messages.stream(model="claude-haiku-4-5", max_tokens=50, messages=HELLO) as s:
+            async with client.messages.stream(
+                model="claude-haiku-4-5", max_tokens=50, messages=HELLO
+            ) as s:
                 text = "".join([t async for t in s.text_stream])
-            m = await client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=HELLO)
+            m = await client.messages.create(
+                model="claude-haiku-4-5", max_tokens=50, messages=HELLO
+            )
             return text, m
 
     text, m = asyncio.run(run())
-    assert text == m.content[0].text  # type: ignore[union-attr]
+    assert text == m.content[0].text
 
 
 def test_anthropic_tool_use_round_trip(an: anthropic.Anthropic) -> None:
-    msgs: list[dict] = [{"role": "user", "content": "what's the weather? use get_weather"}]
-    m = an.messages.create(model="claude-haiku-4-5", max_tokens=200, messages=msgs, tools=ANTHROPIC_TOOLS)
+    msgs: list[dict[str, object]] = [
+        {"role": "user", "content": "what's the weather? use get_weather"}
+    ]
+    m = an.messages.create(
+        model="claude-haiku-4-5", max_tokens=200, messages=msgs, tools=ANTHROPIC_TOOLS
+    )
     assert m.stop_reason == "tool_use"
     block = m.content[0]
-    assert block.type == "tool_use" and block.name == "get_weather" and block.id.startswith("toolu_")
+    assert (
+        block.type == "tool_use" and block.name == "get_weather" and block.id.startswith("toolu_")
+    )
     jsonschema.validate(block.input, WEATHER_SCHEMA)
     msgs += [
         {"role": "assistant", "content": [b.model_dump() for b in m.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "21C"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "21C"}],
+        },
     ]
-    m2 = an.messages.create(model="claude-haiku-4-5", max_tokens=200, messages=msgs, tools=ANTHROPIC_TOOLS)
+    m2 = an.messages.create(
+        model="claude-haiku-4-5", max_tokens=200, messages=msgs, tools=ANTHROPIC_TOOLS
+    )
     assert m2.stop_reason == "end_turn" and m2.content[0].type == "text"
 
 
@@ -273,28 +326,42 @@ def test_anthropic_streamed_tool_use_accumulates(an: anthropic.Anthropic) -> Non
 
 def test_anthropic_stop_sequences_and_max_tokens(an: anthropic.Anthropic) -> None:
     msgs = [{"role": "user", "content": "Repeat after me: one two END three"}]
-    m = an.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=msgs, stop_sequences=["END"])
+    m = an.messages.create(
+        model="claude-haiku-4-5", max_tokens=100, messages=msgs, stop_sequences=["END"]
+    )
     assert m.stop_reason == "stop_sequence" and m.stop_sequence == "END"
-    assert m.content[0].text == "one two "  # type: ignore[union-attr]
+    assert m.content[0].text == "one two "
     m = an.messages.create(model="claude-haiku-4-5", max_tokens=2, messages=HELLO)
     assert m.stop_reason == "max_tokens" and m.usage.output_tokens == 2
 
 
 def test_anthropic_structured_output(an: anthropic.Anthropic) -> None:
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer"}}, "required": ["ok", "n"]}
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer"}},
+        "required": ["ok", "n"],
+    }
     m = an.messages.create(
         model="claude-haiku-4-5",
         max_tokens=100,
         messages=HELLO,
         output_config={"format": {"type": "json_schema", "schema": schema}},
     )
-    jsonschema.validate(json.loads(m.content[0].text), schema)  # type: ignore[union-attr]
+    jsonschema.validate(json.loads(m.content[0].text), schema)
 
 
 def test_anthropic_count_tokens_matches_usage(an: anthropic.Anthropic) -> None:
     system = "You are terse."
-    counted = an.messages.count_tokens(model="claude-haiku-4-5", system=system, messages=HELLO, tools=ANTHROPIC_TOOLS)
-    m = an.messages.create(model="claude-haiku-4-5", max_tokens=10, system=system, messages=HELLO, tools=ANTHROPIC_TOOLS)
+    counted = an.messages.count_tokens(
+        model="claude-haiku-4-5", system=system, messages=HELLO, tools=ANTHROPIC_TOOLS
+    )
+    m = an.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=10,
+        system=system,
+        messages=HELLO,
+        tools=ANTHROPIC_TOOLS,
+    )
     assert counted.input_tokens == m.usage.input_tokens > 0
 
 
