@@ -303,7 +303,7 @@ def test_ttft_gap_and_length_knobs(fresh_sim: SimClient) -> None:
     ) as resp:
         headers_at = time.monotonic() - t0
         times = content_times(list(timed_events(resp, t0)))
-    assert headers_at < 0.2  # headers come at once; the first token waits
+    assert headers_at < times[0] - 0.2  # headers come at once; the first token waits
     assert len(times) == 5
     assert times[0] >= 0.25
     assert times[-1] - times[0] >= 4 * 0.04
@@ -326,17 +326,15 @@ def test_slow_first_token(fresh_sim: SimClient, dialect: str) -> None:
     )
     t0 = time.monotonic()
     with fresh_sim.http.stream(
-        "POST", path, headers={**headers, **knobs(fault="slow_first_token", stall_s=0.4)}, json=body
+        "POST", path, headers={**headers, **knobs(fault="slow_first_token", stall_s=0.8)}, json=body
     ) as resp:
         assert resp.status_code == 200
         events = list(timed_events(resp, t0))
     times = content_times(events)
-    assert times[0] >= 0.4
-    assert times[-1] - times[0] < 0.3
-    if dialect == "anthropic":
-        assert (
-            events[0][1] == "message_start" and events[0][0] < 0.3
-        )  # message_start is not held back
+    assert times[0] >= 0.8
+    assert times[-1] - times[0] < 0.5
+    if dialect == "anthropic":  # message_start is not held back
+        assert events[0][1] == "message_start" and events[0][0] < 0.5
 
 
 def test_stall_mid_stream(fresh_sim: SimClient) -> None:
@@ -344,14 +342,14 @@ def test_stall_mid_stream(fresh_sim: SimClient) -> None:
     with fresh_sim.http.stream(
         "POST",
         "/v1/messages",
-        headers={**AN_HEADERS, **knobs(fault="stall", fault_after_tokens=2, stall_s=0.4)},
+        headers={**AN_HEADERS, **knobs(fault="stall", fault_after_tokens=2, stall_s=0.8)},
         json=an_body(True),
     ) as resp:
         events = list(timed_events(resp, t0))
     times = content_times(events)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert gaps[1] >= 0.4  # between token 2 and 3
-    assert max(gaps[:1] + gaps[2:]) < 0.2
+    assert gaps[1] >= 0.8  # between token 2 and 3
+    assert max(gaps[:1] + gaps[2:]) < 0.4
     assert events[-1][1] == "message_stop"
     assert fresh_sim.attempts()[0]["outcome"] == "stall" and fresh_sim.attempts()[0]["completed"]
 
