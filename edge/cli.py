@@ -1,4 +1,4 @@
-"""Command line: ``llm-edge simulate`` (more subcommands arrive with the gateway)."""
+"""Command line: ``llm-edge serve`` and ``llm-edge simulate``."""
 
 from __future__ import annotations
 
@@ -40,9 +40,27 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from edge.server.serve import run
+    from edge.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(host=args.host, port=args.port, workers=args.workers, policy=args.policy)
+    except SettingsError as exc:
+        print(f"llm-edge serve: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-edge", description="LLM routing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway (settings from EDGE_* variables; flags override)")
+    serve.add_argument("--host", default=None, help="listen address (EDGE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (EDGE_PORT, default 8080)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (EDGE_WORKERS, default 1)")
+    serve.add_argument("--policy", default=None, help="policy TOML (EDGE_POLICY, default: the shipped policy)")
+    serve.set_defaults(func=_serve)
     sim = sub.add_parser("simulate", help="run the simulated OpenAI + Anthropic providers")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)

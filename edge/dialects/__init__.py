@@ -1,0 +1,1 @@
+"""Client-facing wire dialects: OpenAI Chat Completions and Anthropic Messages."""

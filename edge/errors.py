@@ -1,0 +1,211 @@
+"""The gateway's error hierarchy, rendered in the caller's dialect at one boundary.
+
+    EdgeError                      status  OpenAI type            Anthropic type
+     +- InvalidRequest             400     invalid_request_error  invalid_request_error
+     |   +- MalformedJSON          400
+     +- Unauthorized               401     invalid_request_error  authentication_error
+     +- NotFound                   404     invalid_request_error  not_found_error
+     +- MethodNotAllowed           405     invalid_request_error  invalid_request_error
+     +- RequestTimeout             408     invalid_request_error  timeout_error
+     +- PayloadTooLarge            413     invalid_request_error  request_too_large
+     +- UnsupportedMediaType       415     invalid_request_error  invalid_request_error
+     +- HeadersTooLarge            431     invalid_request_error  invalid_request_error
+     +- ServiceUnavailable         503     server_error           overloaded_error
+     +- UpstreamError              502     server_error           api_error
+         +- UpstreamUnavailable    503     server_error           overloaded_error
+         +- UpstreamTimeout        504     timeout                timeout_error
+         +- UpstreamStatus         the provider's status and error, re-expressed
+
+Handlers raise; ``render`` turns any of them into status, headers and body.
+``x-should-retry: false`` goes on errors a retry cannot fix (client errors and
+decisions of the gateway), so the SDKs do not multiply them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import orjson
+
+Dialect = Literal["openai", "anthropic"]
+
+
+class EdgeError(Exception):
+    status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    anthropic_type: ClassVar[str] = "api_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or []
+
+    def status_code(self) -> int:
+        return self.status
+
+    def types(self) -> tuple[str, str]:
+        return self.openai_type, self.anthropic_type
+
+
+class InvalidRequest(EdgeError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class MalformedJSON(InvalidRequest):
+    pass
+
+
+class Unauthorized(EdgeError):
+    status = 401
+    openai_type = "invalid_request_error"
+    anthropic_type = "authentication_error"
+
+
+class NotFound(EdgeError):
+    status = 404
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+
+
+class MethodNotAllowed(EdgeError):
+    status = 405
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class RequestTimeout(EdgeError):
+    status = 408
+    openai_type = "invalid_request_error"
+    anthropic_type = "timeout_error"
+
+
+class PayloadTooLarge(EdgeError):
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+
+
+class UnsupportedMediaType(EdgeError):
+    status = 415
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class HeadersTooLarge(EdgeError):
+    status = 431
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class ServiceUnavailable(EdgeError):
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+    retryable = True
+
+
+class UpstreamError(EdgeError):
+    """The provider could not be reached or failed (502)."""
+
+    status = 502
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    retryable = True
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    anthropic_type = "overloaded_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    openai_type = "timeout"
+    anthropic_type = "timeout_error"
+
+
+# A provider's own error status, re-expressed: 4xx keep their status (they are
+# the caller's to fix); 429 keeps Retry-After; 5xx become 502, overload 503.
+_ANTHROPIC_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_OPENAI_BY_STATUS = {429: "requests", 503: "server_error", 504: "timeout"}
+
+
+class UpstreamStatus(UpstreamError):
+    """The provider answered with an error status before any byte reached the caller."""
+
+    def __init__(
+        self,
+        upstream_status: int,
+        message: str,
+        *,
+        provider_type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, param=param, headers=headers)
+        self.upstream_status = upstream_status
+        self.provider_type = provider_type
+
+    def status_code(self) -> int:
+        s = self.upstream_status
+        if 400 <= s < 500:
+            return s
+        if s in (503, 529):
+            return 503
+        if s == 504:
+            return 504
+        return 502
+
+    def types(self) -> tuple[str, str]:
+        s = self.upstream_status
+        status = self.status_code()
+        anthropic_type = _ANTHROPIC_BY_STATUS.get(s) or _ANTHROPIC_BY_STATUS.get(status, "api_error")
+        if 400 <= s < 500 and s != 429:
+            openai_type = "invalid_request_error"
+        else:
+            openai_type = _OPENAI_BY_STATUS.get(status, "server_error")
+        return openai_type, anthropic_type
+
+    @property
+    def retryable_status(self) -> bool:
+        return self.upstream_status in (408, 409, 429) or self.upstream_status >= 500
+
+
+def render(err: EdgeError, dialect: Dialect, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, extra headers and JSON body for ``err`` in ``dialect``."""
+    status = err.status_code()
+    openai_type, anthropic_type = err.types()
+    body: dict[str, Any]
+    if dialect == "anthropic":
+        body = {"type": "error", "error": {"type": anthropic_type, "message": err.message}, "request_id": request_id}
+    else:
+        body = {"error": {"message": err.message, "type": openai_type, "param": err.param, "code": err.code}}
+    headers = list(err.headers)
+    retryable = err.retryable_status if isinstance(err, UpstreamStatus) else err.retryable
+    if not retryable:
+        headers.append((b"x-should-retry", b"false"))
+    return status, headers, orjson.dumps(body)

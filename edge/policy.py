@@ -1,0 +1,247 @@
+"""The routing policy: providers, models with prices and fallbacks, tiers.
+
+A TOML file (``EDGE_POLICY``; the shipped default is
+``edge/policies/default.toml``) becomes a frozen ``Policy``. Environment
+overrides are applied here, once: ``EDGE_<PROVIDER>_BASE_URL`` for a
+provider's base URL, ``EDGE_<TIER>_<KEY>`` for any tier key. Provider keys
+are read from each provider's ``api_key_env`` and kept in a ``Secret`` whose
+repr never shows them. Every mistake is a ``PolicyError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+KINDS = ("openai", "anthropic")
+STRATEGIES = ("quality", "value", "latency")
+ALIASES = ("auto", "L0", "L1", "L2")
+
+
+class PolicyError(ValueError):
+    """The policy file or an override is invalid."""
+
+
+class Secret:
+    """A credential: usable as ``.value``, never printed."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    kind: str
+    base_url: str
+    api_key_env: str
+    api_key: Secret
+    anthropic_version: str = "2023-06-01"
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.base_url).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def path_prefix(self) -> str:
+        return urlsplit(self.base_url).path.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    provider: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    cached_input_usd_per_mtok: float
+    cache_write_usd_per_mtok: float
+    quality: float
+    context_window: int
+    max_output_tokens: int
+    default_max_tokens: int
+    fallbacks: tuple[str, ...]
+    upstream_model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    pool: tuple[str, ...]
+    strategy: str
+    soft_timeout_ms: int
+    p95_target_ms: int
+    quality_floor: float
+    warn_usd: float
+    degrade_usd: float
+    block_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    providers: dict[str, Provider]
+    models: dict[str, Model]
+    tiers: dict[str, Tier]
+    default_tier: str
+    prices_date: str
+    source: str = ""
+    simulated: frozenset[str] = field(default_factory=frozenset)
+
+    def provider_of(self, model: Model) -> Provider:
+        return self.providers[model.provider]
+
+    def with_base_urls(self, base_urls: Mapping[str, str], simulated: bool) -> Policy:
+        """A copy with providers pointed elsewhere (the embedded simulator)."""
+        providers = {
+            name: Provider(p.name, p.kind, base_urls.get(name, p.base_url), p.api_key_env, p.api_key or Secret("sim"), p.anthropic_version)
+            for name, p in self.providers.items()
+        }
+        sim = frozenset(base_urls) if simulated else self.simulated
+        return Policy(providers, self.models, self.tiers, self.default_tier, self.prices_date, self.source, sim)
+
+
+def _get(table: Mapping[str, Any], key: str, where: str, kind: type, default: Any = None) -> Any:
+    if key not in table:
+        if default is None:
+            raise PolicyError(f"{where}.{key}: required")
+        return default
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise PolicyError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _coerce_env(name: str, raw: str, current: Any) -> Any:
+    try:
+        if isinstance(current, tuple):
+            return tuple(s.strip() for s in raw.split(",") if s.strip())
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+    except ValueError:
+        raise PolicyError(f"{name}: invalid value {raw!r}") from None
+    return raw
+
+
+def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
+    known = {"providers", "models", "tiers", "default_tier", "prices_date"}
+    if unknown := set(data) - known:
+        raise PolicyError(f"unknown top-level keys: {sorted(unknown)}")
+    providers: dict[str, Provider] = {}
+    for name, t in dict(data.get("providers", {})).items():
+        where = f"providers.{name}"
+        kind = _get(t, "kind", where, str)
+        if kind not in KINDS:
+            raise PolicyError(f"{where}.kind: must be one of {KINDS}")
+        base = env.get(f"EDGE_{name.upper()}_BASE_URL") or _get(t, "base_url", where, str)
+        if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname:
+            raise PolicyError(f"{where}.base_url: not an http(s) URL: {base!r}")
+        key_env = _get(t, "api_key_env", where, str, "")
+        version = _get(t, "anthropic_version", where, str, "2023-06-01")
+        providers[name] = Provider(name, kind, base, key_env, Secret(env.get(key_env, "") if key_env else ""), version)
+    if not providers:
+        raise PolicyError("providers: at least one provider is required")
+
+    models: dict[str, Model] = {}
+    for name, t in dict(data.get("models", {})).items():
+        where = f"models.{name}"
+        provider = _get(t, "provider", where, str)
+        if provider not in providers:
+            raise PolicyError(f"{where}.provider: unknown provider {provider!r}")
+        prices = [_get(t, k, where, float) for k in ("input_usd_per_mtok", "output_usd_per_mtok")]
+        cached = _get(t, "cached_input_usd_per_mtok", where, float, prices[0])
+        write = _get(t, "cache_write_usd_per_mtok", where, float, prices[0])
+        for key, value in zip(
+            ("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok", "cache_write_usd_per_mtok"),
+            (*prices, cached, write),
+            strict=True,
+        ):
+            if value < 0:
+                raise PolicyError(f"{where}.{key}: must not be negative")
+        quality = _get(t, "quality", where, float, 0.9)
+        if not 0.0 <= quality <= 1.0:
+            raise PolicyError(f"{where}.quality: must be between 0 and 1")
+        window = _get(t, "context_window", where, int)
+        max_out = _get(t, "max_output_tokens", where, int, 4096)
+        default_max = _get(t, "default_max_tokens", where, int, min(4096, max_out))
+        fallbacks = tuple(_get(t, "fallbacks", where, list, []))
+        models[name] = Model(
+            name, provider, prices[0], prices[1], cached, write, quality, window, max_out, default_max, fallbacks,
+            _get(t, "upstream_model", where, str, name),
+        )
+    for m in models.values():
+        for fb in m.fallbacks:
+            if fb not in models:
+                raise PolicyError(f"models.{m.name}.fallbacks: unknown model {fb!r}")
+        if m.name in ALIASES:
+            raise PolicyError(f"models.{m.name}: the name is a route alias")
+
+    tiers: dict[str, Tier] = {}
+    for name, t in dict(data.get("tiers", {})).items():
+        where = f"tiers.{name}"
+        values: dict[str, Any] = {
+            "pool": tuple(_get(t, "pool", where, list)),
+            "strategy": _get(t, "strategy", where, str, "value"),
+            "soft_timeout_ms": _get(t, "soft_timeout_ms", where, int, 1500),
+            "p95_target_ms": _get(t, "p95_target_ms", where, int, 3000),
+            "quality_floor": _get(t, "quality_floor", where, float, 0.97),
+            "warn_usd": _get(t, "warn_usd", where, float, 0.01),
+            "degrade_usd": _get(t, "degrade_usd", where, float, 0.02),
+            "block_usd": _get(t, "block_usd", where, float, 0.05),
+        }
+        for key, current in list(values.items()):
+            env_name = f"EDGE_{name.upper()}_{key.upper()}"
+            if env.get(env_name):
+                values[key] = _coerce_env(env_name, env[env_name], current)
+        if values["strategy"] not in STRATEGIES:
+            raise PolicyError(f"{where}.strategy: must be one of {STRATEGIES}")
+        for m in values["pool"]:
+            if m not in models:
+                raise PolicyError(f"{where}.pool: unknown model {m!r}")
+        tiers[name] = Tier(name=name, **values)
+    default_tier = str(data.get("default_tier", "L1"))
+    if tiers and default_tier not in tiers:
+        raise PolicyError(f"default_tier: unknown tier {default_tier!r}")
+    return Policy(providers, models, tiers, default_tier, str(data.get("prices_date", "")), source)
+
+
+def load_policy(path: str = "", env: Mapping[str, str] | None = None) -> Policy:
+    """Load ``path`` (or the shipped default) and apply environment overrides."""
+    env = os.environ if env is None else env
+    try:
+        if path:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        else:
+            data = tomllib.loads(resources.files("edge").joinpath("policies", "default.toml").read_text())
+    except OSError as exc:
+        raise PolicyError(f"policy {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy {path or 'default'}: {exc}") from None
+    return parse_policy(data, env, path or "default")

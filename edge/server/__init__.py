@@ -1,0 +1,1 @@
+"""The client-facing server: h11 protocol, routes, workers."""

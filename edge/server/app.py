@@ -1,0 +1,177 @@
+"""The gateway of one worker: route table, the error boundary, logs and metrics.
+
+``Gateway.handle`` is the only place an ``EdgeError`` becomes a response:
+handlers raise, this renders the error in the caller's dialect (chosen by
+path: ``/v1/messages*`` and ``/v1/models`` with ``anthropic-version`` speak
+Anthropic, everything else OpenAI). Every request ends in exactly one access
+log line and one metrics observation, however it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from edge.dialects import anthropic as anthropic_dialect
+from edge.dialects import openai as openai_dialect
+from edge.errors import Dialect, EdgeError, MethodNotAllowed, NotFound, render
+from edge.observe.log import Log
+from edge.observe.metrics import Metrics
+from edge.policy import Policy
+from edge.server.auth import Keyring
+from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
+from edge.server.relay import JSON_HEADERS, Outcome, plan_chat, relay_chat, relay_count_tokens
+from edge.settings import Settings
+from edge.upstream.pool import Pool
+
+Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
+
+
+def dialect_of(req: Request | None) -> Dialect:
+    if req is None:
+        return "openai"
+    if req.path.startswith(b"/v1/messages"):
+        return "anthropic"
+    if req.path == b"/v1/models" and b"anthropic-version" in req.headers:
+        return "anthropic"
+    return "openai"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, policy: Policy, keys: Keyring, log: Log, tracker: ConnectionTracker) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.keys = keys
+        self.log = log
+        self.tracker = tracker
+        self.metrics = Metrics()
+        self.pool = Pool(
+            max_per_host=settings.upstream_max_per_host,
+            connect_timeout=settings.upstream_connect_timeout_s,
+            read_timeout=settings.upstream_read_timeout_s,
+            idle_s=settings.upstream_idle_s,
+        )
+        self.created = int(time.time())
+        self.routes: dict[bytes, dict[bytes, Route]] = {
+            b"/v1/chat/completions": {b"POST": self.chat_completions},
+            b"/v1/messages": {b"POST": self.messages},
+            b"/v1/messages/count_tokens": {b"POST": self.count_tokens},
+            b"/v1/models": {b"GET": self.models},
+            b"/healthz": {b"GET": self.healthz},
+            b"/readyz": {b"GET": self.readyz},
+            b"/metrics": {b"GET": self.prometheus},
+        }
+
+    def protocol(self) -> EdgeProtocol:
+        return EdgeProtocol(self.settings, self.tracker, self.handle, self.render_error)
+
+    # -- the boundary
+
+    async def handle(self, req: Request, proto: EdgeProtocol) -> None:
+        out = Outcome(dialect=dialect_of(req))
+        if out.dialect == "anthropic":  # the Anthropic SDK reads its request id from `request-id`
+            proto.extra_headers = [(b"request-id", req.request_id.encode())]
+        self.metrics.in_flight.inc()
+        try:
+            methods = self.routes.get(req.path)
+            if methods is None:
+                raise NotFound(f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}", code="unknown_url")
+            route = methods.get(req.method)
+            if route is None:
+                allow = b", ".join(methods)
+                raise MethodNotAllowed(f"{req.method.decode('latin-1')} is not allowed here; use {allow.decode()}", headers=[(b"allow", allow)])
+            await route(req, proto, out)
+        except EdgeError as err:
+            out.status, out.error = err.status_code(), type(err).__name__
+            if proto.started:
+                proto.abort_stream()
+            else:
+                self.render_error(err, req, proto)
+        except asyncio.CancelledError:
+            out.status, out.error = 499, "ClientDisconnected"
+            raise
+        except Exception as exc:
+            out.status, out.error = 500, type(exc).__name__
+            self.log.error("unhandled error", request_id=req.request_id, error=repr(exc), trace=traceback.format_exc(limit=8))
+            if proto.started:
+                proto.abort_stream()
+            else:
+                self.render_error(EdgeError("internal error in the gateway"), req, proto)
+        finally:
+            self.metrics.in_flight.dec()
+            self._account(req, out)
+
+    def render_error(self, err: EdgeError, req: Request | None, proto: EdgeProtocol) -> None:
+        dialect = dialect_of(req)
+        rid = req.request_id if req is not None else request_id_for({})
+        status, headers, body = render(err, dialect, rid)
+        headers = JSON_HEADERS + headers
+        if req is None:
+            headers.append((b"x-request-id", rid.encode()))
+        proto.respond(status, headers, body)
+
+    def _account(self, req: Request, out: Outcome) -> None:
+        if req.path not in (b"/v1/chat/completions", b"/v1/messages", b"/v1/messages/count_tokens"):
+            return
+        duration = time.monotonic() - req.received_at
+        self.metrics.observe(out.dialect, out.provider, out.model, out.status, duration, out.ttft)
+        if out.error:
+            self.metrics.error(out.dialect, out.error)
+        self.metrics.add_tokens(out.provider, out.model, out.prompt_tokens, out.completion_tokens)
+        self.log.request(
+            id=req.request_id,
+            dialect=out.dialect,
+            provider=out.provider,
+            model=out.model,
+            stream=out.stream,
+            status=out.status,
+            error=out.error or None,
+            latency_ms=round(duration * 1000, 2),
+            ttft_ms=round(out.ttft * 1000, 2) if out.ttft is not None else None,
+            prompt_tokens=out.prompt_tokens,
+            completion_tokens=out.completion_tokens,
+            upstream_request_id=out.upstream_request_id or None,
+        )
+
+    # -- routes
+
+    async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        plan = plan_chat(self.policy, req, openai_dialect)
+        await relay_chat(self.pool, plan, req, proto, openai_dialect, out)
+
+    async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        plan = plan_chat(self.policy, req, anthropic_dialect)
+        await relay_chat(self.pool, plan, req, proto, anthropic_dialect, out)
+
+    async def count_tokens(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        await relay_count_tokens(self.policy, self.pool, req, proto, out)
+
+    async def models(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        names = sorted(self.policy.models)
+        if dialect_of(req) == "anthropic":
+            body = anthropic_dialect.models_body(names)
+        else:
+            owners = {n: self.policy.models[n].provider for n in names}
+            body = openai_dialect.models_body(names, owners, self.created)
+        proto.respond(200, JSON_HEADERS, body)
+
+    async def healthz(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        proto.respond(200, JSON_HEADERS, b'{"status":"ok"}')
+
+    async def readyz(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        if self.tracker.draining:
+            proto.respond(503, JSON_HEADERS, b'{"status":"draining"}')
+        else:
+            proto.respond(200, JSON_HEADERS, orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}))
+
+    async def prometheus(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        self.metrics.upstream_open.set(self.pool.stats()["open"])
+        proto.respond(200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], self.metrics.render())

@@ -1,0 +1,86 @@
+"""Gateway keys: who may call, and their default tier.
+
+Keys come from ``EDGE_KEYS`` (comma-separated) and ``EDGE_KEYS_FILE`` (one per
+line, ``#`` comments), each ``KEY`` or ``sha256:HEX`` (so the plain key need
+not be stored), optionally ``=TIER``. Only SHA-256 digests are kept; a
+presented key is hashed and compared with ``hmac.compare_digest``. Keys are
+accepted as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. With no key
+configured the gateway runs open, which the server allows on loopback only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from edge.errors import Unauthorized
+
+
+class KeysError(ValueError):
+    """A key entry is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    key_id: str  # first 12 hex of the digest: enough to tell keys apart in logs, useless as a credential
+    tier: str | None
+
+
+OPEN = Tenant(key_id="open", tier=None)
+
+
+class Keyring:
+    def __init__(self, entries: list[str]) -> None:
+        self._by_digest: dict[bytes, Tenant] = {}
+        self._digest_of: dict[Tenant, bytes] = {}
+        for raw in entries:
+            entry = raw.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            key, _, tier = entry.partition("=")
+            key = key.strip()
+            if key.startswith("sha256:"):
+                try:
+                    digest = bytes.fromhex(key[7:])
+                except ValueError:
+                    raise KeysError("a sha256: key entry is not hex") from None
+                if len(digest) != 32:
+                    raise KeysError("a sha256: key entry is not 64 hex digits")
+            else:
+                digest = hashlib.sha256(key.encode()).digest()
+            tenant = Tenant(digest.hex()[:12], tier.strip() or None)
+            self._by_digest[digest] = tenant
+            self._digest_of[tenant] = digest
+
+    @classmethod
+    def load(cls, keys: str, keys_file: str) -> Keyring:
+        entries = keys.split(",") if keys else []
+        if keys_file:
+            try:
+                with open(keys_file) as f:
+                    entries += f.read().splitlines()
+            except OSError as exc:
+                raise KeysError(f"EDGE_KEYS_FILE {keys_file}: {exc.strerror}") from None
+        return cls(entries)
+
+    @property
+    def open(self) -> bool:
+        return not self._by_digest
+
+    def check(self, authorization: bytes | None, api_key: bytes | None) -> Tenant:
+        if self.open:
+            return OPEN
+        presented = api_key
+        if presented is None and authorization and authorization[:7].lower() == b"bearer ":
+            presented = authorization[7:].strip()
+        if not presented:
+            raise Unauthorized("missing API key: send Authorization: Bearer <key> or x-api-key", code="missing_api_key")
+        digest = hashlib.sha256(presented).digest()
+        # Looked up by digest: lookup timing can at most reveal bits of a SHA-256
+        # digest, which does not help anyone forge a key; the final comparison
+        # of the full digest is constant-time.
+        found = self._by_digest.get(digest)
+        if found is None or not hmac.compare_digest(self._digest_of[found], digest):
+            raise Unauthorized("invalid API key", code="invalid_api_key")
+        return found

@@ -1,0 +1,223 @@
+"""Relay one chat request to its provider and the answer back (same dialect).
+
+Decide, then act: the request is checked and its upstream call built without
+I/O (``plan_chat``); then ``relay_chat`` streams from the provider. The
+client's response does not start until the first content token has arrived
+(events before it are held back), so that an error before that point is still
+a clean error status in the caller's dialect, and later a failover. After
+bytes reached the client, a failure ends the stream with a dialect-correct
+error event: a truncated answer is never presented as complete.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from edge.dialects import anthropic as anthropic_dialect
+from edge.dialects import openai as openai_dialect
+from edge.dialects.common import ChatInfo, StreamState
+from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
+from edge.policy import Model, Policy, Provider
+from hotpath.sse import SSEScanner
+
+if TYPE_CHECKING:
+    from edge.server.protocol import EdgeProtocol, Request
+    from edge.upstream.pool import Pool
+
+USER_AGENT = b"llm-edge/0.1"
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request, for the access log and metrics."""
+
+    dialect: str
+    provider: str = "-"
+    model: str = "-"
+    status: int = 0
+    error: str = ""
+    ttft: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stream: bool = False
+    upstream_request_id: str = ""
+
+
+@dataclass(slots=True)
+class Plan:
+    info: ChatInfo
+    model: Model
+    provider: Provider
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def parse_json(req: Request) -> Any:
+    ctype = req.headers.get(b"content-type", b"")
+    if not ctype.split(b";", 1)[0].strip().lower() == b"application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    try:
+        return orjson.loads(req.body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
+
+
+def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tuple[bytes, bytes]]:
+    host = provider.host if provider.port in (80, 443) else f"{provider.host}:{provider.port}"
+    headers = [
+        (b"host", host.encode()),
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/event-stream"),
+        (b"user-agent", USER_AGENT),
+        (b"x-request-id", req.request_id.encode()),
+        (b"content-length", b"%d" % body_len),
+    ]
+    key = provider.api_key.value.encode()
+    if provider.kind == "anthropic":
+        version = req.headers.get(b"anthropic-version") or provider.anthropic_version.encode()
+        headers += [(b"x-api-key", key), (b"anthropic-version", version)]
+        beta = req.headers.get(b"anthropic-beta")
+        if beta:
+            headers.append((b"anthropic-beta", beta))
+    else:
+        headers.append((b"authorization", b"Bearer " + key))
+    return headers
+
+
+def resolve_model(policy: Policy, name: str, dialect: ModuleType) -> tuple[Model, Provider]:
+    model = policy.models.get(name)
+    if model is None:
+        raise NotFound(f"The model `{name}` does not exist or is not configured on this gateway.", param="model", code="model_not_found")
+    provider = policy.providers[model.provider]
+    if provider.kind != dialect.NAME:
+        raise InvalidRequest(
+            f"model `{name}` is served by the {provider.kind} protocol; this gateway does not translate between dialects yet",
+            param="model",
+        )
+    return model, provider
+
+
+def plan_chat(policy: Policy, req: Request, dialect: ModuleType) -> Plan:
+    body = parse_json(req)
+    info: ChatInfo = dialect.check_request(body)
+    model, provider = resolve_model(policy, info.model, dialect)
+    payload: bytes = dialect.upstream_body(body, model.upstream_model)
+    path = b"/chat/completions" if provider.kind == "openai" else b"/v1/messages"
+    target = provider.path_prefix.encode() + path
+    return Plan(info, model, provider, target, upstream_headers(provider, req, len(payload)), payload)
+
+
+def _stream_state(dialect: ModuleType, info: ChatInfo) -> StreamState:
+    if dialect is anthropic_dialect:
+        return anthropic_dialect.AnthropicStream(stream=info.stream)
+    return openai_dialect.OpenAIStream(stream=info.stream, include_usage=info.include_usage)
+
+
+def answer_headers(plan: Plan, upstream_id: str) -> list[tuple[bytes, bytes]]:
+    out = [(b"x-edge-provider", plan.provider.name.encode()), (b"x-edge-model", plan.model.name.encode())]
+    if upstream_id:
+        out.append((b"x-edge-upstream-request-id", upstream_id.encode("latin-1")))
+    return out
+
+
+def _usage_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
+    if not usage:
+        return 0, 0
+    if "prompt_tokens" in usage:
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    prompt = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+    return prompt, int(usage.get("output_tokens") or 0)
+
+
+async def relay_chat(pool: Pool, plan: Plan, req: Request, proto: EdgeProtocol, dialect: ModuleType, out: Outcome) -> None:
+    out.provider, out.model, out.stream = plan.provider.name, plan.model.name, plan.info.stream
+    provider = plan.provider
+    state = _stream_state(dialect, plan.info)
+    scanner = SSEScanner()
+    held: list[bytes] = []
+    async with pool.exchange((provider.scheme, provider.host, provider.port), b"POST", plan.target, plan.headers, plan.body) as ex:
+        head = await ex.head()
+        upstream_id = ""
+        for name, value in head.headers:
+            if name in (b"x-request-id", b"request-id"):
+                upstream_id = value.decode("latin-1")
+        out.upstream_request_id = upstream_id
+        if head.status_code != 200:
+            raw = await ex.read_all()
+            raise dialect.error_from_upstream(head.status_code, raw, list(head.headers))
+        try:
+            while chunk := await ex.read():
+                for name, data in scanner.feed(chunk):
+                    piece = state.feed(name, data)
+                    if out.ttft is None and state.first_token:
+                        out.ttft = time.monotonic() - req.received_at
+                    if not piece:
+                        continue
+                    if proto.started:
+                        await proto.send(piece)
+                    elif state.first_token:
+                        proto.start(200, SSE_HEADERS + answer_headers(plan, upstream_id))
+                        held.append(piece)
+                        await proto.send(b"".join(held))
+                        held.clear()
+                    else:
+                        held.append(piece)
+            tail = state.close()
+        except UpstreamError as err:
+            out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
+            if not proto.started:
+                raise
+            out.status, out.error = 502, type(err).__name__
+            await proto.send(state.error_event(err))
+            proto.end()
+            return
+    out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
+    out.status = 200
+    if plan.info.stream:
+        if not proto.started:
+            proto.start(200, SSE_HEADERS + answer_headers(plan, upstream_id))
+        if held or tail:
+            await proto.send(b"".join(held) + tail)
+        proto.end()
+    else:
+        proto.respond(200, JSON_HEADERS + answer_headers(plan, upstream_id), state.final_body())
+
+
+async def relay_count_tokens(policy: Policy, pool: Pool, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+    body = parse_json(req)
+    info = anthropic_dialect.check_request(body, count_only=True)
+    model = policy.models.get(info.model)
+    if model is None:
+        raise NotFound(f"model: {info.model} is not configured on this gateway", param="model", code="model_not_found")
+    provider = policy.providers[model.provider]
+    out.provider, out.model = provider.name, model.name
+    if provider.kind != "anthropic":
+        # No count endpoint on this provider: answer from the local estimate.
+        out.status = 200
+        proto.respond(200, JSON_HEADERS, b'{"input_tokens":%d}' % estimate_input_tokens(body))
+        return
+    payload = anthropic_dialect.count_body(body, model.upstream_model)
+    headers = upstream_headers(provider, req, len(payload))
+    target = provider.path_prefix.encode() + b"/v1/messages/count_tokens"
+    async with pool.exchange((provider.scheme, provider.host, provider.port), b"POST", target, headers, payload) as ex:
+        head = await ex.head()
+        raw = await ex.read_all()
+    if head.status_code != 200:
+        raise anthropic_dialect.error_from_upstream(head.status_code, raw, list(head.headers))
+    out.status = 200
+    proto.respond(200, JSON_HEADERS, raw)
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """A coarse estimate (4 bytes a token) until the compiled estimator lands (issue 5)."""
+    parts = [body.get("system"), body.get("messages"), body.get("tools")]
+    size = sum(len(orjson.dumps(p)) for p in parts if p)
+    return max(1, (size + 3) // 4)

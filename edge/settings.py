@@ -1,0 +1,134 @@
+"""Process settings: every ``EDGE_*`` variable, read once into a frozen object.
+
+Nothing on the request path reads the environment; it gets a ``Settings``.
+A bad value fails the start with a message naming the variable. The full
+list with defaults is docs/CONFIG.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the gateway cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    policy: str = ""  # path to a policy TOML; empty = the shipped default
+    state_dir: str = "./state"
+    redis_url: str = ""
+    keys: str = ""  # comma-separated gateway keys (or sha256:<hex> digests), key=tier to set a default tier
+    keys_file: str = ""
+    admin_key: str = ""
+    log_level: str = "info"
+    access_log: bool = True
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keepalive_timeout_s: float = 75.0
+    max_connections: int = 4096
+    drain_s: float = 30.0
+    upstream_connect_timeout_s: float = 5.0
+    upstream_read_timeout_s: float = 600.0
+    upstream_max_per_host: int = 512
+    upstream_idle_s: float = 30.0
+    simulate: str = "auto"  # auto | on | off
+    sim_profile: str = "default"
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+
+_FIELDS: dict[str, tuple[str, type]] = {
+    "EDGE_HOST": ("host", str),
+    "EDGE_PORT": ("port", int),
+    "EDGE_WORKERS": ("workers", int),
+    "EDGE_POLICY": ("policy", str),
+    "EDGE_STATE_DIR": ("state_dir", str),
+    "EDGE_REDIS_URL": ("redis_url", str),
+    "EDGE_KEYS": ("keys", str),
+    "EDGE_KEYS_FILE": ("keys_file", str),
+    "EDGE_ADMIN_KEY": ("admin_key", str),
+    "EDGE_LOG_LEVEL": ("log_level", str),
+    "EDGE_ACCESS_LOG": ("access_log", bool),
+    "EDGE_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "EDGE_MAX_HEADER_BYTES": ("max_header_bytes", int),
+    "EDGE_HEADER_TIMEOUT_S": ("header_timeout_s", float),
+    "EDGE_BODY_TIMEOUT_S": ("body_timeout_s", float),
+    "EDGE_KEEPALIVE_TIMEOUT_S": ("keepalive_timeout_s", float),
+    "EDGE_MAX_CONNECTIONS": ("max_connections", int),
+    "EDGE_DRAIN_S": ("drain_s", float),
+    "EDGE_UPSTREAM_CONNECT_TIMEOUT_S": ("upstream_connect_timeout_s", float),
+    "EDGE_UPSTREAM_READ_TIMEOUT_S": ("upstream_read_timeout_s", float),
+    "EDGE_UPSTREAM_MAX_PER_HOST": ("upstream_max_per_host", int),
+    "EDGE_UPSTREAM_IDLE_S": ("upstream_idle_s", float),
+    "EDGE_SIMULATE": ("simulate", str),
+    "EDGE_SIM_PROFILE": ("sim_profile", str),
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(name: str, raw: str, kind: type) -> object:
+    raw = raw.strip()
+    try:
+        if kind is bool:
+            low = raw.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read ``EDGE_*`` from ``env`` (default: the process environment); overrides win."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for name, (attr, kind) in _FIELDS.items():
+        if name in env and env[name] != "":
+            values[attr] = _parse(name, env[name], kind)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    s = Settings(**values)  # type: ignore[arg-type]
+    _check(s)
+    return s
+
+
+def _check(s: Settings) -> None:
+    def need(cond: bool, name: str, why: str) -> None:
+        if not cond:
+            raise SettingsError(f"{name}: {why}")
+
+    need(0 <= s.port <= 65535, "EDGE_PORT", "must be 0..65535")
+    need(s.workers >= 1, "EDGE_WORKERS", "must be at least 1")
+    need(s.max_body_bytes >= 1024, "EDGE_MAX_BODY_BYTES", "must be at least 1024")
+    need(s.max_header_bytes >= 1024, "EDGE_MAX_HEADER_BYTES", "must be at least 1024")
+    need(s.max_connections >= 1, "EDGE_MAX_CONNECTIONS", "must be at least 1")
+    need(s.upstream_max_per_host >= 1, "EDGE_UPSTREAM_MAX_PER_HOST", "must be at least 1")
+    for name, value in (
+        ("EDGE_HEADER_TIMEOUT_S", s.header_timeout_s),
+        ("EDGE_BODY_TIMEOUT_S", s.body_timeout_s),
+        ("EDGE_KEEPALIVE_TIMEOUT_S", s.keepalive_timeout_s),
+        ("EDGE_UPSTREAM_CONNECT_TIMEOUT_S", s.upstream_connect_timeout_s),
+        ("EDGE_UPSTREAM_READ_TIMEOUT_S", s.upstream_read_timeout_s),
+    ):
+        need(value > 0, name, "must be greater than 0")
+    need(s.drain_s >= 0, "EDGE_DRAIN_S", "must not be negative")
+    need(s.simulate in ("auto", "on", "off"), "EDGE_SIMULATE", "must be auto, on or off")
+    need(s.log_level in ("debug", "info", "warning", "error"), "EDGE_LOG_LEVEL", "must be debug, info, warning or error")

@@ -1,0 +1,1 @@
+"""Talking to providers: pooled HTTP/1.1 connections over asyncio protocols."""
