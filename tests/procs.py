@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PORT = re.compile(r"http://[\d.]+:(\d+)")
 
 
 @dataclass
@@ -47,8 +46,10 @@ class Proc:
         return "".join(self.lines)
 
 
-def start(args: list[str], env: dict[str, str] | None = None, ready_timeout: float = 20.0) -> Proc:
-    """Run ``python -m edge.cli ARGS``; its first line that names a URL gives the port."""
+def start(
+    args: list[str], env: dict[str, str] | None = None, ready_timeout: float = 20.0, ready: str = r"http://[\d.]+:(\d+)"
+) -> Proc:
+    """Run ``python -m edge.cli ARGS``; the first output line matching ``ready`` gives the port."""
     popen = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", *args],
         cwd=ROOT,
@@ -59,22 +60,23 @@ def start(args: list[str], env: dict[str, str] | None = None, ready_timeout: flo
     )
     lines: list[str] = []
     found: list[int] = []
-    ready = threading.Event()
+    pattern = re.compile(ready)
+    is_ready = threading.Event()
 
     def pump() -> None:
         assert popen.stdout is not None
         for line in popen.stdout:
             lines.append(line)
             if not found:
-                m = _PORT.search(line)
+                m = pattern.search(line)
                 if m:
                     found.append(int(m.group(1)))
-                    ready.set()
-        ready.set()
+                    is_ready.set()
+        is_ready.set()
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
-    if not ready.wait(ready_timeout) or not found:
+    if not is_ready.wait(ready_timeout) or not found:
         popen.kill()
         popen.wait()
         thread.join(5)
@@ -112,3 +114,22 @@ class SimClient:
     def attempts(self, model: str | None = None) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.stats(model)["attempts"]
         return result
+
+
+SERVE_READY = r"listening on http://[\d.]+:(\d+)"
+
+
+def start_gateway(sim_url: str, policy: str, extra_env: dict[str, str] | None = None, workers: int = 1) -> Proc:
+    """``llm-edge serve`` on a free port, its providers pointed at the simulator ``sim_url``."""
+    env = {
+        "EDGE_SIMULATE": "off",
+        "OPENAI_API_KEY": "sk-upstream-openai",
+        "ANTHROPIC_API_KEY": "sk-upstream-anthropic",
+        "EDGE_OPENAI_BASE_URL": sim_url + "/v1",
+        "EDGE_ANTHROPIC_BASE_URL": sim_url,
+        "EDGE_POLICY": policy,
+        "EDGE_WORKERS": str(workers),
+        "EDGE_PORT": "0",
+        **(extra_env or {}),
+    }
+    return start(["serve"], env=env, ready=SERVE_READY)

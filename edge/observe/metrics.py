@@ -8,7 +8,11 @@ so the request path does one dict lookup per observation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # OpenTelemetry GenAI duration buckets, extended to two minutes: LLM calls are slow.
 DURATION_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 120.0)
@@ -29,7 +33,6 @@ class Metrics:
         )
         self.tokens = Counter("edge_tokens", "Tokens by direction", ["provider", "model", "direction"], registry=r)
         self.in_flight = Gauge("edge_requests_in_flight", "Requests being served", registry=r)
-        self.upstream_open = Gauge("edge_upstream_connections", "Open upstream connections", registry=r)
         self._children: dict[tuple[str, ...], object] = {}
 
     def observe(self, dialect: str, provider: str, model: str, status: int, duration: float, ttft: float | None) -> None:
@@ -56,5 +59,25 @@ class Metrics:
         if completion:
             self.tokens.labels(provider, model, "output").inc(completion)
 
+    def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Export the upstream pool's figures, read at scrape time."""
+        self.registry.register(_PoolCollector(stats))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self._stats()
+        conns = GaugeMetricFamily("edge_upstream_connections", "Upstream connections", labels=["state"])
+        conns.add_metric(["open"], s["open"])
+        conns.add_metric(["idle"], s["idle"])
+        yield conns
+        events = CounterMetricFamily("edge_upstream_connection_events", "Upstream connections opened, reused, discarded", labels=["event"])
+        for event in ("opened", "reused", "discarded"):
+            events.add_metric([event], s[f"{event}_total"])
+        yield events

@@ -10,6 +10,7 @@ log line and one metrics observation, however it ended.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,7 @@ class Gateway:
             read_timeout=settings.upstream_read_timeout_s,
             idle_s=settings.upstream_idle_s,
         )
+        self.metrics.watch_pool(self.pool.stats)
         self.created = int(time.time())
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
@@ -164,7 +166,7 @@ class Gateway:
         proto.respond(200, JSON_HEADERS, body)
 
     async def healthz(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        proto.respond(200, JSON_HEADERS, b'{"status":"ok"}')
+        proto.respond(200, JSON_HEADERS, b'{"status":"ok","pid":%d}' % os.getpid())
 
     async def readyz(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         if self.tracker.draining:
@@ -173,5 +175,4 @@ class Gateway:
             proto.respond(200, JSON_HEADERS, orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}))
 
     async def prometheus(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        self.metrics.upstream_open.set(self.pool.stats()["open"])
         proto.respond(200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], self.metrics.render())

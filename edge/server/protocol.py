@@ -118,6 +118,8 @@ class EdgeProtocol(asyncio.Protocol):
         "_drain_waiter",
         "_handler",
         "_head_timer",
+        "_lingering",
+        "_over_limit",
         "_loop",
         "_paused_reading",
         "_render_error",
@@ -147,6 +149,8 @@ class EdgeProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused_reading = False
         self._head_timer = False
+        self._lingering = False
+        self._over_limit = False
         self._body_size = 0
         self.request: Request | None = None
         self.in_flight = False
@@ -161,12 +165,16 @@ class EdgeProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         tracker = self._tracker
         if len(tracker.connections) >= self._settings.max_connections or tracker.draining:
-            self._reject(ServiceUnavailable("the gateway is at its connection limit; retry shortly", headers=[(b"retry-after", b"1")]))
+            # answered with a 503 as soon as its request head arrives (or closed after 1 s)
+            self._over_limit = True
+            self._arm(1.0, self.close)
             return
         tracker.connections.add(self)
         self._arm(self._settings.keepalive_timeout_s, self._on_idle_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the answer is sent; discard what the client still sends until it closes
         try:
             self._conn.receive_data(data)
         except h11.RemoteProtocolError as exc:
@@ -185,7 +193,7 @@ class EdgeProtocol(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool | None:
-        return None  # the client is gone: close, which cancels any in-flight handler
+        return None  # the client is gone (or done after an error): close, cancelling any handler
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -236,9 +244,18 @@ class EdgeProtocol(asyncio.Protocol):
 
     def _on_head(self, ev: h11.Request) -> bool:
         headers: dict[bytes, bytes] = {}
+        size = len(ev.target) + 16
         for name, value in ev.headers:
             headers[name] = value
+            size += len(name) + len(value) + 4
         self.request = Request(ev.method, ev.target, headers, request_id_for(headers))
+        if self._over_limit:
+            self._fail(ServiceUnavailable("the gateway is at its connection limit; retry shortly", headers=[(b"retry-after", b"1")]))
+            return False
+        if size > self._settings.max_header_bytes:
+            # h11 only bounds a head that is still incomplete; one that arrived whole is measured here
+            self._fail(HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes"))
+            return False
         self._head_timer = False
         self._body_size = 0
         length = headers.get(b"content-length")
@@ -357,16 +374,31 @@ class EdgeProtocol(asyncio.Protocol):
 
     # -- errors and timers
 
-    def _reject(self, err: EdgeError) -> None:
-        self._render_error(err, None, self)
-        self.close()
-
     def _fail(self, err: EdgeError) -> None:
         """Answer an error that ends the connection (limits, timeouts, bad framing)."""
         self._cancel_timer()
         if not self.in_flight and self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self.extra_headers = [(b"connection", b"close")]
             self._render_error(err, self.request, self)
-        self.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an error answer without resetting it away.
+
+        Closing a socket with unread request bytes makes the kernel send RST,
+        which can destroy the error response before the client reads it. So:
+        send FIN, discard what still arrives, close on the client's EOF or
+        after a short grace period.
+        """
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if self._lingering or not transport.can_write_eof():
+            self.close()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._arm(2.0, self.close)
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint

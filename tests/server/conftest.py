@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.procs import ROOT, Proc, SimClient, start_gateway
+
+POLICY = os.path.join(ROOT, "tests/server/policy.toml")
+GW_KEY = "sk-gw-test"
+
+
+@pytest.fixture(scope="session")
+def gateway(sim: SimClient) -> Iterator[Proc]:
+    """One gateway (one worker) in front of the session simulator, key-protected."""
+    proc = start_gateway(sim.url, POLICY, {"EDGE_KEYS": GW_KEY, "EDGE_UPSTREAM_READ_TIMEOUT_S": "2"})
+    yield proc
+    proc.stop()

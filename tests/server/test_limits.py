@@ -1,0 +1,162 @@
+"""Ingress limits and connection life: sizes, deadlines, connection cap, disconnects, pooling."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.procs import Proc, SimClient, start_gateway
+from tests.server.conftest import GW_KEY, POLICY
+from tests.server.test_errors import AUTH, raw, split
+
+
+@pytest.fixture(scope="module")
+def tight(sim: SimClient) -> Iterator[Proc]:
+    """A gateway with small limits and short deadlines."""
+    proc = start_gateway(
+        sim.url,
+        POLICY,
+        {
+            "EDGE_KEYS": GW_KEY,
+            "EDGE_MAX_BODY_BYTES": "4096",
+            "EDGE_MAX_HEADER_BYTES": "2048",
+            "EDGE_HEADER_TIMEOUT_S": "1",
+            "EDGE_BODY_TIMEOUT_S": "1",
+            "EDGE_KEEPALIVE_TIMEOUT_S": "1",
+            "EDGE_MAX_CONNECTIONS": "6",
+        },
+    )
+    yield proc
+    proc.stop()
+
+
+def test_oversized_headers_get_431(tight: Proc) -> None:
+    req = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 4000 + b"\r\n\r\n"
+    status, headers, body = split(raw(tight.port, req))
+    assert status == 431 and headers["connection"] == "close"
+    assert body["error"]["type"] == "invalid_request_error"
+
+
+def test_oversized_body_by_length_and_by_count(tight: Proc) -> None:
+    big = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 5000 + b'"}]}'
+    r = httpx.post(tight.url + "/v1/chat/completions", content=big, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    r = httpx.post(tight.url + "/v1/messages", content=chunks(), headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+
+
+def test_slowloris_head_is_cut_off(tight: Proc) -> None:
+    t0 = time.monotonic()
+    got = b""
+    with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        s.settimeout(0.1)
+        while not got and time.monotonic() - t0 < 6:  # one header byte every 0.1 s would never finish
+            try:
+                s.sendall(b"x")
+                got = s.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    elapsed = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408")
+    assert elapsed < 2.5  # the 1 s head deadline is not extended by trickled bytes
+
+
+def test_body_deadline(tight: Proc) -> None:
+    with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        got = s.recv(4096)
+    assert got.startswith(b"HTTP/1.1 408")
+
+
+def test_idle_keepalive_connection_is_closed(tight: Proc) -> None:
+    with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        assert s.recv(4096) == b""  # closed by the server
+        assert 0.5 < time.monotonic() - t0 < 4.0
+
+
+def test_connection_cap(tight: Proc) -> None:
+    held = [socket.create_connection(("127.0.0.1", tight.port), timeout=5) for _ in range(6)]
+    try:
+        for s in held:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        status, headers, _ = split(raw(tight.port, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"))
+        assert status == 503 and headers["retry-after"] == "1"
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the slots free up once the server notices the closes
+        if httpx.get(tight.url + "/healthz").status_code == 200:
+            break
+    assert httpx.get(tight.url + "/healthz").status_code == 200
+
+
+def test_client_disconnect_mid_stream_closes_the_upstream_connection(gateway: Proc, fresh_sim: SimClient) -> None:
+    body = {"model": "slow-an", "max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", gateway.url + "/v1/messages", json=body, headers=AUTH) as r:
+        for line in r.iter_lines():
+            if "content_block_delta" in line:
+                break
+    deadline = time.monotonic() + 5
+    attempt = None
+    while time.monotonic() < deadline:
+        attempts = fresh_sim.attempts()
+        if attempts and attempts[0]["disconnected"]:
+            attempt = attempts[0]
+            break
+        time.sleep(0.05)
+    assert attempt is not None, fresh_sim.attempts()
+    assert not attempt["completed"] and attempt["tokens_sent"] < 40
+
+
+def _pool_events(gateway: Proc) -> dict[str, int]:
+    text = httpx.get(gateway.url + "/metrics").text
+    return {m.group(1): int(float(m.group(2))) for m in re.finditer(r'edge_upstream_connection_events_total\{event="(\w+)"\} (\S+)', text)}
+
+
+def test_upstream_connections_are_reused(gateway: Proc) -> None:
+    before = _pool_events(gateway)
+    with httpx.Client() as c:
+        for _ in range(10):
+            r = c.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}, headers=AUTH)
+            assert r.status_code == 200
+    after = _pool_events(gateway)
+    assert after["reused"] - before["reused"] >= 9
+    assert after["opened"] - before["opened"] <= 1
+
+
+def test_concurrent_streams_all_complete(gateway: Proc) -> None:
+    errors: list[str] = []
+
+    def one(i: int) -> None:
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": f"Repeat after me: n{i}"}]}
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=10) as r:
+            text = r.read().decode()
+        if f'"content":"n{i}"' not in text or "[DONE]" not in text:
+            errors.append(text[:200])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
