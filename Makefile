@@ -23,7 +23,7 @@ $(EXTS): $(STAMP) setup.py $(wildcard hotpath/*.pyx hotpath/*.pxd)
 build: $(EXTS)
 
 run: build
-	$(BIN)/llm-edge simulate --host 127.0.0.1 --port $${EDGE_PORT:-8080} --profile default
+	$(BIN)/llm-edge serve
 
 
 test: build

@@ -45,7 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
     from edge.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(host=args.host, port=args.port, workers=args.workers, policy=args.policy)
+        settings = load_settings(
+            host=args.host, port=args.port, workers=args.workers, policy=args.policy
+        )
     except SettingsError as exc:
         print(f"llm-edge serve: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -55,11 +57,19 @@ def _serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-edge", description="LLM routing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway (settings from EDGE_* variables; flags override)")
+    serve = sub.add_parser(
+        "serve", help="run the gateway (settings from EDGE_* variables; flags override)"
+    )
     serve.add_argument("--host", default=None, help="listen address (EDGE_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="listen port (EDGE_PORT, default 8080)")
-    serve.add_argument("--workers", type=int, default=None, help="worker processes (EDGE_WORKERS, default 1)")
-    serve.add_argument("--policy", default=None, help="policy TOML (EDGE_POLICY, default: the shipped policy)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="listen port (EDGE_PORT, default 8080)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=None, help="worker processes (EDGE_WORKERS, default 1)"
+    )
+    serve.add_argument(
+        "--policy", default=None, help="policy TOML (EDGE_POLICY, default: the shipped policy)"
+    )
     serve.set_defaults(func=_serve)
     sim = sub.add_parser("simulate", help="run the simulated OpenAI + Anthropic providers")
     sim.add_argument("--host", default="127.0.0.1")

@@ -183,7 +183,9 @@ class UpstreamStatus(UpstreamError):
     def types(self) -> tuple[str, str]:
         s = self.upstream_status
         status = self.status_code()
-        anthropic_type = _ANTHROPIC_BY_STATUS.get(s) or _ANTHROPIC_BY_STATUS.get(status, "api_error")
+        anthropic_type = _ANTHROPIC_BY_STATUS.get(s) or _ANTHROPIC_BY_STATUS.get(
+            status, "api_error"
+        )
         if 400 <= s < 500 and s != 429:
             openai_type = "invalid_request_error"
         else:
@@ -195,15 +197,28 @@ class UpstreamStatus(UpstreamError):
         return self.upstream_status in (408, 409, 429) or self.upstream_status >= 500
 
 
-def render(err: EdgeError, dialect: Dialect, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def render(
+    err: EdgeError, dialect: Dialect, request_id: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, extra headers and JSON body for ``err`` in ``dialect``."""
     status = err.status_code()
     openai_type, anthropic_type = err.types()
     body: dict[str, Any]
     if dialect == "anthropic":
-        body = {"type": "error", "error": {"type": anthropic_type, "message": err.message}, "request_id": request_id}
+        body = {
+            "type": "error",
+            "error": {"type": anthropic_type, "message": err.message},
+            "request_id": request_id,
+        }
     else:
-        body = {"error": {"message": err.message, "type": openai_type, "param": err.param, "code": err.code}}
+        body = {
+            "error": {
+                "message": err.message,
+                "type": openai_type,
+                "param": err.param,
+                "code": err.code,
+            }
+        }
     headers = list(err.headers)
     retryable = err.retryable_status if isinstance(err, UpstreamStatus) else err.retryable
     if not retryable:

@@ -116,11 +116,26 @@ class Policy:
     def with_base_urls(self, base_urls: Mapping[str, str], simulated: bool) -> Policy:
         """A copy with providers pointed elsewhere (the embedded simulator)."""
         providers = {
-            name: Provider(p.name, p.kind, base_urls.get(name, p.base_url), p.api_key_env, p.api_key or Secret("sim"), p.anthropic_version)
+            name: Provider(
+                p.name,
+                p.kind,
+                base_urls.get(name, p.base_url),
+                p.api_key_env,
+                p.api_key or Secret("sim"),
+                p.anthropic_version,
+            )
             for name, p in self.providers.items()
         }
         sim = frozenset(base_urls) if simulated else self.simulated
-        return Policy(providers, self.models, self.tiers, self.default_tier, self.prices_date, self.source, sim)
+        return Policy(
+            providers,
+            self.models,
+            self.tiers,
+            self.default_tier,
+            self.prices_date,
+            self.source,
+            sim,
+        )
 
 
 def _get(table: Mapping[str, Any], key: str, where: str, kind: type, default: Any = None) -> Any:
@@ -131,7 +146,7 @@ def _get(table: Mapping[str, Any], key: str, where: str, kind: type, default: An
     value = table[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise PolicyError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
     return value
 
@@ -164,7 +179,9 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             raise PolicyError(f"{where}.base_url: not an http(s) URL: {base!r}")
         key_env = _get(t, "api_key_env", where, str, "")
         version = _get(t, "anthropic_version", where, str, "2023-06-01")
-        providers[name] = Provider(name, kind, base, key_env, Secret(env.get(key_env, "") if key_env else ""), version)
+        providers[name] = Provider(
+            name, kind, base, key_env, Secret(env.get(key_env, "") if key_env else ""), version
+        )
     if not providers:
         raise PolicyError("providers: at least one provider is required")
 
@@ -178,7 +195,12 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         cached = _get(t, "cached_input_usd_per_mtok", where, float, prices[0])
         write = _get(t, "cache_write_usd_per_mtok", where, float, prices[0])
         for key, value in zip(
-            ("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok", "cache_write_usd_per_mtok"),
+            (
+                "input_usd_per_mtok",
+                "output_usd_per_mtok",
+                "cached_input_usd_per_mtok",
+                "cache_write_usd_per_mtok",
+            ),
             (*prices, cached, write),
             strict=True,
         ):
@@ -192,7 +214,17 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         default_max = _get(t, "default_max_tokens", where, int, min(4096, max_out))
         fallbacks = tuple(_get(t, "fallbacks", where, list, []))
         models[name] = Model(
-            name, provider, prices[0], prices[1], cached, write, quality, window, max_out, default_max, fallbacks,
+            name,
+            provider,
+            prices[0],
+            prices[1],
+            cached,
+            write,
+            quality,
+            window,
+            max_out,
+            default_max,
+            fallbacks,
             _get(t, "upstream_model", where, str, name),
         )
     for m in models.values():
@@ -239,7 +271,9 @@ def load_policy(path: str = "", env: Mapping[str, str] | None = None) -> Policy:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
         else:
-            data = tomllib.loads(resources.files("edge").joinpath("policies", "default.toml").read_text())
+            data = tomllib.loads(
+                resources.files("edge").joinpath("policies", "default.toml").read_text()
+            )
     except OSError as exc:
         raise PolicyError(f"policy {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:

@@ -24,7 +24,9 @@ class Settings:
     policy: str = ""  # path to a policy TOML; empty = the shipped default
     state_dir: str = "./state"
     redis_url: str = ""
-    keys: str = ""  # comma-separated gateway keys (or sha256:<hex> digests), key=tier to set a default tier
+    keys: str = (
+        ""  # comma-separated gateway keys (or sha256:<hex> digests), key=tier to set a default tier
+    )
     keys_file: str = ""
     admin_key: str = ""
     log_level: str = "info"
@@ -131,4 +133,8 @@ def _check(s: Settings) -> None:
         need(value > 0, name, "must be greater than 0")
     need(s.drain_s >= 0, "EDGE_DRAIN_S", "must not be negative")
     need(s.simulate in ("auto", "on", "off"), "EDGE_SIMULATE", "must be auto, on or off")
-    need(s.log_level in ("debug", "info", "warning", "error"), "EDGE_LOG_LEVEL", "must be debug, info, warning or error")
+    need(
+        s.log_level in ("debug", "info", "warning", "error"),
+        "EDGE_LOG_LEVEL",
+        "must be debug, info, warning or error",
+    )

@@ -47,7 +47,10 @@ class Proc:
 
 
 def start(
-    args: list[str], env: dict[str, str] | None = None, ready_timeout: float = 20.0, ready: str = r"http://[\d.]+:(\d+)"
+    args: list[str],
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 20.0,
+    ready: str = r"http://[\d.]+:(\d+)",
 ) -> Proc:
     """Run ``python -m edge.cli ARGS``; the first output line matching ``ready`` gives the port."""
     popen = subprocess.Popen(
@@ -119,7 +122,9 @@ class SimClient:
 SERVE_READY = r"listening on http://[\d.]+:(\d+)"
 
 
-def start_gateway(sim_url: str, policy: str, extra_env: dict[str, str] | None = None, workers: int = 1) -> Proc:
+def start_gateway(
+    sim_url: str, policy: str, extra_env: dict[str, str] | None = None, workers: int = 1
+) -> Proc:
     """``llm-edge serve`` on a free port, its providers pointed at the simulator ``sim_url``."""
     env = {
         "EDGE_SIMULATE": "off",

@@ -27,9 +27,14 @@ def check_request(body: Any, *, count_only: bool = False) -> ChatInfo:
     need(isinstance(model, str) and model, "model: Field required", "model")
     messages = body.get("messages")
     need(isinstance(messages, list), "messages: Field required", "messages")
+    assert isinstance(model, str) and isinstance(messages, list)
     for i, msg in enumerate(messages):
         need(isinstance(msg, dict), f"messages.{i}: Input should be an object", f"messages.{i}")
-        need(msg.get("role") in ("user", "assistant"), f"messages.{i}.role: Input should be 'user' or 'assistant'", f"messages.{i}.role")
+        need(
+            msg.get("role") in ("user", "assistant"),
+            f"messages.{i}.role: Input should be 'user' or 'assistant'",
+            f"messages.{i}.role",
+        )
         need("content" in msg, f"messages.{i}.content: Field required", f"messages.{i}.content")
     if not count_only:
         need("max_tokens" in body, "max_tokens: Field required", "max_tokens")
@@ -55,7 +60,9 @@ def count_body(body: dict[str, Any], upstream_model: str) -> bytes:
     return orjson.dumps(out)
 
 
-def error_from_upstream(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamStatus:
+def error_from_upstream(
+    status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> UpstreamStatus:
     message, kind = f"provider returned HTTP {status}", None
     try:
         err = orjson.loads(body).get("error")
@@ -75,17 +82,32 @@ def error_event(err: UpstreamError) -> bytes:
 
 def models_body(names: list[str]) -> bytes:
     data = [
-        {"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names
+        {"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"}
+        for n in names
     ]
     return orjson.dumps(
-        {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
     )
 
 
 class AnthropicStream:
     """Relay and fold one upstream Messages stream (see ``StreamState``)."""
 
-    __slots__ = ("_blocks", "_message", "_partial", "aggregate", "done", "finished", "first_token", "usage")
+    __slots__ = (
+        "_blocks",
+        "_message",
+        "_partial",
+        "aggregate",
+        "done",
+        "finished",
+        "first_token",
+        "usage",
+    )
 
     def __init__(self, *, stream: bool) -> None:
         self.aggregate = not stream
@@ -126,7 +148,9 @@ class AnthropicStream:
             delta = obj.get("delta") or {}
             if delta.get("stop_reason"):
                 self.finished = True
-            self._message.update({k: v for k, v in delta.items() if k in ("stop_reason", "stop_sequence")})
+            self._message.update(
+                {k: v for k, v in delta.items() if k in ("stop_reason", "stop_sequence")}
+            )
             if self.usage is None:
                 self.usage = {}
             self.usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})

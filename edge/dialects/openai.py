@@ -30,10 +30,19 @@ def check_request(body: Any) -> ChatInfo:
     model = body.get("model")
     need(isinstance(model, str) and model, "model: a non-empty string is required", "model")
     messages = body.get("messages")
-    need(isinstance(messages, list) and messages, "messages: a non-empty array is required", "messages")
+    need(
+        isinstance(messages, list) and messages,
+        "messages: a non-empty array is required",
+        "messages",
+    )
+    assert isinstance(model, str) and isinstance(messages, list)
     for i, msg in enumerate(messages):
         need(isinstance(msg, dict), f"messages[{i}]: expected an object", f"messages[{i}]")
-        need(msg.get("role") in _ROLES, f"messages[{i}].role: expected one of {', '.join(_ROLES)}", f"messages[{i}].role")
+        need(
+            msg.get("role") in _ROLES,
+            f"messages[{i}].role: expected one of {', '.join(_ROLES)}",
+            f"messages[{i}].role",
+        )
     check_type(body, "stream", bool, "a boolean")
     check_type(body, "stream_options", dict, "an object")
     check_type(body, "max_tokens", int, "an integer")
@@ -45,7 +54,9 @@ def check_request(body: Any) -> ChatInfo:
     check_type(body, "stop", (str, list), "a string or an array of strings")
     check_type(body, "response_format", dict, "an object")
     opts = body.get("stream_options") or {}
-    return ChatInfo(model=model, stream=bool(body.get("stream")), include_usage=bool(opts.get("include_usage")))
+    return ChatInfo(
+        model=model, stream=bool(body.get("stream")), include_usage=bool(opts.get("include_usage"))
+    )
 
 
 def upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
@@ -56,7 +67,9 @@ def upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
     return orjson.dumps(out)
 
 
-def error_from_upstream(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamStatus:
+def error_from_upstream(
+    status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> UpstreamStatus:
     message, kind, code, param = f"provider returned HTTP {status}", None, None, None
     try:
         err = orjson.loads(body).get("error")
@@ -71,12 +84,31 @@ def error_from_upstream(status: int, body: bytes, headers: list[tuple[bytes, byt
 
 def error_event(err: UpstreamError) -> bytes:
     """The frame the SDK raises on mid-stream: ``data: {"error": {...}}``."""
-    return b"data: " + orjson.dumps({"error": {"message": err.message, "type": "server_error", "param": None, "code": err.code}}) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps(
+            {
+                "error": {
+                    "message": err.message,
+                    "type": "server_error",
+                    "param": None,
+                    "code": err.code,
+                }
+            }
+        )
+        + b"\n\n"
+    )
 
 
 def models_body(names: list[str], owners: dict[str, str], created: int) -> bytes:
     return orjson.dumps(
-        {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": owners[n]} for n in names]}
+        {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": created, "owned_by": owners[n]}
+                for n in names
+            ],
+        }
     )
 
 
@@ -95,7 +127,16 @@ class _Choice:
 class OpenAIStream:
     """Relay and fold one upstream chat-completion stream (see ``StreamState``)."""
 
-    __slots__ = ("_choices", "_head", "aggregate", "done", "finished", "first_token", "include_usage", "usage")
+    __slots__ = (
+        "_choices",
+        "_head",
+        "aggregate",
+        "done",
+        "finished",
+        "first_token",
+        "include_usage",
+        "usage",
+    )
 
     def __init__(self, *, stream: bool, include_usage: bool) -> None:
         self.aggregate = not stream
@@ -156,7 +197,9 @@ class OpenAIStream:
         if delta.get("refusal"):
             c.refusal.append(delta["refusal"])
         for tc in delta.get("tool_calls") or ():
-            slot = c.tool_calls.setdefault(tc.get("index", 0), {"id": "", "type": "function", "name": "", "arguments": []})
+            slot = c.tool_calls.setdefault(
+                tc.get("index", 0), {"id": "", "type": "function", "name": "", "arguments": []}
+            )
             if tc.get("id"):
                 slot["id"] = tc["id"]
             if tc.get("type"):
@@ -191,10 +234,21 @@ class OpenAIStream:
             }
             if c.tool_calls:
                 message["tool_calls"] = [
-                    {"id": t["id"], "type": t["type"], "function": {"name": t["name"], "arguments": "".join(t["arguments"])}}
+                    {
+                        "id": t["id"],
+                        "type": t["type"],
+                        "function": {"name": t["name"], "arguments": "".join(t["arguments"])},
+                    }
                     for _, t in sorted(c.tool_calls.items())
                 ]
-            choices.append({"index": index, "message": message, "logprobs": c.logprobs, "finish_reason": c.finish_reason})
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "logprobs": c.logprobs,
+                    "finish_reason": c.finish_reason,
+                }
+            )
         out: dict[str, Any] = {
             "id": head.get("id", ""),
             "object": "chat.completion",

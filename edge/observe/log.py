@@ -26,7 +26,13 @@ class Log:
     def event(self, level: str, msg: str, **fields: Any) -> None:
         if _LEVELS[level] < self.threshold:
             return
-        record = {"ts": round(time.time(), 3), "level": level, "pid": self.pid, "msg": msg, **fields}
+        record = {
+            "ts": round(time.time(), 3),
+            "level": level,
+            "pid": self.pid,
+            "msg": msg,
+            **fields,
+        }
         sys.stderr.buffer.write(orjson.dumps(record, default=str) + b"\n")
         sys.stderr.flush()
 

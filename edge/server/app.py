@@ -43,7 +43,14 @@ def dialect_of(req: Request | None) -> Dialect:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, policy: Policy, keys: Keyring, log: Log, tracker: ConnectionTracker) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        keys: Keyring,
+        log: Log,
+        tracker: ConnectionTracker,
+    ) -> None:
         self.settings = settings
         self.policy = policy
         self.keys = keys
@@ -81,11 +88,17 @@ class Gateway:
         try:
             methods = self.routes.get(req.path)
             if methods is None:
-                raise NotFound(f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}", code="unknown_url")
+                raise NotFound(
+                    f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}",
+                    code="unknown_url",
+                )
             route = methods.get(req.method)
             if route is None:
                 allow = b", ".join(methods)
-                raise MethodNotAllowed(f"{req.method.decode('latin-1')} is not allowed here; use {allow.decode()}", headers=[(b"allow", allow)])
+                raise MethodNotAllowed(
+                    f"{req.method.decode('latin-1')} is not allowed here; use {allow.decode()}",
+                    headers=[(b"allow", allow)],
+                )
             await route(req, proto, out)
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
@@ -98,7 +111,12 @@ class Gateway:
             raise
         except Exception as exc:
             out.status, out.error = 500, type(exc).__name__
-            self.log.error("unhandled error", request_id=req.request_id, error=repr(exc), trace=traceback.format_exc(limit=8))
+            self.log.error(
+                "unhandled error",
+                request_id=req.request_id,
+                error=repr(exc),
+                trace=traceback.format_exc(limit=8),
+            )
             if proto.started:
                 proto.abort_stream()
             else:
@@ -172,7 +190,15 @@ class Gateway:
         if self.tracker.draining:
             proto.respond(503, JSON_HEADERS, b'{"status":"draining"}')
         else:
-            proto.respond(200, JSON_HEADERS, orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}))
+            proto.respond(
+                200,
+                JSON_HEADERS,
+                orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}),
+            )
 
     async def prometheus(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        proto.respond(200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], self.metrics.render())
+        proto.respond(
+            200,
+            [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+            self.metrics.render(),
+        )

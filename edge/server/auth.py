@@ -75,7 +75,10 @@ class Keyring:
         if presented is None and authorization and authorization[:7].lower() == b"bearer ":
             presented = authorization[7:].strip()
         if not presented:
-            raise Unauthorized("missing API key: send Authorization: Bearer <key> or x-api-key", code="missing_api_key")
+            raise Unauthorized(
+                "missing API key: send Authorization: Bearer <key> or x-api-key",
+                code="missing_api_key",
+            )
         digest = hashlib.sha256(presented).digest()
         # Looked up by digest: lookup timing can at most reveal bits of a SHA-256
         # digest, which does not help anyone forge a key; the final comparison

@@ -26,13 +26,20 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from http import HTTPStatus
 from collections.abc import Callable, Coroutine
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import h11
 
-from edge.errors import EdgeError, HeadersTooLarge, InvalidRequest, PayloadTooLarge, RequestTimeout, ServiceUnavailable
+from edge.errors import (
+    EdgeError,
+    HeadersTooLarge,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 
 if TYPE_CHECKING:
     from edge.settings import Settings
@@ -44,7 +51,9 @@ _ID_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 class Request:
     __slots__ = ("body", "headers", "method", "path", "query", "received_at", "request_id")
 
-    def __init__(self, method: bytes, target: bytes, headers: dict[bytes, bytes], request_id: str) -> None:
+    def __init__(
+        self, method: bytes, target: bytes, headers: dict[bytes, bytes], request_id: str
+    ) -> None:
         self.method = method
         q = target.find(b"?")
         self.path = target if q < 0 else target[:q]
@@ -119,8 +128,8 @@ class EdgeProtocol(asyncio.Protocol):
         "_handler",
         "_head_timer",
         "_lingering",
-        "_over_limit",
         "_loop",
+        "_over_limit",
         "_paused_reading",
         "_render_error",
         "_settings",
@@ -136,7 +145,13 @@ class EdgeProtocol(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, settings: Settings, tracker: ConnectionTracker, handler: Handler, render_error: ErrorRenderer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: ConnectionTracker,
+        handler: Handler,
+        render_error: ErrorRenderer,
+    ) -> None:
         self._settings = settings
         self._tracker = tracker
         self._handler = handler
@@ -231,7 +246,11 @@ class EdgeProtocol(asyncio.Protocol):
             elif isinstance(ev, h11.Data):
                 self._body_size += len(ev.data)
                 if self._body_size > self._settings.max_body_bytes:
-                    self._fail(PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes"))
+                    self._fail(
+                        PayloadTooLarge(
+                            f"request body exceeds {self._settings.max_body_bytes} bytes"
+                        )
+                    )
                     return
                 assert self.request is not None
                 self.request.body += ev.data
@@ -250,17 +269,26 @@ class EdgeProtocol(asyncio.Protocol):
             size += len(name) + len(value) + 4
         self.request = Request(ev.method, ev.target, headers, request_id_for(headers))
         if self._over_limit:
-            self._fail(ServiceUnavailable("the gateway is at its connection limit; retry shortly", headers=[(b"retry-after", b"1")]))
+            self._fail(
+                ServiceUnavailable(
+                    "the gateway is at its connection limit; retry shortly",
+                    headers=[(b"retry-after", b"1")],
+                )
+            )
             return False
         if size > self._settings.max_header_bytes:
             # h11 only bounds a head that is still incomplete; one that arrived whole is measured here
-            self._fail(HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes"))
+            self._fail(
+                HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
+            )
             return False
         self._head_timer = False
         self._body_size = 0
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._settings.max_body_bytes:
-            self._fail(PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes"))
+            self._fail(
+                PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes")
+            )
             return False
         self._arm(self._settings.body_timeout_s, self._on_body_timeout)
         if self._conn.they_are_waiting_for_100_continue:
@@ -290,7 +318,11 @@ class EdgeProtocol(asyncio.Protocol):
         conn = self._conn
         if self.closed:
             return
-        if conn.our_state is h11.MUST_CLOSE or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+        if (
+            conn.our_state is h11.MUST_CLOSE
+            or conn.our_state is not h11.DONE
+            or conn.their_state is not h11.DONE
+        ):
             self.close()
             return
         if self._tracker.draining:
@@ -344,7 +376,11 @@ class EdgeProtocol(asyncio.Protocol):
         self.started = True
         if self.closed:
             return
-        out = self._conn.send(h11.Response(status_code=status, headers=self._base_headers(headers), reason=_reason(status)))
+        out = self._conn.send(
+            h11.Response(
+                status_code=status, headers=self._base_headers(headers), reason=_reason(status)
+            )
+        )
         self._write(out)
 
     async def send(self, data: bytes) -> None:
@@ -403,7 +439,9 @@ class EdgeProtocol(asyncio.Protocol):
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint
         if status == 431:
-            self._fail(HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes"))
+            self._fail(
+                HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
+            )
         else:
             self._fail(InvalidRequest(f"malformed HTTP request: {exc}"))
 
@@ -425,9 +463,17 @@ class EdgeProtocol(asyncio.Protocol):
     def _on_head_timeout(self) -> None:
         self._timer = None
         if not self.in_flight:
-            self._fail(RequestTimeout(f"request head not received within {self._settings.header_timeout_s:g} s"))
+            self._fail(
+                RequestTimeout(
+                    f"request head not received within {self._settings.header_timeout_s:g} s"
+                )
+            )
 
     def _on_body_timeout(self) -> None:
         self._timer = None
         if not self.in_flight:
-            self._fail(RequestTimeout(f"request body not received within {self._settings.body_timeout_s:g} s"))
+            self._fail(
+                RequestTimeout(
+                    f"request body not received within {self._settings.body_timeout_s:g} s"
+                )
+            )

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from edge.upstream.pool import Pool
 
 USER_AGENT = b"llm-edge/0.1"
-SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -95,7 +98,11 @@ def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tu
 def resolve_model(policy: Policy, name: str, dialect: ModuleType) -> tuple[Model, Provider]:
     model = policy.models.get(name)
     if model is None:
-        raise NotFound(f"The model `{name}` does not exist or is not configured on this gateway.", param="model", code="model_not_found")
+        raise NotFound(
+            f"The model `{name}` does not exist or is not configured on this gateway.",
+            param="model",
+            code="model_not_found",
+        )
     provider = policy.providers[model.provider]
     if provider.kind != dialect.NAME:
         raise InvalidRequest(
@@ -112,7 +119,9 @@ def plan_chat(policy: Policy, req: Request, dialect: ModuleType) -> Plan:
     payload: bytes = dialect.upstream_body(body, model.upstream_model)
     path = b"/chat/completions" if provider.kind == "openai" else b"/v1/messages"
     target = provider.path_prefix.encode() + path
-    return Plan(info, model, provider, target, upstream_headers(provider, req, len(payload)), payload)
+    return Plan(
+        info, model, provider, target, upstream_headers(provider, req, len(payload)), payload
+    )
 
 
 def _stream_state(dialect: ModuleType, info: ChatInfo) -> StreamState:
@@ -122,7 +131,10 @@ def _stream_state(dialect: ModuleType, info: ChatInfo) -> StreamState:
 
 
 def answer_headers(plan: Plan, upstream_id: str) -> list[tuple[bytes, bytes]]:
-    out = [(b"x-edge-provider", plan.provider.name.encode()), (b"x-edge-model", plan.model.name.encode())]
+    out = [
+        (b"x-edge-provider", plan.provider.name.encode()),
+        (b"x-edge-model", plan.model.name.encode()),
+    ]
     if upstream_id:
         out.append((b"x-edge-upstream-request-id", upstream_id.encode("latin-1")))
     return out
@@ -133,17 +145,28 @@ def _usage_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
         return 0, 0
     if "prompt_tokens" in usage:
         return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    prompt = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+    prompt = sum(
+        int(usage.get(k) or 0)
+        for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
     return prompt, int(usage.get("output_tokens") or 0)
 
 
-async def relay_chat(pool: Pool, plan: Plan, req: Request, proto: EdgeProtocol, dialect: ModuleType, out: Outcome) -> None:
+async def relay_chat(
+    pool: Pool, plan: Plan, req: Request, proto: EdgeProtocol, dialect: ModuleType, out: Outcome
+) -> None:
     out.provider, out.model, out.stream = plan.provider.name, plan.model.name, plan.info.stream
     provider = plan.provider
     state = _stream_state(dialect, plan.info)
     scanner = SSEScanner()
     held: list[bytes] = []
-    async with pool.exchange((provider.scheme, provider.host, provider.port), b"POST", plan.target, plan.headers, plan.body) as ex:
+    async with pool.exchange(
+        (provider.scheme, provider.host, provider.port),
+        b"POST",
+        plan.target,
+        plan.headers,
+        plan.body,
+    ) as ex:
         head = await ex.head()
         upstream_id = ""
         for name, value in head.headers:
@@ -191,12 +214,18 @@ async def relay_chat(pool: Pool, plan: Plan, req: Request, proto: EdgeProtocol, 
         proto.respond(200, JSON_HEADERS + answer_headers(plan, upstream_id), state.final_body())
 
 
-async def relay_count_tokens(policy: Policy, pool: Pool, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+async def relay_count_tokens(
+    policy: Policy, pool: Pool, req: Request, proto: EdgeProtocol, out: Outcome
+) -> None:
     body = parse_json(req)
     info = anthropic_dialect.check_request(body, count_only=True)
     model = policy.models.get(info.model)
     if model is None:
-        raise NotFound(f"model: {info.model} is not configured on this gateway", param="model", code="model_not_found")
+        raise NotFound(
+            f"model: {info.model} is not configured on this gateway",
+            param="model",
+            code="model_not_found",
+        )
     provider = policy.providers[model.provider]
     out.provider, out.model = provider.name, model.name
     if provider.kind != "anthropic":
@@ -207,7 +236,9 @@ async def relay_count_tokens(policy: Policy, pool: Pool, req: Request, proto: Ed
     payload = anthropic_dialect.count_body(body, model.upstream_model)
     headers = upstream_headers(provider, req, len(payload))
     target = provider.path_prefix.encode() + b"/v1/messages/count_tokens"
-    async with pool.exchange((provider.scheme, provider.host, provider.port), b"POST", target, headers, payload) as ex:
+    async with pool.exchange(
+        (provider.scheme, provider.host, provider.port), b"POST", target, headers, payload
+    ) as ex:
         head = await ex.head()
         raw = await ex.read_all()
     if head.status_code != 200:

@@ -19,6 +19,7 @@ in-process and routes to them; the first log line says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
@@ -73,11 +74,17 @@ def run(settings: Settings) -> int:
     else:
         for p in policy.providers.values():
             if not p.api_key:
-                log.warning(f"provider {p.name} has no key in {p.api_key_env or '(no api_key_env)'}; its calls go unauthenticated")
+                log.warning(
+                    f"provider {p.name} has no key in {p.api_key_env or '(no api_key_env)'}; its calls go unauthenticated"
+                )
     if keys.open:
-        log.warning("no gateway keys configured: the gateway is open to every local process (loopback only)")
+        log.warning(
+            "no gateway keys configured: the gateway is open to every local process (loopback only)"
+        )
 
-    reserve = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    reserve = socket.socket(
+        socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM
+    )
     reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -91,7 +98,14 @@ def run(settings: Settings) -> int:
 
 class Supervisor:
     def __init__(
-        self, settings: Settings, policy: Policy, keys: Keyring, simulate: bool, port: int, reserve: socket.socket, log: Log
+        self,
+        settings: Settings,
+        policy: Policy,
+        keys: Keyring,
+        simulate: bool,
+        port: int,
+        reserve: socket.socket,
+        log: Log,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -113,14 +127,22 @@ class Supervisor:
             self.stop_all(5.0)
             return 1
         host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
-        self.log.info(f"listening on http://{host}:{self.port}", workers=self.settings.workers, policy=self.policy.source)
+        self.log.info(
+            f"listening on http://{host}:{self.port}",
+            workers=self.settings.workers,
+            policy=self.policy.source,
+        )
         while True:
             info = signal.sigtimedwait(SIGNALS, 1.0)
             self.drain_ready_pipe()
             if info is None:
                 continue
             if info.si_signo in (signal.SIGTERM, signal.SIGINT):
-                self.log.info("draining", signal=signal.Signals(info.si_signo).name, drain_s=self.settings.drain_s)
+                self.log.info(
+                    "draining",
+                    signal=signal.Signals(info.si_signo).name,
+                    drain_s=self.settings.drain_s,
+                )
                 self.stop_all(self.settings.drain_s + 5.0)
                 return 0
             self.reap_and_restart()
@@ -133,7 +155,9 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
                 os.close(self.ready_r)
                 self.reserve.close()
-                code = worker_main(self.settings, self.policy, self.keys, self.simulate, self.port, self.ready_w)
+                code = worker_main(
+                    self.settings, self.policy, self.keys, self.simulate, self.port, self.ready_w
+                )
             except BaseException as exc:  # a worker must never return into the supervisor's code
                 print(f"worker crashed: {exc!r}", file=sys.stderr)
             finally:
@@ -172,21 +196,21 @@ class Supervisor:
             recent = [t for t in self.crashes.get(slot, []) if now - t < 30.0] + [now]
             self.crashes[slot] = recent
             backoff = min(0.1 * 2 ** (len(recent) - 1), 5.0) if len(recent) > 1 else 0.0
-            self.log.error("worker exited; restarting", pid=pid, exit=code, slot=slot, backoff_s=backoff)
+            self.log.error(
+                "worker exited; restarting", pid=pid, exit=code, slot=slot, backoff_s=backoff
+            )
             if backoff:
                 time.sleep(backoff)
             self.spawn(slot)
 
     def stop_all(self, grace: float) -> None:
         for pid in list(self.children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace
         while self.children and time.monotonic() < deadline:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
@@ -203,13 +227,17 @@ class Supervisor:
         self.children.clear()
 
 
-def worker_main(settings: Settings, policy: Policy, keys: Keyring, simulate: bool, port: int, ready_fd: int) -> int:
+def worker_main(
+    settings: Settings, policy: Policy, keys: Keyring, simulate: bool, port: int, ready_fd: int
+) -> int:
     import uvloop
 
     return uvloop.run(_worker(settings, policy, keys, simulate, port, ready_fd))
 
 
-async def _worker(settings: Settings, policy: Policy, keys: Keyring, simulate: bool, port: int, ready_fd: int) -> int:
+async def _worker(
+    settings: Settings, policy: Policy, keys: Keyring, simulate: bool, port: int, ready_fd: int
+) -> int:
     from edge.server.app import Gateway
     from edge.server.protocol import ConnectionTracker
 
@@ -229,7 +257,9 @@ async def _worker(settings: Settings, policy: Policy, keys: Keyring, simulate: b
         policy = policy.with_base_urls(urls, simulated=True)
     tracker = ConnectionTracker()
     gateway = Gateway(settings, policy, keys, log, tracker)
-    server = await loop.create_server(gateway.protocol, settings.host, port, reuse_port=True, backlog=2048)
+    server = await loop.create_server(
+        gateway.protocol, settings.host, port, reuse_port=True, backlog=2048
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -243,7 +273,9 @@ async def _worker(settings: Settings, policy: Policy, keys: Keyring, simulate: b
         try:
             await asyncio.wait_for(tracker.idle_event.wait(), settings.drain_s)
         except TimeoutError:
-            log.warning("drain deadline passed; closing remaining connections", in_flight=tracker.busy())
+            log.warning(
+                "drain deadline passed; closing remaining connections", in_flight=tracker.busy()
+            )
     for conn in list(tracker.connections):
         conn.close()
     gateway.pool.close()

@@ -92,7 +92,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.h11.receive_data(b"")
             self._pump()
         except h11.RemoteProtocolError:
-            self._fail(UpstreamClosed("provider closed the connection before the response was complete"))
+            self._fail(
+                UpstreamClosed("provider closed the connection before the response was complete")
+            )
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -100,7 +102,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         if not self._done:
             reason = "reset" if isinstance(exc, ConnectionResetError) else "closed"
-            self._fail(UpstreamClosed(f"provider {reason} the connection before the response was complete"))
+            self._fail(
+                UpstreamClosed(f"provider {reason} the connection before the response was complete")
+            )
         if self._write_waiter is not None and not self._write_waiter.done():
             self._write_waiter.set_result(None)
 
@@ -133,7 +137,11 @@ class UpstreamConnection(asyncio.Protocol):
                 break
             elif isinstance(ev, h11.ConnectionClosed):
                 if not self._done:
-                    self._fail(UpstreamClosed("provider closed the connection before the response was complete"))
+                    self._fail(
+                        UpstreamClosed(
+                            "provider closed the connection before the response was complete"
+                        )
+                    )
                 break
         if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
@@ -177,7 +185,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- the exchange, used by the pool's Exchange
 
-    def send(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def send(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
         """Write the whole request at once; the response head is awaited with ``head()``."""
         assert self.transport is not None
         conn = self.h11

@@ -34,7 +34,9 @@ Origin = tuple[str, str, int]
 
 
 class Pool:
-    def __init__(self, *, max_per_host: int, connect_timeout: float, read_timeout: float, idle_s: float) -> None:
+    def __init__(
+        self, *, max_per_host: int, connect_timeout: float, read_timeout: float, idle_s: float
+    ) -> None:
         self.max_per_host = max_per_host
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -57,7 +59,12 @@ class Pool:
         }
 
     def exchange(
-        self, origin: Origin, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        origin: Origin,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
     ) -> Exchange:
         return Exchange(self, origin, method, target, headers, body)
 
@@ -87,7 +94,9 @@ class Pool:
         try:
             await asyncio.wait_for(fut, self.connect_timeout)
         except TimeoutError:
-            raise UpstreamTimeout(f"no connection to {origin[1]} free within {self.connect_timeout:g} s") from None
+            raise UpstreamTimeout(
+                f"no connection to {origin[1]} free within {self.connect_timeout:g} s"
+            ) from None
         finally:
             if fut in queue:
                 queue.remove(fut)
@@ -110,7 +119,9 @@ class Pool:
                     server_hostname=host if ctx else None,
                 )
         except TimeoutError:
-            raise UpstreamTimeout(f"connecting to {host}:{port} timed out after {self.connect_timeout:g} s") from None
+            raise UpstreamTimeout(
+                f"connecting to {host}:{port} timed out after {self.connect_timeout:g} s"
+            ) from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         self.opened += 1
@@ -162,7 +173,13 @@ class Exchange:
     __slots__ = ("_body", "_conn", "_headers", "_method", "_origin", "_pool", "_target", "complete")
 
     def __init__(
-        self, pool: Pool, origin: Origin, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        pool: Pool,
+        origin: Origin,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
     ) -> None:
         self._pool = pool
         self._origin = origin

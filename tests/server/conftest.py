@@ -14,6 +14,8 @@ GW_KEY = "sk-gw-test"
 @pytest.fixture(scope="session")
 def gateway(sim: SimClient) -> Iterator[Proc]:
     """One gateway (one worker) in front of the session simulator, key-protected."""
-    proc = start_gateway(sim.url, POLICY, {"EDGE_KEYS": GW_KEY, "EDGE_UPSTREAM_READ_TIMEOUT_S": "2"})
+    proc = start_gateway(
+        sim.url, POLICY, {"EDGE_KEYS": GW_KEY, "EDGE_UPSTREAM_READ_TIMEOUT_S": "2"}
+    )
     yield proc
     proc.stop()

@@ -45,14 +45,22 @@ def test_oversized_headers_get_431(tight: Proc) -> None:
 
 def test_oversized_body_by_length_and_by_count(tight: Proc) -> None:
     big = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 5000 + b'"}]}'
-    r = httpx.post(tight.url + "/v1/chat/completions", content=big, headers={**AUTH, "content-type": "application/json"})
+    r = httpx.post(
+        tight.url + "/v1/chat/completions",
+        content=big,
+        headers={**AUTH, "content-type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(big), 1000):
             yield big[i : i + 1000]
 
-    r = httpx.post(tight.url + "/v1/messages", content=chunks(), headers={**AUTH, "content-type": "application/json"})
+    r = httpx.post(
+        tight.url + "/v1/messages",
+        content=chunks(),
+        headers={**AUTH, "content-type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
 
 
@@ -62,7 +70,9 @@ def test_slowloris_head_is_cut_off(tight: Proc) -> None:
     with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\n")
         s.settimeout(0.1)
-        while not got and time.monotonic() - t0 < 6:  # one header byte every 0.1 s would never finish
+        while (
+            not got and time.monotonic() - t0 < 6
+        ):  # one header byte every 0.1 s would never finish
             try:
                 s.sendall(b"x")
                 got = s.recv(4096)
@@ -77,7 +87,9 @@ def test_slowloris_head_is_cut_off(tight: Proc) -> None:
 
 def test_body_deadline(tight: Proc) -> None:
     with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"
+        )
         got = s.recv(4096)
     assert got.startswith(b"HTTP/1.1 408")
 
@@ -110,8 +122,15 @@ def test_connection_cap(tight: Proc) -> None:
     assert httpx.get(tight.url + "/healthz").status_code == 200
 
 
-def test_client_disconnect_mid_stream_closes_the_upstream_connection(gateway: Proc, fresh_sim: SimClient) -> None:
-    body = {"model": "slow-an", "max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+def test_client_disconnect_mid_stream_closes_the_upstream_connection(
+    gateway: Proc, fresh_sim: SimClient
+) -> None:
+    body = {
+        "model": "slow-an",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     with httpx.stream("POST", gateway.url + "/v1/messages", json=body, headers=AUTH) as r:
         for line in r.iter_lines():
             if "content_block_delta" in line:
@@ -130,14 +149,21 @@ def test_client_disconnect_mid_stream_closes_the_upstream_connection(gateway: Pr
 
 def _pool_events(gateway: Proc) -> dict[str, int]:
     text = httpx.get(gateway.url + "/metrics").text
-    return {m.group(1): int(float(m.group(2))) for m in re.finditer(r'edge_upstream_connection_events_total\{event="(\w+)"\} (\S+)', text)}
+    return {
+        m.group(1): int(float(m.group(2)))
+        for m in re.finditer(r'edge_upstream_connection_events_total\{event="(\w+)"\} (\S+)', text)
+    }
 
 
 def test_upstream_connections_are_reused(gateway: Proc) -> None:
     before = _pool_events(gateway)
     with httpx.Client() as c:
         for _ in range(10):
-            r = c.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}, headers=AUTH)
+            r = c.post(
+                gateway.url + "/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+                headers=AUTH,
+            )
             assert r.status_code == 200
     after = _pool_events(gateway)
     assert after["reused"] - before["reused"] >= 9
@@ -148,8 +174,14 @@ def test_concurrent_streams_all_complete(gateway: Proc) -> None:
     errors: list[str] = []
 
     def one(i: int) -> None:
-        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": f"Repeat after me: n{i}"}]}
-        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=10) as r:
+        body = {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": [{"role": "user", "content": f"Repeat after me: n{i}"}],
+        }
+        with httpx.stream(
+            "POST", gateway.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=10
+        ) as r:
             text = r.read().decode()
         if f'"content":"n{i}"' not in text or "[DONE]" not in text:
             errors.append(text[:200])

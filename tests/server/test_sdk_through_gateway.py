@@ -14,6 +14,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from tests.procs import Proc, SimClient
 from tests.server.conftest import GW_KEY
@@ -24,7 +25,11 @@ TOOLS = [
         "type": "function",
         "function": {
             "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
         },
     }
 ]
@@ -62,15 +67,24 @@ def test_openai_non_streaming_matches_provider(oa: openai.OpenAI, oa_direct: ope
     assert via._request_id is not None and via._request_id.startswith("req_")
 
 
-def test_openai_streaming_with_and_without_usage(oa: openai.OpenAI, oa_direct: openai.OpenAI) -> None:
+def test_openai_streaming_with_and_without_usage(
+    oa: openai.OpenAI, oa_direct: openai.OpenAI
+) -> None:
     direct = oa_direct.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
-    plain = list(oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in plain) == direct.choices[0].message.content
+    plain: list[ChatCompletionChunk] = list(
+        oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True)
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in plain)
+        == direct.choices[0].message.content
+    )
     assert all(c.choices for c in plain), "no usage chunk unless asked for"
     assert all(c.usage is None for c in plain)
     assert plain[-1].choices[0].finish_reason == "stop"
-    with_usage = list(
-        oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True, stream_options={"include_usage": True})
+    with_usage: list[ChatCompletionChunk] = list(
+        oa.chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
     )
     assert with_usage[-1].choices == [] and with_usage[-1].usage is not None
     assert direct.usage is not None
@@ -84,7 +98,9 @@ def test_openai_tool_calls_through_gateway(oa: openai.OpenAI) -> None:
     assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
     assert "city" in json.loads(call.function.arguments)
     streamed = ""
-    for chunk in oa.chat.completions.create(model="gpt-4o-mini", messages=msgs, tools=TOOLS, stream=True):
+    for chunk in oa.chat.completions.create(
+        model="gpt-4o-mini", messages=msgs, tools=TOOLS, stream=True
+    ):
         for tc in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
             streamed += (tc.function and tc.function.arguments) or ""
     assert json.loads(streamed) == json.loads(call.function.arguments)
@@ -92,9 +108,13 @@ def test_openai_tool_calls_through_gateway(oa: openai.OpenAI) -> None:
 
 def test_openai_async_through_gateway(gateway: Proc) -> None:
     async def run() -> tuple[str, str]:
-        async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0) as client:
+        async with openai.AsyncOpenAI(
+            base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0
+        ) as client:
             whole = await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
-            stream = await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True)
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=HELLO, stream=True
+            )
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             return whole.choices[0].message.content or "", text
 
@@ -102,7 +122,9 @@ def test_openai_async_through_gateway(gateway: Proc) -> None:
     assert whole == streamed and whole
 
 
-def test_anthropic_non_streaming_matches_provider(an: anthropic.Anthropic, an_direct: anthropic.Anthropic) -> None:
+def test_anthropic_non_streaming_matches_provider(
+    an: anthropic.Anthropic, an_direct: anthropic.Anthropic
+) -> None:
     via = an.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO)
     direct = an_direct.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO)
     assert via.type == "message" and via.id.startswith("msg_")
@@ -113,35 +135,69 @@ def test_anthropic_non_streaming_matches_provider(an: anthropic.Anthropic, an_di
     assert via._request_id is not None and via._request_id.startswith("req_")
 
 
-def test_anthropic_streaming_helper_and_raw_events(an: anthropic.Anthropic, an_direct: anthropic.Anthropic) -> None:
+def test_anthropic_streaming_helper_and_raw_events(
+    an: anthropic.Anthropic, an_direct: anthropic.Anthropic
+) -> None:
     direct = an_direct.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO)
     with an.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=HELLO) as s:
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text == direct.content[0].text
-    assert final.usage.output_tokens == direct.usage.output_tokens and final.stop_reason == "end_turn"
-    kinds = [e.type for e in an.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO, stream=True)]
+    assert (
+        final.usage.output_tokens == direct.usage.output_tokens and final.stop_reason == "end_turn"
+    )
+    kinds = [
+        e.type
+        for e in an.messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=HELLO, stream=True
+        )
+    ]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
 
 
 def test_anthropic_tool_use_and_stop_sequence(an: anthropic.Anthropic) -> None:
     tools = [{"name": "get_weather", "input_schema": TOOLS[0]["function"]["parameters"]}]
-    m = an.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "use get_weather"}], tools=tools)
-    assert m.stop_reason == "tool_use" and m.content[0].type == "tool_use" and "city" in m.content[0].input
-    with an.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "use get_weather"}], tools=tools) as s:
+    m = an.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "use get_weather"}],
+        tools=tools,
+    )
+    assert (
+        m.stop_reason == "tool_use"
+        and m.content[0].type == "tool_use"
+        and "city" in m.content[0].input
+    )
+    with an.messages.stream(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "use get_weather"}],
+        tools=tools,
+    ) as s:
         final = s.get_final_message()
     assert final.content[0].input == m.content[0].input
     m = an.messages.create(
-        model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "Repeat after me: a b STOP c"}], stop_sequences=["STOP"]
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Repeat after me: a b STOP c"}],
+        stop_sequences=["STOP"],
     )
-    assert m.stop_reason == "stop_sequence" and m.stop_sequence == "STOP" and m.content[0].text == "a b "
+    assert (
+        m.stop_reason == "stop_sequence"
+        and m.stop_sequence == "STOP"
+        and m.content[0].text == "a b "
+    )
 
 
-def test_anthropic_async_and_count_tokens(gateway: Proc, an: anthropic.Anthropic, an_direct: anthropic.Anthropic) -> None:
+def test_anthropic_async_and_count_tokens(
+    gateway: Proc, an: anthropic.Anthropic, an_direct: anthropic.Anthropic
+) -> None:
     async def run() -> str:
-        async with anthropic.AsyncAnthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0) as client:
-            async with client.messages.stream(model="claude-haiku-4-5", max_tokens=50, messages=HELLO) as s:
-                return "".join([t async for t in s.text_stream])
+        async with (
+            anthropic.AsyncAnthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0) as client,
+            client.messages.stream(model="claude-haiku-4-5", max_tokens=50, messages=HELLO) as s,
+        ):
+            return "".join([t async for t in s.text_stream])
 
     assert asyncio.run(run())
     via = an.messages.count_tokens(model="claude-haiku-4-5", messages=HELLO)
@@ -157,7 +213,11 @@ def test_models_lists_in_both_shapes(oa: openai.OpenAI, an: anthropic.Anthropic)
 def test_request_id_kept_or_generated(gateway: Proc) -> None:
     body = {"model": "gpt-4o-mini", "messages": HELLO}
     auth = {"authorization": f"Bearer {GW_KEY}"}
-    r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers={**auth, "x-request-id": "my-trace-123"})
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers={**auth, "x-request-id": "my-trace-123"},
+    )
     assert r.status_code == 200 and r.headers["x-request-id"] == "my-trace-123"
     r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=auth)
     assert r.headers["x-request-id"].startswith("req_")
@@ -168,7 +228,11 @@ def test_request_id_kept_or_generated(gateway: Proc) -> None:
 
 def test_gateway_sends_the_callers_request_id_upstream(gateway: Proc, fresh_sim: SimClient) -> None:
     body = {"model": "gpt-4o-mini", "messages": HELLO}
-    httpx.post(gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {GW_KEY}", "x-request-id": "trace-abc"})
+    httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {GW_KEY}", "x-request-id": "trace-abc"},
+    )
     (attempt,) = fresh_sim.attempts()
     assert attempt["client_request_id"] == "trace-abc"
     assert attempt["stream"] is True  # upstream calls are always streamed
