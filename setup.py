@@ -8,7 +8,7 @@ import os
 
 from setuptools import Extension, setup
 
-MODULES = ["_sse"]
+MODULES = ["_sse", "_http"]
 
 
 def extensions() -> list[Extension]:

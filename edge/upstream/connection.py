@@ -1,15 +1,17 @@
-"""One HTTP/1.1 connection to a provider: an asyncio protocol around h11.
+"""One HTTP/1.1 connection to a provider: an asyncio protocol and a response decoder.
 
-The protocol moves bytes and keeps a small buffer of body chunks; the
-request/response logic is h11's. Invariants:
+The protocol moves bytes and keeps a small buffer of body chunks. Requests
+are serialised here (the gateway builds every header itself, so there is
+nothing to parse on the way out); responses are decoded by
+``hotpath.http.ResponseDecoder`` (compiled; its pure twin runs on h11).
+Invariants:
 
 - Reading pauses while more than ``HIGH_WATER`` bytes wait for the consumer
   (a slow client slows the provider's socket, not our memory) and resumes
   below ``LOW_WATER``.
-- A connection goes back to the pool only when both sides finished the
-  exchange cleanly (h11 says DONE/DONE); anything else closes it. So a
-  response abandoned half-read (a cancelled hedge, a client that left) never
-  poisons the pool.
+- A connection goes back to the pool only when the response was complete
+  and keep-alive; anything else closes it. So a response abandoned half-read
+  (a cancelled hedge, a client that left) never poisons the pool.
 - No read waits forever: an idle deadline (no byte for ``idle_timeout`` s)
   fails the pending read with ``UpstreamTimeout``.
 """
@@ -18,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-
-import h11
+from dataclasses import dataclass
 
 from edge.errors import UpstreamError, UpstreamTimeout
+from hotpath.http import HTTPDecodeError, ResponseDecoder
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -29,6 +31,12 @@ LOW_WATER = 64 * 1024
 
 class UpstreamClosed(UpstreamError):
     """The provider closed or reset the connection mid-exchange."""
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status_code: int
+    headers: list[tuple[bytes, bytes]]
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -46,7 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_waiter",
         "_write_waiter",
         "closed",
-        "h11",
+        "decoder",
         "idle_since",
         "key",
         "reused",
@@ -55,14 +63,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, key: tuple[str, str, int], idle_timeout: float) -> None:
         self.key = key
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.decoder: ResponseDecoder | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
         self._loop = asyncio.get_running_loop()
         self._idle_timeout = idle_timeout
-        self._head: asyncio.Future[h11.Response] | None = None
+        self._head: asyncio.Future[ResponseHead] | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._done = False
@@ -79,22 +87,29 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        d = self.decoder
+        if d is None or self._done:
+            self._fail(UpstreamError("provider sent bytes outside of a response"))
+            self.close()
+            return
         self._deadline = self._loop.time() + self._idle_timeout
         try:
-            self.h11.receive_data(data)
-            self._pump()
-        except h11.RemoteProtocolError as exc:
-            self._fail(UpstreamError(f"provider sent invalid HTTP: {exc}"))
+            d.feed(data)
+        except HTTPDecodeError as exc:
+            self._fail(UpstreamError(f"provider sent an invalid HTTP response: {exc}"))
             self.close()
+            return
+        self._advance(d)
 
     def eof_received(self) -> bool | None:
-        try:
-            self.h11.receive_data(b"")
-            self._pump()
-        except h11.RemoteProtocolError:
-            self._fail(
-                UpstreamClosed("provider closed the connection before the response was complete")
-            )
+        d = self.decoder
+        if d is not None and not self._done:
+            try:
+                d.feed_eof()
+            except HTTPDecodeError:
+                self._fail(UpstreamClosed("provider closed the connection before the response was complete"))
+                return None
+            self._advance(d)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -102,9 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         if not self._done:
             reason = "reset" if isinstance(exc, ConnectionResetError) else "closed"
-            self._fail(
-                UpstreamClosed(f"provider {reason} the connection before the response was complete")
-            )
+            self._fail(UpstreamClosed(f"provider {reason} the connection before the response was complete"))
         if self._write_waiter is not None and not self._write_waiter.done():
             self._write_waiter.set_result(None)
 
@@ -116,36 +129,22 @@ class UpstreamConnection(asyncio.Protocol):
             self._write_waiter.set_result(None)
         self._write_waiter = None
 
-    # -- events from h11
+    # -- the decoded response
 
-    def _pump(self) -> None:
-        conn = self.h11
-        while True:
-            ev = conn.next_event()
-            if ev is h11.NEED_DATA or ev is h11.PAUSED:
-                break
-            if isinstance(ev, h11.Data):
-                chunk = bytes(ev.data)
-                self._chunks.append(chunk)
-                self._buffered += len(chunk)
-            elif isinstance(ev, h11.Response):
-                if self._head is not None and not self._head.done():
-                    self._head.set_result(ev)
-            elif isinstance(ev, h11.EndOfMessage):
-                self._done = True
-                self._cancel_timer()
-                break
-            elif isinstance(ev, h11.ConnectionClosed):
-                if not self._done:
-                    self._fail(
-                        UpstreamClosed(
-                            "provider closed the connection before the response was complete"
-                        )
-                    )
-                break
-        if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
+    def _advance(self, d: ResponseDecoder) -> None:
+        head = self._head
+        if head is not None and not head.done() and d.head_done:
+            head.set_result(ResponseHead(d.status, d.headers))
+        body = d.take_body()
+        if body:
+            self._chunks.append(body)
+            self._buffered += len(body)
+            if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
+                self._read_paused = True
+                self.transport.pause_reading()
+        if d.complete:
+            self._done = True
+            self._cancel_timer()
         self._wake()
 
     def _wake(self) -> None:
@@ -161,7 +160,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._head.exception()  # retrieved: nobody may be awaiting it any more
         self._wake()
 
-    # -- deadlines
+    # -- deadlines: one lazy timer, pushed forward by arriving bytes
 
     def _arm(self) -> None:
         self._deadline = self._loop.time() + self._idle_timeout
@@ -183,22 +182,23 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    # -- the exchange, used by the pool's Exchange
+    # -- the exchange, driven by the pool's Exchange
 
-    def send(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
+    def send(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Write the whole request at once; the response head is awaited with ``head()``."""
         assert self.transport is not None
-        conn = self.h11
-        out = conn.send(h11.Request(method=method, target=target, headers=headers))
-        data = conn.send(h11.Data(data=body)) if body else b""
-        end = conn.send(h11.EndOfMessage())
+        parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            if b"\n" in value or b"\r" in value:
+                raise UpstreamError(f"refusing to send header {name.decode('latin-1')} with a line break")
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"\r\n", body)
+        self.decoder = ResponseDecoder(method)
         self._head = self._loop.create_future()
         self._arm()
-        self.transport.write(b"".join((out or b"", data or b"", end or b"")))
+        self.transport.write(b"".join(parts))
 
-    async def head(self) -> h11.Response:
+    async def head(self) -> ResponseHead:
         assert self._head is not None
         if self._error is not None and not self._head.done():
             raise self._error
@@ -224,16 +224,12 @@ class UpstreamConnection(asyncio.Protocol):
         return chunk
 
     def reusable(self) -> bool:
-        return (
-            not self.closed
-            and self._error is None
-            and self.h11.our_state is h11.DONE
-            and self.h11.their_state is h11.DONE
-        )
+        d = self.decoder
+        return not self.closed and self._error is None and self._done and d is not None and d.keep_alive
 
     def recycle(self) -> None:
         """Reset for the next exchange on the same connection."""
-        self.h11.start_next_cycle()
+        self.decoder = None
         self._head = None
         self._done = False
         self._chunks.clear()

@@ -25,10 +25,8 @@ import time
 from collections import deque
 from types import TracebackType
 
-import h11
-
 from edge.errors import UpstreamError, UpstreamTimeout
-from edge.upstream.connection import UpstreamConnection
+from edge.upstream.connection import ResponseHead, UpstreamConnection
 
 Origin = tuple[str, str, int]
 
@@ -207,7 +205,7 @@ class Exchange:
         else:
             self._pool.discard(conn)
 
-    async def head(self) -> h11.Response:
+    async def head(self) -> ResponseHead:
         assert self._conn is not None
         return await self._conn.head()
 
