@@ -84,7 +84,7 @@ class Gateway:
         out = Outcome(dialect=dialect_of(req))
         if out.dialect == "anthropic":  # the Anthropic SDK reads its request id from `request-id`
             proto.extra_headers = [(b"request-id", req.request_id.encode())]
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             methods = self.routes.get(req.path)
             if methods is None:
@@ -122,7 +122,7 @@ class Gateway:
             else:
                 self.render_error(EdgeError("internal error in the gateway"), req, proto)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
             self._account(req, out)
 
     def render_error(self, err: EdgeError, req: Request | None, proto: EdgeProtocol) -> None:

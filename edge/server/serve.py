@@ -243,6 +243,7 @@ async def _worker(
 
     log = Log(settings.log_level, settings.access_log)
     loop = asyncio.get_running_loop()
+    log.buffer_on(loop)
     sim_server = None
     if simulate:
         from edge.simulate.behaviour import load_profile
@@ -281,4 +282,5 @@ async def _worker(
     gateway.pool.close()
     if sim_server is not None:
         sim_server.close()
+    log.flush()
     return 0
