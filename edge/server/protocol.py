@@ -1,24 +1,33 @@
-"""The client-facing HTTP/1.1 protocol: h11 on a raw asyncio protocol.
+"""The client-facing HTTP/1.1 protocol: h11 parses, this class does the rest.
 
-h11 parses; this class moves bytes, keeps the limits and timers a public
-ingress needs, and runs one handler task per request:
+h11 parses every request (it reads untrusted bytes; a hand-written parser
+would be a liability). Responses are ours: status line, headers and framing
+are written here, which saves h11's validation of headers the gateway
+composed itself (values that come from outside, like an upstream request
+id, are checked for line breaks before they are written). Because h11 is
+not told about the response, each request cycle gets a fresh h11
+connection, fed with whatever pipelined bytes the previous one held back.
+
+Limits and timers a public ingress needs:
 
 - head bytes over ``max_header_bytes`` -> 431; body over ``max_body_bytes``
-  (by Content-Length up front, or counted for chunked bodies) -> 413; both
-  then close the connection.
-- deadlines: the head must arrive within ``header_timeout_s`` and the body
-  within ``body_timeout_s`` (408 and close: a slowloris client is cut off);
-  an idle keep-alive connection closes after ``keepalive_timeout_s``. There
-  is no deadline while a response streams: the upstream side owns that.
-- flow control: ``send`` waits while the client's socket buffer is full, so a
-  slow reader slows the relay (and through it, the provider's socket); while
-  a request is in flight, further pipelined bytes are buffered up to a cap,
+  (by Content-Length up front, or counted for chunked bodies) -> 413.
+- deadlines: the head must arrive within ``header_timeout_s`` of its first
+  byte and the body within ``body_timeout_s`` (408: a slowloris client is
+  cut off); an idle keep-alive connection closes after
+  ``keepalive_timeout_s``. No deadline while a response streams: the
+  upstream side owns that.
+- flow control: ``send`` waits while the client's socket buffer is full, so
+  a slow reader slows the relay (and through it the provider's socket);
+  while a request is in flight, pipelined bytes are buffered up to a cap,
   then reading pauses.
 - a client that disconnects cancels its handler task; the handler's cleanup
   closes the upstream connection.
+- an error answer is followed by a lingering close (FIN, discard input,
+  close), so the kernel does not reset the answer away.
 
-Malformed HTTP gets a 400 (431 where h11 hints it) and the connection closes;
-the process keeps serving everyone else.
+Malformed HTTP gets a 400 (431 where h11 hints it) and the connection
+closes; the process keeps serving everyone else.
 """
 
 from __future__ import annotations
@@ -32,44 +41,14 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from edge.errors import (
-    EdgeError,
-    HeadersTooLarge,
-    InvalidRequest,
-    PayloadTooLarge,
-    RequestTimeout,
-    ServiceUnavailable,
-)
+from edge.errors import EdgeError, HeadersTooLarge, InvalidRequest, PayloadTooLarge, RequestTimeout, ServiceUnavailable
 
 if TYPE_CHECKING:
     from edge.settings import Settings
 
 PIPELINE_CAP = 64 * 1024
 _ID_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class Request:
-    __slots__ = ("body", "headers", "method", "path", "query", "received_at", "request_id")
-
-    def __init__(
-        self, method: bytes, target: bytes, headers: dict[bytes, bytes], request_id: str
-    ) -> None:
-        self.method = method
-        q = target.find(b"?")
-        self.path = target if q < 0 else target[:q]
-        self.query = b"" if q < 0 else target[q + 1 :]
-        self.headers = headers
-        self.body = b""
-        self.request_id = request_id
-        self.received_at = time.monotonic()
-
-
-def request_id_for(headers: dict[bytes, bytes]) -> str:
-    """The client's own ``x-request-id`` when it is sane, else a new one."""
-    given = headers.get(b"x-request-id")
-    if given and len(given) <= 128 and all(c in _ID_OK for c in given):
-        return given.decode("ascii")
-    return "req_" + os.urandom(12).hex()
+_REASONS: dict[int, bytes] = {529: b"Site Overloaded"}
 
 
 def _reason(status: int) -> bytes:
@@ -83,14 +62,28 @@ def _reason(status: int) -> bytes:
     return phrase
 
 
-def _raw_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    lines = [b"HTTP/1.1 %d %s" % (status, _reason(status))]
-    lines += [name + b": " + value for name, value in headers if name != b"connection"]
-    lines.append(b"connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+class Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query", "received_at", "request_id")
+
+    def __init__(self, method: bytes, target: bytes, headers: dict[bytes, bytes], request_id: str, keep_alive: bool) -> None:
+        self.method = method
+        q = target.find(b"?")
+        self.path = target if q < 0 else target[:q]
+        self.query = b"" if q < 0 else target[q + 1 :]
+        self.headers = headers
+        self.body = b""
+        self.request_id = request_id
+        self.keep_alive = keep_alive
+        self.received_at = time.monotonic()
 
 
-_REASONS: dict[int, bytes] = {529: b"Site Overloaded"}
+def request_id_for(headers: dict[bytes, bytes]) -> str:
+    """The client's own ``x-request-id`` when it is sane, else a new one."""
+    given = headers.get(b"x-request-id")
+    if given and len(given) <= 128 and all(c in _ID_OK for c in given):
+        return given.decode("ascii")
+    return "req_" + os.urandom(12).hex()
+
 
 Handler = Callable[[Request, "EdgeProtocol"], Coroutine[Any, Any, None]]
 ErrorRenderer = Callable[[EdgeError, Request | None, "EdgeProtocol"], None]
@@ -113,16 +106,18 @@ class ConnectionTracker:
         for conn in list(self.connections):
             if not conn.in_flight:
                 conn.close()
-        self._check_idle()
+        self.check_idle()
 
-    def _check_idle(self) -> None:
+    def check_idle(self) -> None:
         if self.draining and self.busy() == 0:
             self.idle_event.set()
 
 
 class EdgeProtocol(asyncio.Protocol):
     __slots__ = (
+        "_body_parts",
         "_body_size",
+        "_chunked",
         "_conn",
         "_drain_waiter",
         "_handler",
@@ -132,6 +127,7 @@ class EdgeProtocol(asyncio.Protocol):
         "_over_limit",
         "_paused_reading",
         "_render_error",
+        "_response_done",
         "_settings",
         "_task",
         "_timer",
@@ -145,19 +141,13 @@ class EdgeProtocol(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(
-        self,
-        settings: Settings,
-        tracker: ConnectionTracker,
-        handler: Handler,
-        render_error: ErrorRenderer,
-    ) -> None:
+    def __init__(self, settings: Settings, tracker: ConnectionTracker, handler: Handler, render_error: ErrorRenderer) -> None:
         self._settings = settings
         self._tracker = tracker
         self._handler = handler
         self._render_error = render_error
         self._loop = asyncio.get_running_loop()
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_header_bytes)
+        self._conn = self._new_parser()
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -167,12 +157,18 @@ class EdgeProtocol(asyncio.Protocol):
         self._lingering = False
         self._over_limit = False
         self._body_size = 0
+        self._body_parts: list[bytes] = []
+        self._chunked = False
+        self._response_done = False
         self.request: Request | None = None
         self.in_flight = False
         self.started = False
         self.closed = False
         self.bytes_sent = 0
         self.extra_headers: list[tuple[bytes, bytes]] = []
+
+    def _new_parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._settings.max_header_bytes)
 
     # -- asyncio callbacks
 
@@ -218,7 +214,7 @@ class EdgeProtocol(asyncio.Protocol):
             self._task.cancel()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
-        self._tracker._check_idle()
+        self._tracker.check_idle()
 
     def pause_writing(self) -> None:
         self._drain_waiter = self._loop.create_future()
@@ -232,7 +228,7 @@ class EdgeProtocol(asyncio.Protocol):
 
     def _process(self) -> None:
         conn = self._conn
-        while not self.closed:
+        while not self.closed and not self._lingering:
             try:
                 ev = conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -246,14 +242,9 @@ class EdgeProtocol(asyncio.Protocol):
             elif isinstance(ev, h11.Data):
                 self._body_size += len(ev.data)
                 if self._body_size > self._settings.max_body_bytes:
-                    self._fail(
-                        PayloadTooLarge(
-                            f"request body exceeds {self._settings.max_body_bytes} bytes"
-                        )
-                    )
+                    self._fail(PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes"))
                     return
-                assert self.request is not None
-                self.request.body += ev.data
+                self._body_parts.append(bytes(ev.data))
             elif isinstance(ev, h11.EndOfMessage):
                 self._dispatch()
                 return
@@ -267,40 +258,41 @@ class EdgeProtocol(asyncio.Protocol):
         for name, value in ev.headers:
             headers[name] = value
             size += len(name) + len(value) + 4
-        self.request = Request(ev.method, ev.target, headers, request_id_for(headers))
+        conn_tokens = headers.get(b"connection", b"").lower()
+        if ev.http_version == b"1.1":
+            keep_alive = b"close" not in conn_tokens
+        else:
+            keep_alive = b"keep-alive" in conn_tokens
+        self.request = Request(ev.method, ev.target, headers, request_id_for(headers), keep_alive)
+        self._head_timer = False
+        self._body_size = 0
+        self._body_parts = []
         if self._over_limit:
-            self._fail(
-                ServiceUnavailable(
-                    "the gateway is at its connection limit; retry shortly",
-                    headers=[(b"retry-after", b"1")],
-                )
-            )
+            self._fail(ServiceUnavailable("the gateway is at its connection limit; retry shortly", headers=[(b"retry-after", b"1")]))
             return False
         if size > self._settings.max_header_bytes:
             # h11 only bounds a head that is still incomplete; one that arrived whole is measured here
-            self._fail(
-                HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
-            )
+            self._fail(HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes"))
             return False
-        self._head_timer = False
-        self._body_size = 0
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._settings.max_body_bytes:
-            self._fail(
-                PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes")
-            )
+            self._fail(PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes"))
             return False
         self._arm(self._settings.body_timeout_s, self._on_body_timeout)
         if self._conn.they_are_waiting_for_100_continue:
-            self._write(self._conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
 
     def _dispatch(self) -> None:
         self._cancel_timer()
         req = self.request
         assert req is not None
+        parts = self._body_parts
+        req.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._body_parts = []
         self.in_flight = True
         self.started = False
+        self._response_done = False
         self.bytes_sent = 0
         self._task = self._loop.create_task(self._run(req))
 
@@ -309,97 +301,92 @@ class EdgeProtocol(asyncio.Protocol):
             await self._handler(req, self)
         finally:
             self._task = None
-            self._finish_cycle()
+            self._finish_cycle(req)
 
-    def _finish_cycle(self) -> None:
+    def _finish_cycle(self, req: Request) -> None:
         self.in_flight = False
         self.request = None
         self.extra_headers = []
-        conn = self._conn
         if self.closed:
             return
-        if (
-            conn.our_state is h11.MUST_CLOSE
-            or conn.our_state is not h11.DONE
-            or conn.their_state is not h11.DONE
-        ):
+        if not self._response_done or not req.keep_alive or self._tracker.draining:
             self.close()
+            self._tracker.check_idle()
             return
-        if self._tracker.draining:
-            self.close()
-            self._tracker._check_idle()
-            return
-        conn.start_next_cycle()
+        trailing = self._conn.trailing_data[0]
+        self._conn = self._new_parser()
         if self._paused_reading:
             self._paused_reading = False
             assert self.transport is not None
             self.transport.resume_reading()
         self._arm(self._settings.keepalive_timeout_s, self._on_idle_timeout)
-        if conn.trailing_data[0]:
+        if trailing:
             self._head_timer = True
             self._arm(self._settings.header_timeout_s, self._on_head_timeout)
+            try:
+                self._conn.receive_data(bytes(trailing))
+            except h11.RemoteProtocolError as exc:
+                self._protocol_error(exc)
+                return
             self._process()
 
     # -- writing responses (used by handlers)
 
-    def _base_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]], framing: bytes) -> bytes:
         req = self.request
-        out = list(headers)
+        closing = req is None or not req.keep_alive or self._tracker.draining
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))]
+        for name, value in headers:
+            if b"\n" in value or b"\r" in value:
+                continue  # never let an outside value split the response
+            parts += (name, b": ", value, b"\r\n")
+        for name, value in self.extra_headers:
+            parts += (name, b": ", value, b"\r\n")
         if req is not None:
-            out.append((b"x-request-id", req.request_id.encode()))
-        out += self.extra_headers
-        if self._tracker.draining:
-            out.append((b"connection", b"close"))
-        return out
+            parts += (b"x-request-id: ", req.request_id.encode(), b"\r\n")
+        if closing and b"connection" not in {n for n, _ in self.extra_headers}:
+            parts.append(b"connection: close\r\n")
+        parts += (framing, b"\r\n")
+        return b"".join(parts)
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A whole response with Content-Length."""
-        if self.closed:
+        if self.closed or self.started:
             return
         self.started = True
-        conn = self._conn
-        hs = self._base_headers(headers)
-        hs.append((b"content-length", b"%d" % len(body)))
-        try:
-            head = conn.send(h11.Response(status_code=status, headers=hs, reason=_reason(status)))
-            data = conn.send(h11.Data(data=body)) if body else b""
-            end = conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            # h11 will not answer a request it could not parse: write the error by hand and close
-            self._write(_raw_response(status, hs, body))
-            self.close()
-            return
-        self._write(b"".join((head or b"", data or b"", end or b"")))
+        self._response_done = True
+        self._write(self._head(status, headers, b"content-length: %d\r\n" % len(body)) + body)
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Begin a streamed (chunked) response; then ``send`` and ``end``."""
+        """Begin a streamed response; then ``send`` and ``end``."""
         self.started = True
-        if self.closed:
-            return
-        out = self._conn.send(
-            h11.Response(
-                status_code=status, headers=self._base_headers(headers), reason=_reason(status)
-            )
-        )
-        self._write(out)
+        req = self.request
+        # HTTP/1.0 has no chunked encoding: the stream ends with the connection
+        self._chunked = req is not None and req.keep_alive
+        if req is not None and not self._chunked:
+            req.keep_alive = False
+        framing = b"transfer-encoding: chunked\r\n" if self._chunked else b""
+        self._write(self._head(status, headers, framing))
 
     async def send(self, data: bytes) -> None:
         if self.closed:
             raise ConnectionResetError("client disconnected")
-        self._write(self._conn.send(h11.Data(data=data)))
+        if data:
+            self._write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
         if self._drain_waiter is not None:
             await self._drain_waiter
 
     def end(self) -> None:
-        if not self.closed:
-            self._write(self._conn.send(h11.EndOfMessage()))
+        if self._chunked:
+            self._write(b"0\r\n\r\n")
+        self._response_done = True
 
     def abort_stream(self) -> None:
         """End a streamed response without its terminating chunk: the client sees a truncated body."""
         self.close()
 
-    def _write(self, data: bytes | None) -> None:
-        if data and self.transport is not None and not self.closed:
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
             self.bytes_sent += len(data)
             self.transport.write(data)
 
@@ -413,7 +400,7 @@ class EdgeProtocol(asyncio.Protocol):
     def _fail(self, err: EdgeError) -> None:
         """Answer an error that ends the connection (limits, timeouts, bad framing)."""
         self._cancel_timer()
-        if not self.in_flight and self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if not self.in_flight and not self.started:
             self.extra_headers = [(b"connection", b"close")]
             self._render_error(err, self.request, self)
         self._linger()
@@ -437,11 +424,8 @@ class EdgeProtocol(asyncio.Protocol):
         self._arm(2.0, self.close)
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        status = exc.error_status_hint
-        if status == 431:
-            self._fail(
-                HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
-            )
+        if exc.error_status_hint == 431:
+            self._fail(HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes"))
         else:
             self._fail(InvalidRequest(f"malformed HTTP request: {exc}"))
 
@@ -463,17 +447,9 @@ class EdgeProtocol(asyncio.Protocol):
     def _on_head_timeout(self) -> None:
         self._timer = None
         if not self.in_flight:
-            self._fail(
-                RequestTimeout(
-                    f"request head not received within {self._settings.header_timeout_s:g} s"
-                )
-            )
+            self._fail(RequestTimeout(f"request head not received within {self._settings.header_timeout_s:g} s"))
 
     def _on_body_timeout(self) -> None:
         self._timer = None
         if not self.in_flight:
-            self._fail(
-                RequestTimeout(
-                    f"request body not received within {self._settings.body_timeout_s:g} s"
-                )
-            )
+            self._fail(RequestTimeout(f"request body not received within {self._settings.body_timeout_s:g} s"))

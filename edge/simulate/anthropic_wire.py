@@ -137,17 +137,9 @@ def stream(a: Answer, ask: Ask, model: str, mid: str, created: int) -> StreamPar
             )
         last = len(a.tool_calls) - 1
     else:
-        tokens = [
-            _event(
-                b"content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": t},
-                },
-            )
-            for t in a.tokens
-        ]
+        # one template for every text delta: only the token is serialised per event
+        pre = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
+        tokens = [pre + orjson.dumps(t) + b"}}\n\n" for t in a.tokens]
         block = {"type": "text", "text": ""}
         tokens[0] = (
             _event(

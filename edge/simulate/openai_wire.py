@@ -124,7 +124,10 @@ def stream(a: Answer, ask: Ask, model: str, cid: str, created: int) -> StreamPar
                 for p in c.pieces
             )
     else:
-        tokens = [chunk({"content": t}) for t in a.tokens]
+        # one template for every content chunk: only the token is serialised per chunk
+        pre = b"data: " + head + b'[{"index":0,"delta":{"content":'
+        post = b'},"logprobs":null,"finish_reason":null}]' + tail
+        tokens = [pre + orjson.dumps(t) + post for t in a.tokens]
         tokens[0] = chunk({"role": "assistant", "content": "", "refusal": None}) + tokens[0]
     end = chunk({}, FINISH[a.finish])
     if ask.include_usage:

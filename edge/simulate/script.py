@@ -34,15 +34,22 @@ _LAST_CHUNK = b"0\r\n\r\n"
 def _compact(steps: list[Step]) -> list[Step]:
     """Merge adjacent writes and drop zero waits, so an instant answer is one write."""
     out: list[Step] = []
+    pending: list[bytes] = []
+    tokens = 0
     for op, payload, toks in steps:
         if op == SLEEP and payload == 0:
             continue
-        if op == WRITE and out and out[-1][0] == WRITE:
-            prev = out[-1]
-            assert isinstance(prev[1], bytes) and isinstance(payload, bytes)
-            out[-1] = (WRITE, prev[1] + payload, prev[2] + toks)
+        if op == WRITE:
+            assert isinstance(payload, bytes)
+            pending.append(payload)
+            tokens += toks
             continue
+        if pending:
+            out.append((WRITE, b"".join(pending), tokens))
+            pending, tokens = [], 0
         out.append((op, payload, toks))
+    if pending:
+        out.append((WRITE, b"".join(pending), tokens))
     return out
 
 
