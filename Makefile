@@ -31,6 +31,7 @@ test: build
 
 bench: build
 	$(BIN)/python bench/simulator.py
+	$(BIN)/python bench/overhead.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,9 @@ from bench.simulator import ensure_wrk, pin, wrk_script  # noqa: E402
 RESULTS = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- overhead:begin -->", "<!-- overhead:end -->"
 KEY = "sk-bench"
-PROMPT = [{"role": "user", "content": "Summarise the incident report in three short bullet points."}]
+PROMPT = [
+    {"role": "user", "content": "Summarise the incident report in three short bullet points."}
+]
 
 
 @dataclass
@@ -64,7 +65,11 @@ def launch(args: list[str], env: dict[str, str], core: int, ready: str) -> Servi
     log = Path(tempfile.mkstemp(prefix="bench-", suffix=".log")[1])
     with log.open("wb") as out:
         popen = subprocess.Popen(
-            [*pin(core), sys.executable, "-m", "edge.cli", *args], cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out
+            [*pin(core), sys.executable, "-m", "edge.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=out,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -123,7 +128,17 @@ def wrk(url: str, connections: int, duration: int, watch_pid: int | None = None)
         c0 = cpu_seconds(watch_pid) if watch_pid else 0.0
         t0 = time.monotonic()
         out = subprocess.run(
-            [*pin(1), ensure_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", f.name, url + "/v1/chat/completions"],
+            [
+                *pin(1),
+                ensure_wrk(),
+                "-t1",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "-s",
+                f.name,
+                url + "/v1/chat/completions",
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -145,7 +160,9 @@ def wrk(url: str, connections: int, duration: int, watch_pid: int | None = None)
 
 def _request(port: int, model: str, path: str = "/v1/chat/completions") -> bytes:
     if path == "/v1/messages":
-        body = json.dumps({"model": model, "max_tokens": 4096, "stream": True, "messages": PROMPT}).encode()
+        body = json.dumps(
+            {"model": model, "max_tokens": 4096, "stream": True, "messages": PROMPT}
+        ).encode()
         auth = f"x-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
     else:
         body = json.dumps({"model": model, "stream": True, "messages": PROMPT}).encode()
@@ -244,7 +261,12 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     import uvloop
 
-    sim = launch(["simulate", "--port", "0", "--profile", str(ROOT / "bench/profile.toml")], {}, 1, r"http://[\d.]+:(\d+)")
+    sim = launch(
+        ["simulate", "--port", "0", "--profile", str(ROOT / "bench/profile.toml")],
+        {},
+        1,
+        r"http://[\d.]+:(\d+)",
+    )
     sim_url = f"http://127.0.0.1:{sim.port}"
     env = {
         "EDGE_SIMULATE": "off",
@@ -272,15 +294,33 @@ def main() -> int:
         g64 = wrk(gw_url, 64, duration, pid)
         added_p50_1 = g1.p50 - d1.p50
         rows += [
-            ("added latency, 1 in flight", f"p50 +{added_p50_1:.3f} ms, p99 +{g1.p99 - d1.p99:.3f} ms", f"direct p50 {d1.p50:.3f} ms", "p50 <= 0.3 ms"),
-            ("added latency, 32 in flight", f"p50 +{g32.p50 - d32.p50:.3f} ms, p99 +{g32.p99 - d32.p99:.3f} ms", f"direct p50 {d32.p50:.3f} ms", ""),
+            (
+                "added latency, 1 in flight",
+                f"p50 +{added_p50_1:.3f} ms, p99 +{g1.p99 - d1.p99:.3f} ms",
+                f"direct p50 {d1.p50:.3f} ms",
+                "p50 <= 0.3 ms",
+            ),
+            (
+                "added latency, 32 in flight",
+                f"p50 +{g32.p50 - d32.p50:.3f} ms, p99 +{g32.p99 - d32.p99:.3f} ms",
+                f"direct p50 {d32.p50:.3f} ms",
+                "",
+            ),
         ]
         best = max((g32, g64), key=lambda r: r.rps)
         per_core = best.rps / best.cpu if best.cpu > 0 else 0.0
         rows.append(
-            ("non-streaming req/s, one worker", f"{best.rps:,.0f} req/s at {best.cpu:.0%} of a core ({per_core:,.0f} per core-second)", f"direct {d32.rps:,.0f} req/s", ">= 3,000")
+            (
+                "non-streaming req/s, one worker",
+                f"{best.rps:,.0f} req/s at {best.cpu:.0%} of a core ({per_core:,.0f} per core-second)",
+                f"direct {d32.rps:,.0f} req/s",
+                ">= 3,000",
+            )
         )
-        checks += [("added p50 <= 0.3 ms", added_p50_1 <= 0.3), (">= 3,000 req/s", best.rps >= 3000)]
+        checks += [
+            ("added p50 <= 0.3 ms", added_p50_1 <= 0.3),
+            (">= 3,000 req/s", best.rps >= 3000),
+        ]
 
         n = 300 if args.quick else 1500
         direct_ttft = uvloop.run(ttft_samples(sim.port, n))
@@ -318,7 +358,14 @@ def main() -> int:
             return value
 
         held_rss = uvloop.run(rss_with_streams())
-        rows.append(("worker RSS", f"{idle_rss:.1f} MB idle, {held_rss:.1f} MB with 1,000 open streams", "", "<= 80 MB"))
+        rows.append(
+            (
+                "worker RSS",
+                f"{idle_rss:.1f} MB idle, {held_rss:.1f} MB with 1,000 open streams",
+                "",
+                "<= 80 MB",
+            )
+        )
         checks.append(("RSS <= 80 MB with 1,000 streams", held_rss <= 80))
     finally:
         gw.stop()
@@ -339,14 +386,18 @@ def main() -> int:
             "|---|---|---|---|",
             *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
             "",
-            "Targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks) + ".",
+            "Targets: "
+            + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks)
+            + ".",
             END,
         ]
     )
     if not args.no_write:
         text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
         if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+            text = re.sub(
+                re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S
+            )
         else:
             text += "\n## Gateway overhead: one worker\n\n" + block + "\n"
         RESULTS.write_text(text)

@@ -108,6 +108,8 @@ cdef class ResponseDecoder:
                     if n - pos > self._max_head:
                         raise HTTPDecodeError("response head too large")
                     break
+                if eol - pos > self._max_head:
+                    raise HTTPDecodeError("response head too large")
                 pos = self._parse_head(p, pos, eol)
             elif self._mode == LENGTH or self._mode == CHUNK_DATA:
                 take = n - pos
@@ -171,29 +173,43 @@ cdef class ResponseDecoder:
         self.complete = True
 
     cdef Py_ssize_t _head_end(self, const char* p, Py_ssize_t pos, Py_ssize_t n):
+        """Index of the LF that ends the head's last line (the blank line follows it), or -1.
+
+        Lines end in CRLF or a bare LF, as h11 (and RFC 9112 section 2.2) accept.
+        """
+        cdef const char* hit
         cdef Py_ssize_t i = pos
-        while True:
-            i = find_crlf(p, i, n)
-            if i < 0 or i + 3 >= n:
+        while i < n:
+            hit = <const char*>memchr(p + i, 10, n - i)
+            if hit == NULL:
                 return -1
-            if p[i + 2] == 13 and p[i + 3] == 10:
+            i = hit - p
+            if i + 1 < n and p[i + 1] == 10:
                 return i
-            i += 2
+            if i + 2 < n and p[i + 1] == 13 and p[i + 2] == 10:
+                return i
+            if i + 2 >= n and (i + 1 >= n or p[i + 1] == 13):
+                return -1  # the blank line may still be arriving
+            i += 1
+        return -1
 
     cdef Py_ssize_t _parse_head(self, const char* p, Py_ssize_t pos, Py_ssize_t end) except -1:
-        """Parse the head in p[pos:end] (end = the CRLF before the blank line); return where the body starts."""
-        cdef Py_ssize_t eol, i, colon, vstart, vend, nstart
+        """Parse the head in p[pos:end] (end = the LF of its last line); return where the body starts."""
+        cdef Py_ssize_t eol, lend, i, colon, vstart, vend, k
         cdef long long length = -1
         cdef long long value
         cdef bint chunked = False
         cdef bint close = False
         cdef bint keep = False
         cdef int status = 0
+        cdef unsigned char c
         cdef bytes name
         cdef bytes val
         cdef list headers = []
-        eol = find_crlf(p, pos, end + 2)
-        if eol - pos < 12 or memcmp(p + pos, b"HTTP/1.", 7) != 0 or p[pos + 8] != 32:
+        cdef Py_ssize_t body_start = end + 2 if p[end + 1] == 10 else end + 3
+        eol = <const char*>memchr(p + pos, 10, end + 1 - pos) - p
+        lend = eol - 1 if eol > pos and p[eol - 1] == 13 else eol
+        if lend - pos < 12 or memcmp(p + pos, b"HTTP/1.", 7) != 0 or p[pos + 8] != 32:
             raise HTTPDecodeError("malformed status line")
         if p[pos + 7] == 48:
             self._http10 = True
@@ -203,30 +219,33 @@ cdef class ResponseDecoder:
             if p[i] < 48 or p[i] > 57:
                 raise HTTPDecodeError("malformed status code")
             status = status * 10 + (p[i] - 48)
-        if eol > pos + 12 and p[pos + 12] != 32:
+        if lend > pos + 12 and p[pos + 12] != 32:
             raise HTTPDecodeError("malformed status line")
         if status < 100:
             raise HTTPDecodeError("malformed status code")
-        i = eol + 2
-        while i < end + 2:
-            eol = find_crlf(p, i, end + 2)
-            if eol == i:
-                break
+        i = eol + 1
+        while i <= end:
+            eol = <const char*>memchr(p + i, 10, end + 1 - i) - p
+            lend = eol - 1 if eol > i and p[eol - 1] == 13 else eol
             if is_space(p[i]):
                 raise HTTPDecodeError("obsolete line folding in headers")
             colon = i
-            while colon < eol and p[colon] != 58:
+            while colon < lend and p[colon] != 58:
                 if not is_tchar(<unsigned char>p[colon]):
                     raise HTTPDecodeError("invalid header name")
                 colon += 1
-            if colon == eol or colon == i:
+            if colon == lend or colon == i:
                 raise HTTPDecodeError("malformed header line")
             vstart = colon + 1
-            while vstart < eol and is_space(p[vstart]):
+            while vstart < lend and is_space(p[vstart]):
                 vstart += 1
-            vend = eol
+            vend = lend
             while vend > vstart and is_space(p[vend - 1]):
                 vend -= 1
+            for k in range(vstart, vend):
+                c = <unsigned char>p[k]
+                if c == 0 or (c >= 10 and c <= 13):
+                    raise HTTPDecodeError("invalid character in a header value")
             name = PyBytes_FromStringAndSize(p + i, colon - i).lower()
             val = PyBytes_FromStringAndSize(p + vstart, vend - vstart)
             headers.append((name, val))
@@ -234,10 +253,10 @@ cdef class ResponseDecoder:
                 if vend == vstart or vend - vstart > 18:
                     raise HTTPDecodeError("invalid content-length")
                 value = 0
-                for nstart in range(vstart, vend):
-                    if p[nstart] < 48 or p[nstart] > 57:
+                for k in range(vstart, vend):
+                    if p[k] < 48 or p[k] > 57:
                         raise HTTPDecodeError("invalid content-length")
-                    value = value * 10 + (p[nstart] - 48)
+                    value = value * 10 + (p[k] - 48)
                 if length >= 0 and length != value:
                     raise HTTPDecodeError("conflicting content-length")
                 length = value
@@ -251,10 +270,10 @@ cdef class ResponseDecoder:
                     close = True
                 if b"keep-alive" in low:
                     keep = True
-            i = eol + 2
+            i = eol + 1
         if 100 <= status < 200:
             # informational (100 Continue, 103 Early Hints): skip it, a real head follows
-            return end + 4
+            return body_start
         self.status = status
         self.headers = headers
         self.keep_alive = not close and (not self._http10 or keep)
@@ -272,7 +291,7 @@ cdef class ResponseDecoder:
         else:
             self._mode = UNTIL_CLOSE
             self.keep_alive = False
-        return end + 4
+        return body_start
 
     cdef int _chunk_size(self, const char* p, Py_ssize_t pos, Py_ssize_t eol) except -1:
         cdef long long size = 0

@@ -98,8 +98,14 @@ class ResponseDecoder:
         if b"transfer-encoding" in names and b"content-length" in names:
             raise HTTPDecodeError("both transfer-encoding and content-length")
         conn_tokens = b",".join(v.lower() for k, v in headers if k == b"connection")
-        framed = b"transfer-encoding" in names or b"content-length" in names or ev.status_code in (204, 304)
-        keep = b"close" not in conn_tokens and (ev.http_version == b"1.1" or b"keep-alive" in conn_tokens)
+        framed = (
+            b"transfer-encoding" in names
+            or b"content-length" in names
+            or ev.status_code in (204, 304)
+        )
+        keep = b"close" not in conn_tokens and (
+            ev.http_version == b"1.1" or b"keep-alive" in conn_tokens
+        )
         self.status = ev.status_code
         self.headers = headers
         self.keep_alive = keep and framed

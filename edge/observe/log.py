@@ -42,7 +42,13 @@ class Log:
         value = _LEVELS[level]
         if value < self.threshold:
             return
-        record = {"ts": round(time.time(), 3), "level": level, "pid": self.pid, "msg": msg, **fields}
+        record = {
+            "ts": round(time.time(), 3),
+            "level": level,
+            "pid": self.pid,
+            "msg": msg,
+            **fields,
+        }
         line = orjson.dumps(record, default=str) + b"\n"
         self._buffer.append(line)
         self._size += len(line)

@@ -14,12 +14,54 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 # OpenTelemetry GenAI duration buckets, extended to two minutes: LLM calls are slow.
-DURATION_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 120.0)
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 60.0)
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+    120.0,
+)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    60.0,
+)
 
 
 class Hist:
@@ -56,7 +98,15 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
-    def observe(self, dialect: str, provider: str, model: str, status: int, duration: float, ttft: float | None) -> None:
+    def observe(
+        self,
+        dialect: str,
+        provider: str,
+        model: str,
+        status: int,
+        duration: float,
+        ttft: float | None,
+    ) -> None:
         key = (dialect, provider, model, str(status))
         self.requests[key] = self.requests.get(key, 0) + 1
         series = (dialect, provider, model)
@@ -96,34 +146,54 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
-        requests = CounterMetricFamily("edge_requests", "Requests answered", labels=["dialect", "provider", "model", "status"])
+        requests = CounterMetricFamily(
+            "edge_requests", "Requests answered", labels=["dialect", "provider", "model", "status"]
+        )
         for key, n in m.requests.items():
             requests.add_metric(list(key), n)
         yield requests
-        errors = CounterMetricFamily("edge_request_errors", "Requests that ended in an error", labels=["dialect", "error_type"])
+        errors = CounterMetricFamily(
+            "edge_request_errors",
+            "Requests that ended in an error",
+            labels=["dialect", "error_type"],
+        )
         for ekey, n in m.errors.items():
             errors.add_metric(list(ekey), n)
         yield errors
-        tokens = CounterMetricFamily("edge_tokens", "Tokens by direction", labels=["provider", "model", "direction"])
+        tokens = CounterMetricFamily(
+            "edge_tokens", "Tokens by direction", labels=["provider", "model", "direction"]
+        )
         for tkey, n in m.tokens.items():
             tokens.add_metric(list(tkey), n)
         yield tokens
         for name, doc, series in (
             ("edge_request_duration_seconds", "Time from request to last byte", m.duration),
-            ("edge_time_to_first_token_seconds", "Time from request to first content token", m.ttft),
+            (
+                "edge_time_to_first_token_seconds",
+                "Time from request to first content token",
+                m.ttft,
+            ),
         ):
             fam = HistogramMetricFamily(name, doc, labels=["dialect", "provider", "model"])
             for skey, hist in series.items():
                 fam.add_metric(list(skey), hist.cumulative(), hist.total)
             yield fam
-        yield GaugeMetricFamily("edge_requests_in_flight", "Requests being served", value=m.in_flight)
+        yield GaugeMetricFamily(
+            "edge_requests_in_flight", "Requests being served", value=m.in_flight
+        )
         if m._pool is not None:
             s = m._pool()
-            conns = GaugeMetricFamily("edge_upstream_connections", "Upstream connections", labels=["state"])
+            conns = GaugeMetricFamily(
+                "edge_upstream_connections", "Upstream connections", labels=["state"]
+            )
             conns.add_metric(["open"], s["open"])
             conns.add_metric(["idle"], s["idle"])
             yield conns
-            events = CounterMetricFamily("edge_upstream_connection_events", "Upstream connections opened, reused, discarded", labels=["event"])
+            events = CounterMetricFamily(
+                "edge_upstream_connection_events",
+                "Upstream connections opened, reused, discarded",
+                labels=["event"],
+            )
             for event in ("opened", "reused", "discarded"):
                 events.add_metric([event], s[f"{event}_total"])
             yield events

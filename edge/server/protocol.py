@@ -41,7 +41,14 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from edge.errors import EdgeError, HeadersTooLarge, InvalidRequest, PayloadTooLarge, RequestTimeout, ServiceUnavailable
+from edge.errors import (
+    EdgeError,
+    HeadersTooLarge,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 
 if TYPE_CHECKING:
     from edge.settings import Settings
@@ -63,9 +70,25 @@ def _reason(status: int) -> bytes:
 
 
 class Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query", "received_at", "request_id")
+    __slots__ = (
+        "body",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "received_at",
+        "request_id",
+    )
 
-    def __init__(self, method: bytes, target: bytes, headers: dict[bytes, bytes], request_id: str, keep_alive: bool) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: dict[bytes, bytes],
+        request_id: str,
+        keep_alive: bool,
+    ) -> None:
         self.method = method
         q = target.find(b"?")
         self.path = target if q < 0 else target[:q]
@@ -141,7 +164,13 @@ class EdgeProtocol(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, settings: Settings, tracker: ConnectionTracker, handler: Handler, render_error: ErrorRenderer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: ConnectionTracker,
+        handler: Handler,
+        render_error: ErrorRenderer,
+    ) -> None:
         self._settings = settings
         self._tracker = tracker
         self._handler = handler
@@ -242,7 +271,11 @@ class EdgeProtocol(asyncio.Protocol):
             elif isinstance(ev, h11.Data):
                 self._body_size += len(ev.data)
                 if self._body_size > self._settings.max_body_bytes:
-                    self._fail(PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes"))
+                    self._fail(
+                        PayloadTooLarge(
+                            f"request body exceeds {self._settings.max_body_bytes} bytes"
+                        )
+                    )
                     return
                 self._body_parts.append(bytes(ev.data))
             elif isinstance(ev, h11.EndOfMessage):
@@ -268,15 +301,24 @@ class EdgeProtocol(asyncio.Protocol):
         self._body_size = 0
         self._body_parts = []
         if self._over_limit:
-            self._fail(ServiceUnavailable("the gateway is at its connection limit; retry shortly", headers=[(b"retry-after", b"1")]))
+            self._fail(
+                ServiceUnavailable(
+                    "the gateway is at its connection limit; retry shortly",
+                    headers=[(b"retry-after", b"1")],
+                )
+            )
             return False
         if size > self._settings.max_header_bytes:
             # h11 only bounds a head that is still incomplete; one that arrived whole is measured here
-            self._fail(HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes"))
+            self._fail(
+                HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
+            )
             return False
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._settings.max_body_bytes:
-            self._fail(PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes"))
+            self._fail(
+                PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes")
+            )
             return False
         self._arm(self._settings.body_timeout_s, self._on_body_timeout)
         if self._conn.they_are_waiting_for_100_continue:
@@ -425,7 +467,9 @@ class EdgeProtocol(asyncio.Protocol):
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
         if exc.error_status_hint == 431:
-            self._fail(HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes"))
+            self._fail(
+                HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
+            )
         else:
             self._fail(InvalidRequest(f"malformed HTTP request: {exc}"))
 
@@ -447,9 +491,17 @@ class EdgeProtocol(asyncio.Protocol):
     def _on_head_timeout(self) -> None:
         self._timer = None
         if not self.in_flight:
-            self._fail(RequestTimeout(f"request head not received within {self._settings.header_timeout_s:g} s"))
+            self._fail(
+                RequestTimeout(
+                    f"request head not received within {self._settings.header_timeout_s:g} s"
+                )
+            )
 
     def _on_body_timeout(self) -> None:
         self._timer = None
         if not self.in_flight:
-            self._fail(RequestTimeout(f"request body not received within {self._settings.body_timeout_s:g} s"))
+            self._fail(
+                RequestTimeout(
+                    f"request body not received within {self._settings.body_timeout_s:g} s"
+                )
+            )

@@ -107,7 +107,11 @@ class UpstreamConnection(asyncio.Protocol):
             try:
                 d.feed_eof()
             except HTTPDecodeError:
-                self._fail(UpstreamClosed("provider closed the connection before the response was complete"))
+                self._fail(
+                    UpstreamClosed(
+                        "provider closed the connection before the response was complete"
+                    )
+                )
                 return None
             self._advance(d)
         return None
@@ -117,7 +121,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         if not self._done:
             reason = "reset" if isinstance(exc, ConnectionResetError) else "closed"
-            self._fail(UpstreamClosed(f"provider {reason} the connection before the response was complete"))
+            self._fail(
+                UpstreamClosed(f"provider {reason} the connection before the response was complete")
+            )
         if self._write_waiter is not None and not self._write_waiter.done():
             self._write_waiter.set_result(None)
 
@@ -184,13 +190,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- the exchange, driven by the pool's Exchange
 
-    def send(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def send(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
         """Write the whole request at once; the response head is awaited with ``head()``."""
         assert self.transport is not None
         parts = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
             if b"\n" in value or b"\r" in value:
-                raise UpstreamError(f"refusing to send header {name.decode('latin-1')} with a line break")
+                raise UpstreamError(
+                    f"refusing to send header {name.decode('latin-1')} with a line break"
+                )
             parts += (name, b": ", value, b"\r\n")
         parts += (b"\r\n", body)
         self.decoder = ResponseDecoder(method)
@@ -225,7 +235,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         d = self.decoder
-        return not self.closed and self._error is None and self._done and d is not None and d.keep_alive
+        return (
+            not self.closed
+            and self._error is None
+            and self._done
+            and d is not None
+            and d.keep_alive
+        )
 
     def recycle(self) -> None:
         """Reset for the next exchange on the same connection."""
