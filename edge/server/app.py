@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+import hotpath.http
+import hotpath.sse
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.errors import Dialect, EdgeError, MethodNotAllowed, NotFound, render
@@ -64,6 +66,13 @@ class Gateway:
             idle_s=settings.upstream_idle_s,
         )
         self.metrics.watch_pool(self.pool.stats)
+        self._health = orjson.dumps(
+            {
+                "status": "ok",
+                "pid": os.getpid(),
+                "compiled": {"sse": hotpath.sse.COMPILED, "http": hotpath.http.COMPILED},
+            }
+        )
         self.created = int(time.time())
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
@@ -184,7 +193,7 @@ class Gateway:
         proto.respond(200, JSON_HEADERS, body)
 
     async def healthz(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        proto.respond(200, JSON_HEADERS, b'{"status":"ok","pid":%d}' % os.getpid())
+        proto.respond(200, JSON_HEADERS, self._health)
 
     async def readyz(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         if self.tracker.draining:
