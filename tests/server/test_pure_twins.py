@@ -30,7 +30,9 @@ def test_sdks_through_a_gateway_running_the_twins(
     }
     if os.environ.get("EDGE_NO_EXTENSIONS") != "1":
         compiled = httpx.get(gateway.url + "/healthz").json()["compiled"]
-        assert compiled == {"sse": True, "http": True}, "a normal build must run the compiled modules"
+        assert compiled == {"sse": True, "http": True}, (
+            "a normal build must run the compiled modules"
+        )
     oa = openai.OpenAI(base_url=pure_gateway.url + "/v1", api_key=GW_KEY, max_retries=0)
     direct = openai.OpenAI(base_url=sim.openai_base, api_key="k", max_retries=0)
     msgs = [{"role": "user", "content": "twins please"}]
