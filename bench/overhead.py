@@ -291,7 +291,10 @@ def main() -> int:
         wrk(gw_url, 8, 2)  # warm up: pool, caches, branch predictors
         d1, g1 = wrk(sim_url, 1, duration), wrk(gw_url, 1, duration, pid)
         d32, g32 = wrk(sim_url, 32, duration), wrk(gw_url, 32, duration, pid)
-        g64 = wrk(gw_url, 64, duration, pid)
+        # the machine is shared: throughput is the median of three runs, with their range
+        runs = sorted(
+            (g32, *(wrk(gw_url, 32, duration, pid) for _ in range(2))), key=lambda r: r.rps
+        )
         added_p50_1 = g1.p50 - d1.p50
         rows += [
             (
@@ -307,12 +310,13 @@ def main() -> int:
                 "",
             ),
         ]
-        best = max((g32, g64), key=lambda r: r.rps)
+        best = runs[1]
         per_core = best.rps / best.cpu if best.cpu > 0 else 0.0
         rows.append(
             (
-                "non-streaming req/s, one worker",
-                f"{best.rps:,.0f} req/s at {best.cpu:.0%} of a core ({per_core:,.0f} per core-second)",
+                "non-streaming req/s, one worker (32 in flight)",
+                f"{best.rps:,.0f} req/s, median of 3 (range {runs[0].rps:,.0f}-{runs[2].rps:,.0f}), "
+                f"at {best.cpu:.0%} of a core ({per_core:,.0f} per core-second)",
                 f"direct {d32.rps:,.0f} req/s",
                 ">= 3,000",
             )

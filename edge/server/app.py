@@ -118,6 +118,9 @@ class Gateway:
         except asyncio.CancelledError:
             out.status, out.error = 499, "ClientDisconnected"
             raise
+        except ConnectionError:
+            out.status, out.error = 499, "ClientDisconnected"
+            proto.close()
         except Exception as exc:
             out.status, out.error = 500, type(exc).__name__
             self.log.error(

@@ -12,8 +12,9 @@ dropped. TLS for https origins with the system trust store and SNI.
         while chunk := await ex.read(): ...
 
 Leaving the block returns the connection to the pool only if the response
-was read to its end; otherwise (error, cancellation, abandoned stream) the
-connection is closed at once. Cleanup is synchronous, so it survives
+was read to its end (and the provider allows keep-alive); otherwise (a
+failure mid-response, cancellation, an abandoned stream) the connection is
+closed at once. Cleanup is synchronous, so it survives
 cancellation.
 """
 
@@ -200,7 +201,8 @@ class Exchange:
         self._conn = None
         if conn is None:
             return
-        if self.complete and et is None:
+        if self.complete and et is not asyncio.CancelledError:
+            # read to its end (an error answer too): the connection is clean and stays warm
             self._pool.release(conn)
         else:
             self._pool.discard(conn)
