@@ -35,10 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.simulator import ensure_wrk, pin, wrk_script  # noqa: E402
+from bench.simulator import ensure_wrk, pin, write_section, wrk_script  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- overhead:begin -->", "<!-- overhead:end -->"
 KEY = "sk-bench"
 PROMPT = [
     {"role": "user", "content": "Summarise the incident report in three short bullet points."}
@@ -99,6 +98,30 @@ def worker_pid(port: int) -> int:
     import httpx
 
     return int(httpx.get(f"http://127.0.0.1:{port}/healthz").json()["pid"])
+
+
+def start_pair(extra_env: dict[str, str] | None = None) -> tuple[Service, Service]:
+    """The simulator (bench profile) on core 1 and a one-worker gateway in front of it on core 0."""
+    sim = launch(
+        ["simulate", "--port", "0", "--profile", str(ROOT / "bench/profile.toml")],
+        {},
+        1,
+        r"http://[\d.]+:(\d+)",
+    )
+    url = f"http://127.0.0.1:{sim.port}"
+    env = {
+        "EDGE_SIMULATE": "off",
+        "EDGE_PORT": "0",
+        "EDGE_WORKERS": "1",
+        "EDGE_POLICY": str(ROOT / "bench/policy.toml"),
+        "EDGE_KEYS": KEY,
+        "OPENAI_API_KEY": "sk-upstream",
+        "ANTHROPIC_API_KEY": "sk-upstream",
+        "EDGE_OPENAI_BASE_URL": url + "/v1",
+        "EDGE_ANTHROPIC_BASE_URL": url,
+        **(extra_env or {}),
+    }
+    return sim, launch(["serve"], env, 0, r"listening on http://[\d.]+:(\d+)")
 
 
 # ------------------------------------------------------------------ wrk
@@ -261,27 +284,8 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     import uvloop
 
-    sim = launch(
-        ["simulate", "--port", "0", "--profile", str(ROOT / "bench/profile.toml")],
-        {},
-        1,
-        r"http://[\d.]+:(\d+)",
-    )
+    sim, gw = start_pair({"EDGE_MAX_CONNECTIONS": "4096", "EDGE_UPSTREAM_MAX_PER_HOST": "2048"})
     sim_url = f"http://127.0.0.1:{sim.port}"
-    env = {
-        "EDGE_SIMULATE": "off",
-        "EDGE_PORT": "0",
-        "EDGE_WORKERS": "1",
-        "EDGE_POLICY": str(ROOT / "bench/policy.toml"),
-        "EDGE_KEYS": KEY,
-        "OPENAI_API_KEY": "sk-upstream",
-        "ANTHROPIC_API_KEY": "sk-upstream",
-        "EDGE_OPENAI_BASE_URL": sim_url + "/v1",
-        "EDGE_ANTHROPIC_BASE_URL": sim_url,
-        "EDGE_MAX_CONNECTIONS": "4096",
-        "EDGE_UPSTREAM_MAX_PER_HOST": "2048",
-    }
-    gw = launch(["serve"], env, 0, r"listening on http://[\d.]+:(\d+)")
     gw_url = f"http://127.0.0.1:{gw.port}"
     rows: list[tuple[str, str, str, str]] = []
     checks: list[tuple[str, bool]] = []
@@ -380,7 +384,6 @@ def main() -> int:
         print(f"  {'met   ' if ok else 'MISSED'} {name}")
     block = "\n".join(
         [
-            BEGIN,
             f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores. Gateway (one worker, "
             "access log on) pinned to core 0; simulated provider (instant profile) and load generators (wrk 1 thread; "
             "an asyncio client for streams) pinned to core 1. Latencies are through-gateway minus direct.",
@@ -393,18 +396,10 @@ def main() -> int:
             "Targets: "
             + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks)
             + ".",
-            END,
         ]
     )
     if not args.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-        if BEGIN in text:
-            text = re.sub(
-                re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S
-            )
-        else:
-            text += "\n## Gateway overhead: one worker\n\n" + block + "\n"
-        RESULTS.write_text(text)
+        write_section("overhead", "Gateway overhead: one worker", block)
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import KEY, launch, worker_pid, wrk  # noqa: E402
+from bench.overhead import start_pair, worker_pid, wrk  # noqa: E402
 
 
 def frame_name(frame: str) -> str:
@@ -38,24 +38,7 @@ def main() -> int:
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
-    sim = launch(
-        ["simulate", "--port", "0", "--profile", str(ROOT / "bench/profile.toml")],
-        {},
-        1,
-        r"http://[\d.]+:(\d+)",
-    )
-    url = f"http://127.0.0.1:{sim.port}"
-    env = {
-        "EDGE_SIMULATE": "off",
-        "EDGE_PORT": "0",
-        "EDGE_POLICY": str(ROOT / "bench/policy.toml"),
-        "EDGE_KEYS": KEY,
-        "OPENAI_API_KEY": "sk-upstream",
-        "ANTHROPIC_API_KEY": "sk-upstream",
-        "EDGE_OPENAI_BASE_URL": url + "/v1",
-        "EDGE_ANTHROPIC_BASE_URL": url,
-    }
-    gw = launch(["serve"], env, 0, r"listening on http://[\d.]+:(\d+)")
+    sim, gw = start_pair()
     raw = Path(tempfile.mkstemp(suffix=".txt")[1])
     try:
         pid = worker_pid(gw.port)

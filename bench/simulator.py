@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 from tests.procs import start  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- simulator:begin -->", "<!-- simulator:end -->"
 TARGET_RPS = 5000.0
 
 PROMPT = "Summarise the incident report in three short bullet points for the on-call channel."
@@ -64,6 +63,18 @@ SHAPES = {
         },
     ),
 }
+
+
+def write_section(marker: str, title: str, block: str) -> None:
+    """Replace the ``<!-- marker:begin -->`` .. ``end`` section of RESULTS.md (or append it)."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    body = f"{begin}\n{block}\n{end}"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _m: body, text, flags=re.S)
+    else:
+        text += f"\n## {title}\n\n{body}\n"
+    RESULTS.write_text(text)
 
 
 def ensure_wrk() -> str:
@@ -161,7 +172,6 @@ def main() -> int:
         proc.stop()
     ok = rows[0][1] >= TARGET_RPS and rows[1][1] >= TARGET_RPS
     table = [
-        BEGIN,
         f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores; "
         f"simulator pinned to core 0, wrk (1 thread, {args.connections} connections, {args.duration} s) to core 1.",
         "Command: `.venv/bin/python bench/simulator.py` (part of `make bench`).",
@@ -171,18 +181,9 @@ def main() -> int:
         *[f"| {n} | {r:,.0f} | {a} | {b} |" for n, r, a, b in rows],
         "",
         f"Target >= {TARGET_RPS:,.0f} non-streaming req/s on one core: {'met' if ok else 'MISSED'}.",
-        END,
     ]
     if not args.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-        block = "\n".join(table)
-        if BEGIN in text:
-            text = re.sub(
-                re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S
-            )
-        else:
-            text += "\n## Simulated providers: throughput\n\n" + block + "\n"
-        RESULTS.write_text(text)
+        write_section("simulator", "Simulated providers: throughput", "\n".join(table))
     return 0 if ok else 1
 
 
