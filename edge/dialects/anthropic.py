@@ -14,6 +14,20 @@ from typing import Any
 
 import orjson
 
+from edge.dialects.canonical import (
+    JSON_TOOL,
+    STOP,
+    TO_ANTHROPIC_STOP,
+    TOOL_CALLS,
+    Answer,
+    ChatRequest,
+    Event,
+    Message,
+    Part,
+    Tool,
+    Usage,
+    from_anthropic_stop,
+)
 from edge.dialects.common import ChatInfo, StreamBroken, check_type, need
 from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
 
@@ -200,3 +214,489 @@ class AnthropicStream:
 
     def error_event(self, err: UpstreamError) -> bytes:
         return error_event(err)
+
+
+# ------------------------------------------------------------ translation
+
+_IGNORABLE = {"service_tier", "stream", "model", "messages", "metadata", "max_tokens", "system"}
+_MAPPED = {"temperature", "top_p", "stop_sequences", "tools", "tool_choice", "output_config"}
+
+
+def _blocks_text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    texts = []
+    for i, b in enumerate(content or []):
+        if not isinstance(b, dict) or b.get("type") != "text":
+            raise InvalidRequest(f"{where}.{i}: only text blocks are allowed here", param=where)
+        texts.append(str(b.get("text", "")))
+    return "".join(texts)
+
+
+def _image(block: dict[str, Any], where: str) -> Part:
+    src = block.get("source") or {}
+    if src.get("type") == "base64":
+        return Part(
+            "image", media_type=str(src.get("media_type", "")), data=str(src.get("data", ""))
+        )
+    if src.get("type") == "url":
+        return Part("image", url=str(src.get("url", "")))
+    raise InvalidRequest(
+        f"{where}.source: only base64 and url images can be translated", param=where
+    )
+
+
+def to_canonical(body: dict[str, Any], target: str) -> ChatRequest:
+    """An Anthropic request as a canonical one; 400 for what ``target`` cannot honour."""
+    for key, value in body.items():
+        if key in _IGNORABLE or key in _MAPPED or value is None:
+            continue
+        if key == "thinking" and isinstance(value, dict) and value.get("type") == "disabled":
+            continue
+        raise InvalidRequest(
+            f"{key}: not supported by the {target} provider that serves this model", param=key
+        )
+    req = ChatRequest(
+        model=str(body["model"]),
+        messages=[],
+        stream=bool(body.get("stream")),
+        max_tokens=body.get("max_tokens"),
+    )
+    req.system = _blocks_text(body.get("system") or "", "system")
+    for i, msg in enumerate(body["messages"]):
+        where = f"messages.{i}.content"
+        content = msg["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        parts: list[Part] = []
+        for j, b in enumerate(blocks if isinstance(blocks, list) else []):
+            kind = b.get("type") if isinstance(b, dict) else None
+            if kind == "text":
+                parts.append(Part("text", text=str(b.get("text", ""))))
+            elif kind == "image":
+                parts.append(_image(b, f"{where}.{j}"))
+            elif kind == "tool_use" and msg["role"] == "assistant":
+                parts.append(
+                    Part(
+                        "tool_call",
+                        call_id=str(b.get("id", "")),
+                        name=str(b.get("name", "")),
+                        arguments=orjson.dumps(b.get("input") or {}).decode(),
+                    )
+                )
+            elif kind == "tool_result" and msg["role"] == "user":
+                inner = b.get("content")
+                result = (
+                    [Part("text", text=inner)]
+                    if isinstance(inner, str)
+                    else [
+                        Part("text", text=str(x.get("text", "")))
+                        if x.get("type") == "text"
+                        else _image(x, f"{where}.{j}.content")
+                        for x in inner or []
+                    ]
+                )
+                parts.append(
+                    Part(
+                        "tool_result",
+                        call_id=str(b.get("tool_use_id", "")),
+                        result=result,
+                        is_error=bool(b.get("is_error")),
+                    )
+                )
+            else:
+                raise InvalidRequest(
+                    f"{where}.{j}.type: {kind!r} blocks cannot be translated for the other provider",
+                    param=f"{where}.{j}",
+                )
+        if parts:
+            if req.messages and req.messages[-1].role == msg["role"]:
+                req.messages[-1].parts.extend(parts)
+            else:
+                req.messages.append(Message(msg["role"], parts))
+    for i, tool in enumerate(body.get("tools") or []):
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "custom") != "custom"
+            or not isinstance(tool.get("input_schema"), dict)
+        ):
+            raise InvalidRequest(
+                f"tools.{i}: only custom tools with an input_schema can be translated",
+                param=f"tools.{i}",
+            )
+        req.tools.append(
+            Tool(
+                str(tool.get("name", "")), str(tool.get("description") or ""), tool["input_schema"]
+            )
+        )
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        mapping = {"auto": "auto", "any": "required", "none": "none", "tool": "named"}
+        need(kind in mapping, f"tool_choice.type: invalid value {kind!r}", "tool_choice")
+        req.tool_choice = mapping[str(kind)]
+        req.tool_name = str(choice.get("name") or "")
+        req.parallel_tool_calls = not choice.get("disable_parallel_tool_use", False)
+    fmt = (body.get("output_config") or {}).get("format")
+    if isinstance(fmt, dict):
+        need(
+            fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict),
+            "output_config.format: expected {type: json_schema, schema}",
+            "output_config",
+        )
+        req.json_mode, req.json_schema = "schema", fmt["schema"]
+    extra = set(body.get("output_config") or {}) - {"format"}
+    if extra:
+        raise InvalidRequest(
+            f"output_config.{sorted(extra)[0]}: not supported by the {target} provider that serves this model",
+            param="output_config",
+        )
+    req.stop = list(body.get("stop_sequences") or [])
+    req.temperature, req.top_p = body.get("temperature"), body.get("top_p")
+    req.user = str((body.get("metadata") or {}).get("user_id") or "")
+    return req
+
+
+def _image_block(p: Part) -> dict[str, Any]:
+    if p.url:
+        return {"type": "image", "source": {"type": "url", "url": p.url}}
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": p.media_type, "data": p.data},
+    }
+
+
+def from_canonical(
+    req: ChatRequest, upstream_model: str, default_max_tokens: int
+) -> dict[str, Any]:
+    """The Anthropic request for a canonical one (always streamed)."""
+    if req.temperature is not None and req.temperature > 1:
+        raise InvalidRequest(
+            "temperature: an Anthropic provider accepts 0 to 1", param="temperature"
+        )
+    messages: list[dict[str, Any]] = []
+    for m in req.messages:
+        blocks: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []  # tool results must open the user turn
+        for p in m.parts:
+            if p.kind == "text":
+                if p.text:
+                    blocks.append({"type": "text", "text": p.text})
+            elif p.kind == "image":
+                blocks.append(_image_block(p))
+            elif p.kind == "tool_call":
+                try:
+                    args = orjson.loads(p.arguments or "{}")
+                except orjson.JSONDecodeError:
+                    raise InvalidRequest(
+                        f"tool call {p.call_id}: arguments are not valid JSON", param="messages"
+                    ) from None
+                blocks.append({"type": "tool_use", "id": p.call_id, "name": p.name, "input": args})
+            elif p.kind == "tool_result":
+                inner = [
+                    {"type": "text", "text": r.text} if r.kind == "text" else _image_block(r)
+                    for r in p.result
+                ]
+                result: dict[str, Any] = {
+                    "type": "tool_result",
+                    "tool_use_id": p.call_id,
+                    "content": inner,
+                }
+                if p.is_error:
+                    result["is_error"] = True
+                results.append(result)
+        if results or blocks:
+            messages.append({"role": m.role, "content": results + blocks})
+    if messages and messages[-1]["role"] == "assistant":
+        last = messages[-1]["content"][-1]
+        if last.get("type") == "text":
+            last["text"] = last[
+                "text"
+            ].rstrip()  # Anthropic rejects a prefill that ends in whitespace
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "max_tokens": req.max_tokens if req.max_tokens is not None else default_max_tokens,
+        "messages": messages,
+        "stream": True,
+    }
+    if req.system:
+        body["system"] = req.system
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        need(
+            all(s.strip() for s in req.stop),
+            "stop: an Anthropic provider rejects whitespace-only stop sequences",
+            "stop",
+        )
+        body["stop_sequences"] = req.stop
+    tools = [
+        {"name": t.name, "description": t.description, "input_schema": t.schema} for t in req.tools
+    ]
+    choice: dict[str, Any] | None = None
+    if req.json_mode:
+        if tools:
+            raise InvalidRequest(
+                "response_format with tools cannot be served by an Anthropic provider",
+                param="response_format",
+            )
+        schema = req.json_schema if req.json_mode == "schema" else {"type": "object"}
+        if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+            raise InvalidRequest(
+                "response_format: an Anthropic provider needs a JSON schema of type object",
+                param="response_format",
+            )
+        tools = [
+            {
+                "name": JSON_TOOL,
+                "description": "Respond with the JSON output.",
+                "input_schema": schema,
+            }
+        ]
+        choice = {"type": "tool", "name": JSON_TOOL}
+    elif tools:
+        kind = {"auto": "auto", "required": "any", "none": "none", "named": "tool"}[req.tool_choice]
+        choice = {"type": kind}
+        if kind == "tool":
+            choice["name"] = req.tool_name
+        if not req.parallel_tool_calls and kind != "none":
+            choice["disable_parallel_tool_use"] = True
+    if tools:
+        body["tools"] = tools
+        body["tool_choice"] = choice
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+    return body
+
+
+class Decoder:
+    """An Anthropic provider's events as canonical events; unwraps the forced JSON tool."""
+
+    __slots__ = ("_json_blocks", "_tool_of_block", "_tools", "_usage")
+
+    def __init__(self) -> None:
+        self._tool_of_block: dict[int, int] = {}
+        self._json_blocks: set[int] = set()
+        self._tools = 0
+        self._usage: dict[str, Any] = {}
+
+    def feed(self, name: bytes, data: bytes) -> list[Event]:
+        if name == b"ping":
+            return []
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamBroken("provider sent a malformed stream event") from None
+        if not isinstance(obj, dict):
+            raise StreamBroken("provider sent a malformed stream event")
+        kind = obj.get("type")
+        if kind == "content_block_delta":
+            index, delta = obj.get("index", 0), obj.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [("text", delta.get("text", ""))]
+            if delta.get("type") == "input_json_delta":
+                frag = delta.get("partial_json", "")
+                if index in self._json_blocks:
+                    return [("text", frag)] if frag else []
+                return [("tool_args", self._tool_of_block[index], frag)] if frag else []
+            return []  # thinking, signatures and citations have no OpenAI counterpart in an answer
+        if kind == "content_block_start":
+            block, index = obj.get("content_block") or {}, obj.get("index", 0)
+            if block.get("type") == "tool_use":
+                if block.get("name") == JSON_TOOL:
+                    self._json_blocks.add(index)
+                    return []
+                self._tool_of_block[index] = self._tools
+                self._tools += 1
+                return [
+                    (
+                        "tool_start",
+                        self._tools - 1,
+                        str(block.get("id", "")),
+                        str(block.get("name", "")),
+                    )
+                ]
+            if block.get("type") == "text" and block.get("text"):
+                return [("text", block["text"])]
+            return []
+        if kind == "message_start":
+            msg = obj.get("message") or {}
+            self._usage = dict(msg.get("usage") or {})
+            return [("start", str(msg.get("id", "")), str(msg.get("model", "")))]
+        if kind == "message_delta":
+            delta = obj.get("delta") or {}
+            self._usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
+            u = self._usage
+            usage = Usage(
+                input=int(u.get("input_tokens") or 0),
+                output=int(u.get("output_tokens") or 0),
+                cache_read=int(u.get("cache_read_input_tokens") or 0),
+                cache_write=int(u.get("cache_creation_input_tokens") or 0),
+                provider=dict(u),
+            )
+            reason = from_anthropic_stop(delta.get("stop_reason"))
+            if reason == TOOL_CALLS and self._json_blocks and not self._tools:
+                reason = STOP  # the forced JSON tool was the answer
+            return [("finish", reason, delta.get("stop_sequence")), ("usage", usage)]
+        if kind == "message_stop":
+            return [("end",)]
+        if kind == "error":
+            err = obj.get("error") or {}
+            raise StreamBroken(str(err.get("message") or "provider reported an error mid-stream"))
+        return []
+
+
+def _usage_body(u: Usage | None) -> dict[str, Any]:
+    u = u or Usage()
+    return {
+        "input_tokens": u.input,
+        "cache_creation_input_tokens": u.cache_write,
+        "cache_read_input_tokens": u.cache_read,
+        "output_tokens": u.output,
+        "provider_usage": u.provider,
+    }
+
+
+def _message_id(provider_id: str) -> str:
+    return "msg_" + provider_id.removeprefix("chatcmpl-")
+
+
+def _event(name: bytes, body: dict[str, Any]) -> bytes:
+    return b"event: " + name + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+class Encoder:
+    """Canonical events as an Anthropic client's event sequence.
+
+    Blocks open and close as the content kind changes (text, then each tool
+    call); ``message_delta`` is held until the provider's usage is known, so
+    the client gets real token counts.
+    """
+
+    __slots__ = ("_block", "_finish", "_next", "_open", "_tool_block", "_usage", "done")
+
+    def __init__(self) -> None:
+        self._open = False
+        self._block = -1
+        self._next = 0
+        self._tool_block: dict[int, int] = {}
+        self._finish: tuple[str, str | None] | None = None
+        self._usage: Usage | None = None
+        self.done = False
+
+    def _close_block(self) -> bytes:
+        if not self._open:
+            return b""
+        self._open = False
+        return _event(b"content_block_stop", {"type": "content_block_stop", "index": self._block})
+
+    def _start_block(self, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self._block, self._next, self._open = self._next, self._next + 1, True
+        return out + _event(
+            b"content_block_start",
+            {"type": "content_block_start", "index": self._block, "content_block": block},
+        )
+
+    def encode(self, ev: Event) -> bytes:
+        kind = ev[0]
+        if kind == "text":
+            out = b""
+            if not self._open or self._block in self._tool_block.values():
+                out = self._start_block({"type": "text", "text": ""})
+            return out + _event(
+                b"content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": self._block,
+                    "delta": {"type": "text_delta", "text": ev[1]},
+                },
+            )
+        if kind == "tool_args":
+            index = self._tool_block[ev[1]]
+            return _event(
+                b"content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": ev[2]},
+                },
+            )
+        if kind == "tool_start":
+            out = self._start_block({"type": "tool_use", "id": ev[2], "name": ev[3], "input": {}})
+            self._tool_block[ev[1]] = self._block
+            return out
+        if kind == "start":
+            message = {
+                "id": _message_id(ev[1]),
+                "type": "message",
+                "role": "assistant",
+                "model": ev[2],
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }
+            return (
+                _event(b"message_start", {"type": "message_start", "message": message})
+                + b'event: ping\ndata: {"type": "ping"}\n\n'
+            )
+        if kind == "finish":
+            self._finish = (ev[1], ev[2])
+            return self._close_block() + self._delta_if_ready()
+        if kind == "usage":
+            self._usage = ev[1]
+            return self._delta_if_ready()
+        if kind == "end":
+            return self.close()
+        return b""
+
+    def _delta_if_ready(self) -> bytes:
+        if self._finish is None or self._usage is None or self.done:
+            return b""
+        reason, sequence = self._finish
+        self.done = True
+        usage = _usage_body(self._usage)
+        delta = {"stop_reason": TO_ANTHROPIC_STOP[reason], "stop_sequence": sequence}
+        return (
+            _event(b"message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+            + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+        )
+
+    def close(self) -> bytes:
+        """The provider ended: send what is still held (usage may never have come)."""
+        if self.done:
+            return b""
+        if self._usage is None:
+            self._usage = Usage()
+        if self._finish is None:
+            return b""
+        return self._close_block() + self._delta_if_ready()
+
+
+def render(answer: Answer) -> bytes:
+    """A folded answer as an Anthropic ``message`` body."""
+    content: list[dict[str, Any]] = []
+    text = "".join(answer.text)
+    if text:
+        content.append({"type": "text", "text": text})
+    for c in answer.tool_calls:
+        raw = "".join(c["arguments"])
+        try:
+            args = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            raise StreamBroken("provider sent tool arguments that are not valid JSON") from None
+        content.append({"type": "tool_use", "id": c["id"], "name": c["name"], "input": args})
+    return orjson.dumps(
+        {
+            "id": _message_id(answer.id),
+            "type": "message",
+            "role": "assistant",
+            "model": answer.model,
+            "content": content,
+            "stop_reason": TO_ANTHROPIC_STOP[answer.finish or "length"],
+            "stop_sequence": answer.stop_sequence,
+            "usage": _usage_body(answer.usage),
+        }
+    )

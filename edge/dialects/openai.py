@@ -14,6 +14,17 @@ from typing import Any
 
 import orjson
 
+from edge.dialects.canonical import (
+    TO_OPENAI_FINISH,
+    Answer,
+    ChatRequest,
+    Event,
+    Message,
+    Part,
+    Tool,
+    Usage,
+    from_openai_finish,
+)
 from edge.dialects.common import ChatInfo, StreamBroken, check_type, need
 from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
 
@@ -264,3 +275,488 @@ class OpenAIStream:
 
     def error_event(self, err: UpstreamError) -> bytes:
         return error_event(err)
+
+
+# ------------------------------------------------------------ translation
+#
+# Used only when a request in one dialect is served by a provider of the
+# other (see canonical.py for the shared rules).
+
+# Parameters that change nothing about the answer and are dropped when the
+# target cannot carry them (each with its reason in docs/CONFIG.md).
+_IGNORABLE = {
+    "store",
+    "metadata",
+    "service_tier",
+    "stream_options",
+    "prompt_cache_key",
+    "safety_identifier",
+    "stream",
+    "model",
+    "messages",
+    "user",
+}
+# Parameters whose default value changes nothing (so a client that sends the default is fine).
+_NEUTRAL: dict[str, Any] = {
+    "n": 1,
+    "logprobs": False,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+}
+_NO = object()
+_MAPPED = {
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+}
+
+
+def _text_of(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text":
+            raise InvalidRequest(f"{where}[{i}]: only text parts are allowed here", param=where)
+        texts.append(str(part.get("text", "")))
+    return "".join(texts)
+
+
+def _image_part(url: str, where: str) -> Part:
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        if ";base64" not in head or not data:
+            raise InvalidRequest(f"{where}: data URLs must be base64", param=where)
+        return Part("image", media_type=head[5:].split(";", 1)[0], data=data)
+    if url.startswith(("http://", "https://")):
+        return Part("image", url=url)
+    raise InvalidRequest(f"{where}: image_url.url must be an http(s) or data: URL", param=where)
+
+
+def _user_parts(content: Any, where: str) -> list[Part]:
+    if isinstance(content, str):
+        return [Part("text", text=content)]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}: expected a string or an array of parts", param=where)
+    parts = []
+    for i, p in enumerate(content):
+        kind = p.get("type") if isinstance(p, dict) else None
+        if kind == "text":
+            parts.append(Part("text", text=str(p.get("text", ""))))
+        elif kind == "image_url":
+            parts.append(
+                _image_part(
+                    str((p.get("image_url") or {}).get("url", "")), f"{where}[{i}].image_url"
+                )
+            )
+        else:
+            raise InvalidRequest(
+                f"{where}[{i}].type: {kind!r} parts cannot be translated for the other provider",
+                param=f"{where}[{i}]",
+            )
+    return parts
+
+
+def to_canonical(body: dict[str, Any], target: str) -> ChatRequest:
+    """An OpenAI request as a canonical one; 400 for what ``target`` cannot honour."""
+    for key, value in body.items():
+        if key in _IGNORABLE or key in _MAPPED or value is None or _NEUTRAL.get(key, _NO) == value:
+            continue
+        raise InvalidRequest(
+            f"{key}: not supported by the {target} provider that serves this model", param=key
+        )
+    req = ChatRequest(model=str(body["model"]), messages=[], stream=bool(body.get("stream")))
+    req.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    systems: list[str] = []
+    for i, msg in enumerate(body["messages"]):
+        role, where = msg.get("role"), f"messages[{i}]"
+        if role in ("system", "developer"):
+            systems.append(_text_of(msg.get("content"), f"{where}.content"))
+        elif role == "user":
+            _append(req.messages, "user", _user_parts(msg.get("content"), f"{where}.content"))
+        elif role == "assistant":
+            parts = []
+            text = _text_of(msg.get("content"), f"{where}.content") + str(msg.get("refusal") or "")
+            if text:
+                parts.append(Part("text", text=text))
+            for j, call in enumerate(msg.get("tool_calls") or []):
+                fn = call.get("function") or {}
+                if call.get("type", "function") != "function" or not isinstance(
+                    fn.get("name"), str
+                ):
+                    raise InvalidRequest(
+                        f"{where}.tool_calls[{j}]: only function tool calls can be translated",
+                        param=f"{where}.tool_calls",
+                    )
+                parts.append(
+                    Part(
+                        "tool_call",
+                        call_id=str(call.get("id", "")),
+                        name=fn["name"],
+                        arguments=str(fn.get("arguments") or "{}"),
+                    )
+                )
+            if parts:
+                _append(req.messages, "assistant", parts)
+        elif role == "tool":
+            result = _text_of(msg.get("content"), f"{where}.content")
+            _append(
+                req.messages,
+                "user",
+                [
+                    Part(
+                        "tool_result",
+                        call_id=str(msg.get("tool_call_id", "")),
+                        result=[Part("text", text=result)],
+                    )
+                ],
+            )
+        else:
+            raise InvalidRequest(
+                f"{where}.role: {role!r} messages cannot be translated", param=f"{where}.role"
+            )
+    req.system = "\n\n".join(s for s in systems if s)
+    for i, tool in enumerate(body.get("tools") or []):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            tool.get("type") != "function"
+            or not isinstance(fn, dict)
+            or not isinstance(fn.get("name"), str)
+        ):
+            raise InvalidRequest(
+                f"tools[{i}]: only function tools can be translated", param=f"tools[{i}]"
+            )
+        req.tools.append(
+            Tool(
+                fn["name"],
+                str(fn.get("description") or ""),
+                fn.get("parameters") or {"type": "object", "properties": {}},
+            )
+        )
+    choice = body.get("tool_choice")
+    if isinstance(choice, str):
+        need(
+            choice in ("auto", "none", "required"),
+            f"tool_choice: invalid value {choice!r}",
+            "tool_choice",
+        )
+        req.tool_choice = choice
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        need(
+            choice.get("type") == "function" and isinstance(name, str),
+            "tool_choice: only {type: function, function: {name}} can be translated",
+            "tool_choice",
+        )
+        req.tool_choice, req.tool_name = "named", str(name)
+    req.parallel_tool_calls = body.get("parallel_tool_calls") is not False
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        req.json_mode = "object"
+    elif fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        need(
+            isinstance(spec.get("schema"), dict),
+            "response_format.json_schema.schema: required",
+            "response_format",
+        )
+        req.json_mode, req.json_schema, req.json_name = (
+            "schema",
+            spec["schema"],
+            str(spec.get("name") or "output"),
+        )
+    stop = body.get("stop")
+    req.stop = [stop] if isinstance(stop, str) else list(stop or [])
+    req.max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    req.temperature, req.top_p = body.get("temperature"), body.get("top_p")
+    req.user = str(body.get("user") or "")
+    return req
+
+
+def _append(messages: list[Message], role: str, parts: list[Part]) -> None:
+    """Consecutive turns of one role become one turn (the Anthropic rule; harmless for OpenAI)."""
+    if messages and messages[-1].role == role:
+        messages[-1].parts.extend(parts)
+    else:
+        messages.append(Message(role, parts))
+
+
+def from_canonical(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
+    """The OpenAI request for a canonical one (always streamed, with usage)."""
+    messages: list[dict[str, Any]] = []
+    if req.system:
+        messages.append({"role": "system", "content": req.system})
+    for m in req.messages:
+        if m.role == "assistant":
+            text = "".join(p.text for p in m.parts if p.kind == "text")
+            calls = [
+                {
+                    "id": p.call_id,
+                    "type": "function",
+                    "function": {"name": p.name, "arguments": p.arguments},
+                }
+                for p in m.parts
+                if p.kind == "tool_call"
+            ]
+            out: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                out["tool_calls"] = calls
+            messages.append(out)
+            continue
+        rest: list[dict[str, Any]] = []
+        for p in m.parts:
+            if p.kind == "tool_result":
+                if any(r.kind != "text" for r in p.result):
+                    raise InvalidRequest(
+                        "tool results with images cannot be sent to an OpenAI provider",
+                        param="messages",
+                    )
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": p.call_id,
+                        "content": "".join(r.text for r in p.result),
+                    }
+                )
+            elif p.kind == "text":
+                rest.append({"type": "text", "text": p.text})
+            elif p.kind == "image":
+                url = p.url or f"data:{p.media_type};base64,{p.data}"
+                rest.append({"type": "image_url", "image_url": {"url": url}})
+        if rest:
+            content: Any = rest[0]["text"] if len(rest) == 1 and rest[0]["type"] == "text" else rest
+            messages.append({"role": "user", "content": content})
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if req.max_tokens is not None:
+        body["max_completion_tokens"] = req.max_tokens
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        need(
+            len(req.stop) <= 4,
+            "stop_sequences: an OpenAI provider accepts at most 4",
+            "stop_sequences",
+        )
+        body["stop"] = req.stop
+    if req.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.schema},
+            }
+            for t in req.tools
+        ]
+        if req.tool_choice == "named":
+            body["tool_choice"] = {"type": "function", "function": {"name": req.tool_name}}
+        else:
+            body["tool_choice"] = req.tool_choice
+        if not req.parallel_tool_calls:
+            body["parallel_tool_calls"] = False
+    if req.json_mode == "object":
+        body["response_format"] = {"type": "json_object"}
+    elif req.json_mode == "schema":
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": req.json_name, "schema": req.json_schema},
+        }
+    if req.user:
+        body["user"] = req.user
+    return body
+
+
+class Decoder:
+    """An OpenAI provider's chunks as canonical events."""
+
+    __slots__ = ("_started",)
+
+    def __init__(self) -> None:
+        self._started = False
+
+    def feed(self, name: bytes, data: bytes) -> list[Event]:
+        if data[:6] == b"[DONE]":
+            return [("end",)]
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamBroken("provider sent a malformed stream chunk") from None
+        if not isinstance(obj, dict):
+            raise StreamBroken("provider sent a malformed stream chunk")
+        if obj.get("error"):
+            err = obj["error"]
+            raise StreamBroken(
+                str(
+                    (err.get("message") if isinstance(err, dict) else None)
+                    or "provider reported an error mid-stream"
+                )
+            )
+        events: list[Event] = []
+        if not self._started:
+            self._started = True
+            events.append(("start", str(obj.get("id", "")), str(obj.get("model", ""))))
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                events.append(("text", delta["content"]))
+            if delta.get("refusal"):
+                events.append(("text", delta["refusal"]))
+            for tc in delta.get("tool_calls") or ():
+                fn = tc.get("function") or {}
+                if tc.get("id") or fn.get("name"):
+                    events.append(
+                        (
+                            "tool_start",
+                            tc.get("index", 0),
+                            str(tc.get("id") or ""),
+                            str(fn.get("name") or ""),
+                        )
+                    )
+                if fn.get("arguments"):
+                    events.append(("tool_args", tc.get("index", 0), fn["arguments"]))
+            if choice.get("finish_reason"):
+                events.append(("finish", from_openai_finish(choice["finish_reason"]), None))
+        usage = obj.get("usage")
+        if usage:
+            cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            prompt = int(usage.get("prompt_tokens") or 0)
+            events.append(
+                (
+                    "usage",
+                    Usage(
+                        input=prompt - cached,
+                        output=int(usage.get("completion_tokens") or 0),
+                        cache_read=cached,
+                        provider=usage,
+                    ),
+                )
+            )
+        return events
+
+
+def _usage_body(u: Usage | None) -> dict[str, Any]:
+    u = u or Usage()
+    return {
+        "prompt_tokens": u.prompt,
+        "completion_tokens": u.output,
+        "total_tokens": u.prompt + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read},
+        "provider_usage": u.provider,
+    }
+
+
+def _chat_id(provider_id: str) -> str:
+    return "chatcmpl-" + provider_id.removeprefix("msg_")
+
+
+class Encoder:
+    """Canonical events as an OpenAI client's chunks."""
+
+    __slots__ = ("_created", "_head", "_include_usage", "_tail", "_usage", "done")
+
+    def __init__(self, include_usage: bool, created: int) -> None:
+        self._include_usage = include_usage
+        self._created = created
+        self._head = b""
+        self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        self._usage: Usage | None = None
+        self.done = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return (
+            self._head
+            + orjson.dumps(
+                [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            )
+            + self._tail
+        )
+
+    def encode(self, ev: Event) -> bytes:
+        kind = ev[0]
+        if kind == "text":
+            return self._chunk({"content": ev[1]})
+        if kind == "tool_args":
+            return self._chunk({"tool_calls": [{"index": ev[1], "function": {"arguments": ev[2]}}]})
+        if kind == "tool_start":
+            call = {
+                "index": ev[1],
+                "id": ev[2],
+                "type": "function",
+                "function": {"name": ev[3], "arguments": ""},
+            }
+            return self._chunk({"tool_calls": [call]})
+        if kind == "start":
+            self._head = (
+                b'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":'
+                % (
+                    orjson.dumps(_chat_id(ev[1])),
+                    self._created,
+                    orjson.dumps(ev[2]),
+                )
+            )
+            return self._chunk({"role": "assistant", "content": "", "refusal": None})
+        if kind == "finish":
+            return self._chunk({}, TO_OPENAI_FINISH[ev[1]])
+        if kind == "usage":
+            if self._include_usage:
+                return self._head + b'[],"usage":' + orjson.dumps(_usage_body(ev[1])) + b"}\n\n"
+            return b""
+        if kind == "end":
+            return self.close()
+        return b""
+
+    def close(self) -> bytes:
+        if self.done:
+            return b""
+        self.done = True
+        return _DONE
+
+
+def render(answer: Answer, created: int) -> bytes:
+    """A folded answer as an OpenAI ``chat.completion`` body."""
+    text = "".join(answer.text)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not answer.tool_calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if answer.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": "".join(c["arguments"])},
+            }
+            for c in answer.tool_calls
+        ]
+    return orjson.dumps(
+        {
+            "id": _chat_id(answer.id),
+            "object": "chat.completion",
+            "created": created,
+            "model": answer.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": TO_OPENAI_FINISH[answer.finish or "length"],
+                }
+            ],
+            "usage": _usage_body(answer.usage),
+        }
+    )

@@ -21,7 +21,8 @@ import orjson
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.dialects.common import ChatInfo, StreamState
-from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
+from edge.dialects.translate import TranslatingStream
+from edge.errors import MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
 from edge.policy import Model, Policy, Provider
 from hotpath.sse import SSEScanner
 
@@ -61,6 +62,7 @@ class Plan:
     target: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    upstream_dialect: ModuleType  # the provider's wire dialect (the caller's own when they match)
 
 
 def parse_json(req: Request) -> Any:
@@ -95,7 +97,7 @@ def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tu
     return headers
 
 
-def resolve_model(policy: Policy, name: str, dialect: ModuleType) -> tuple[Model, Provider]:
+def resolve_model(policy: Policy, name: str) -> tuple[Model, Provider]:
     model = policy.models.get(name)
     if model is None:
         raise NotFound(
@@ -103,28 +105,48 @@ def resolve_model(policy: Policy, name: str, dialect: ModuleType) -> tuple[Model
             param="model",
             code="model_not_found",
         )
-    provider = policy.providers[model.provider]
-    if provider.kind != dialect.NAME:
-        raise InvalidRequest(
-            f"model `{name}` is served by the {provider.kind} protocol; this gateway does not translate between dialects yet",
-            param="model",
-        )
-    return model, provider
+    return model, policy.providers[model.provider]
+
+
+_DIALECTS: dict[str, ModuleType] = {"openai": openai_dialect, "anthropic": anthropic_dialect}
 
 
 def plan_chat(policy: Policy, req: Request, dialect: ModuleType) -> Plan:
+    """Everything about the upstream call, decided before any I/O."""
     body = parse_json(req)
     info: ChatInfo = dialect.check_request(body)
-    model, provider = resolve_model(policy, info.model, dialect)
-    payload: bytes = dialect.upstream_body(body, model.upstream_model)
+    model, provider = resolve_model(policy, info.model)
+    upstream = _DIALECTS[provider.kind]
+    if upstream is dialect:
+        payload: bytes = dialect.upstream_body(body, model.upstream_model)
+    else:
+        canonical = dialect.to_canonical(body, provider.kind)
+        if upstream is anthropic_dialect:
+            out = anthropic_dialect.from_canonical(
+                canonical, model.upstream_model, model.default_max_tokens
+            )
+        else:
+            out = openai_dialect.from_canonical(canonical, model.upstream_model)
+        payload = orjson.dumps(out)
     path = b"/chat/completions" if provider.kind == "openai" else b"/v1/messages"
     target = provider.path_prefix.encode() + path
     return Plan(
-        info, model, provider, target, upstream_headers(provider, req, len(payload)), payload
+        info,
+        model,
+        provider,
+        target,
+        upstream_headers(provider, req, len(payload)),
+        payload,
+        upstream,
     )
 
 
-def _stream_state(dialect: ModuleType, info: ChatInfo) -> StreamState:
+def _stream_state(dialect: ModuleType, plan: Plan) -> StreamState:
+    info = plan.info
+    if plan.upstream_dialect is not dialect:
+        return TranslatingStream(
+            plan.provider.kind, dialect.NAME, stream=info.stream, include_usage=info.include_usage
+        )
     if dialect is anthropic_dialect:
         return anthropic_dialect.AnthropicStream(stream=info.stream)
     return openai_dialect.OpenAIStream(stream=info.stream, include_usage=info.include_usage)
@@ -157,7 +179,7 @@ async def relay_chat(
 ) -> None:
     out.provider, out.model, out.stream = plan.provider.name, plan.model.name, plan.info.stream
     provider = plan.provider
-    state = _stream_state(dialect, plan.info)
+    state = _stream_state(dialect, plan)
     scanner = SSEScanner()
     held: list[bytes] = []
     async with pool.exchange(
@@ -175,7 +197,9 @@ async def relay_chat(
         out.upstream_request_id = upstream_id
         if head.status_code != 200:
             raw = await ex.read_all()
-            raise dialect.error_from_upstream(head.status_code, raw, list(head.headers))
+            raise plan.upstream_dialect.error_from_upstream(
+                head.status_code, raw, list(head.headers)
+            )
         try:
             while chunk := await ex.read():
                 for name, data in scanner.feed(chunk):

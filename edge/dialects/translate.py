@@ -1,0 +1,85 @@
+"""A provider's stream in one dialect, answered in the other (per request, no I/O).
+
+``TranslatingStream`` is a ``StreamState``: the provider dialect's
+``Decoder`` turns each SSE event into canonical events; for a streaming
+client the caller dialect's ``Encoder`` writes them out at once, for a
+non-streaming client they are folded into an ``Answer`` and rendered as the
+body the caller's SDK expects.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edge.dialects import anthropic, openai
+from edge.dialects.canonical import Answer
+from edge.dialects.common import StreamBroken
+from edge.errors import UpstreamError
+
+
+class TranslatingStream:
+    __slots__ = (
+        "_answer",
+        "_caller",
+        "_created",
+        "_decoder",
+        "_encoder",
+        "aggregate",
+        "done",
+        "finished",
+        "first_token",
+        "usage",
+    )
+
+    def __init__(self, provider: str, caller: str, *, stream: bool, include_usage: bool) -> None:
+        self._decoder: openai.Decoder | anthropic.Decoder = (
+            openai.Decoder() if provider == "openai" else anthropic.Decoder()
+        )
+        self._caller = caller
+        self._created = int(time.time())
+        self._encoder: openai.Encoder | anthropic.Encoder | None = None
+        if stream:
+            self._encoder = (
+                openai.Encoder(include_usage, self._created)
+                if caller == "openai"
+                else anthropic.Encoder()
+            )
+        self.aggregate = not stream
+        self._answer = Answer()
+        self.first_token = False
+        self.finished = False
+        self.done = False
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, name: bytes, data: bytes) -> bytes:
+        out = []
+        for ev in self._decoder.feed(name, data):
+            kind = ev[0]
+            if kind in ("text", "tool_start", "tool_args"):
+                self.first_token = True
+            elif kind == "finish":
+                self.finished = True
+            elif kind == "usage":
+                u = ev[1]
+                self.usage = {"prompt_tokens": u.prompt, "completion_tokens": u.output}
+            elif kind == "end":
+                self.done = True
+            if self._encoder is None:
+                self._answer.apply(ev)
+            else:
+                out.append(self._encoder.encode(ev))
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        if not self.finished:
+            raise StreamBroken("provider stream ended before the answer was complete")
+        return b"" if self._encoder is None else self._encoder.close()
+
+    def final_body(self) -> bytes:
+        if self._caller == "openai":
+            return openai.render(self._answer, self._created)
+        return anthropic.render(self._answer)
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        return openai.error_event(err) if self._caller == "openai" else anthropic.error_event(err)

@@ -1,0 +1,343 @@
+"""Any dialect to any provider: the official SDKs against models of the other protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import anthropic
+import jsonschema
+import openai
+import pytest
+from openai.types.chat import ChatCompletionChunk
+
+from tests.procs import Proc, SimClient
+from tests.server.conftest import GW_KEY
+
+HELLO = [{"role": "user", "content": "Hello from the other side"}]
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "days": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["city"],
+}
+OA_TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER},
+    }
+]
+AN_TOOLS = [{"name": "get_weather", "description": "Weather", "input_schema": WEATHER}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "score": {"type": "number"}},
+    "required": ["name", "score"],
+}
+
+
+@pytest.fixture
+def oa(gateway: Proc) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0)
+
+
+@pytest.fixture
+def an(gateway: Proc) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0)
+
+
+# ------------------------------------------- OpenAI SDK -> Anthropic provider
+
+
+def test_openai_sdk_on_an_anthropic_model(
+    oa: openai.OpenAI, sim: SimClient, fresh_sim: SimClient
+) -> None:
+    direct = anthropic.Anthropic(base_url=sim.url, api_key="k", max_retries=0).messages.create(
+        model="claude-haiku-4-5", max_tokens=4096, messages=HELLO
+    )
+    fresh_sim.reset()
+    r = oa.chat.completions.create(model="claude-haiku-4-5", messages=HELLO)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+    assert r.model == "claude-haiku-4-5"
+    assert r.choices[0].message.content == direct.content[0].text
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage is not None
+    assert (
+        r.usage.prompt_tokens == direct.usage.input_tokens
+        and r.usage.completion_tokens == direct.usage.output_tokens
+    )
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    (attempt,) = fresh_sim.attempts()
+    assert attempt["dialect"] == "anthropic"  # it really went to the Anthropic protocol
+
+
+def test_openai_sdk_streams_from_an_anthropic_model_with_usage(oa: openai.OpenAI) -> None:
+    whole = oa.chat.completions.create(model="claude-haiku-4-5", messages=HELLO)
+    chunks: list[ChatCompletionChunk] = list(
+        oa.chat.completions.create(
+            model="claude-haiku-4-5",
+            messages=HELLO,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == whole.choices[0].message.content
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({c.id for c in chunks}) == 1
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert (
+        whole.usage is not None
+        and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    )
+    plain: list[ChatCompletionChunk] = list(
+        oa.chat.completions.create(model="claude-haiku-4-5", messages=HELLO, stream=True)
+    )
+    assert all(c.usage is None and c.choices for c in plain)
+
+
+def test_openai_sdk_tool_round_trip_on_an_anthropic_model(oa: openai.OpenAI) -> None:
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a weather bot."},
+        {"role": "user", "content": "use get_weather for Rome"},
+    ]
+    r = oa.chat.completions.create(model="claude-haiku-4-5", messages=msgs, tools=OA_TOOLS)
+    assert r.choices[0].finish_reason == "tool_calls"
+    call = (r.choices[0].message.tool_calls or [])[0]
+    assert call.function.name == "get_weather" and call.id
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER)
+    msgs += [
+        r.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24C"},
+    ]
+    r2 = oa.chat.completions.create(model="claude-haiku-4-5", messages=msgs, tools=OA_TOOLS)
+    assert r2.choices[0].finish_reason == "stop" and r2.choices[0].message.content
+    # streamed tool call arguments assemble to the same JSON
+    args, name = "", None
+    for chunk in oa.chat.completions.create(
+        model="claude-haiku-4-5", messages=msgs[:2], tools=OA_TOOLS, stream=True
+    ):
+        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            name = name or (tc.function.name if tc.function else None)
+            args += (tc.function.arguments if tc.function else None) or ""
+    assert name == "get_weather" and json.loads(args) == json.loads(call.function.arguments)
+
+
+def test_openai_sdk_json_schema_and_stop_on_an_anthropic_model(oa: openai.OpenAI) -> None:
+    r = oa.chat.completions.create(
+        model="claude-haiku-4-5",
+        messages=HELLO,
+        response_format={"type": "json_schema", "json_schema": {"name": "card", "schema": SCHEMA}},
+    )
+    assert r.choices[0].finish_reason == "stop" and r.choices[0].message.tool_calls is None
+    jsonschema.validate(json.loads(r.choices[0].message.content or ""), SCHEMA)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in oa.chat.completions.create(
+            model="claude-haiku-4-5",
+            messages=HELLO,
+            response_format={"type": "json_object"},
+            stream=True,
+        )
+        if c.choices
+    )
+    assert isinstance(json.loads(streamed), dict)
+    r = oa.chat.completions.create(
+        model="claude-haiku-4-5",
+        messages=[{"role": "user", "content": "Repeat after me: one two HALT three"}],
+        stop=["HALT"],
+    )
+    assert r.choices[0].message.content == "one two " and r.choices[0].finish_reason == "stop"
+    r = oa.chat.completions.create(model="claude-haiku-4-5", messages=HELLO, max_tokens=2)
+    assert (
+        r.choices[0].finish_reason == "length"
+        and r.usage is not None
+        and r.usage.completion_tokens == 2
+    )
+
+
+def test_openai_sdk_async_on_an_anthropic_model(gateway: Proc) -> None:
+    async def run() -> tuple[str, str]:
+        async with openai.AsyncOpenAI(
+            base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0
+        ) as c:
+            whole = await c.chat.completions.create(model="claude-haiku-4-5", messages=HELLO)
+            stream = await c.chat.completions.create(
+                model="claude-haiku-4-5", messages=HELLO, stream=True
+            )
+            return whole.choices[0].message.content or "", "".join(
+                [x.choices[0].delta.content or "" async for x in stream if x.choices]
+            )
+
+    whole, streamed = asyncio.run(run())
+    assert whole and whole == streamed
+
+
+def test_openai_params_the_anthropic_provider_cannot_honour_are_400(oa: openai.OpenAI) -> None:
+    for extra, param in (
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"temperature": 1.5}, "temperature"),
+        ({"seed": 7}, "seed"),
+    ):
+        with pytest.raises(openai.BadRequestError) as err:
+            oa.chat.completions.create(model="claude-haiku-4-5", messages=HELLO, **extra)
+        assert isinstance(err.value.body, dict) and err.value.body["param"] == param
+
+
+def test_mid_stream_failure_of_an_anthropic_provider_reaches_openai_clients(
+    oa: openai.OpenAI,
+) -> None:
+    got: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in oa.chat.completions.create(model="cut-an", messages=HELLO, stream=True):
+            got += [c.delta.content for c in chunk.choices if c.delta.content]
+    assert len(got) == 2
+
+
+# ------------------------------------------- Anthropic SDK -> OpenAI provider
+
+
+def test_anthropic_sdk_on_an_openai_model(
+    an: anthropic.Anthropic, sim: SimClient, fresh_sim: SimClient
+) -> None:
+    direct = openai.OpenAI(
+        base_url=sim.openai_base, api_key="k", max_retries=0
+    ).chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_completion_tokens=100)
+    fresh_sim.reset()
+    m = an.messages.create(model="gpt-4o-mini", max_tokens=100, messages=HELLO)
+    assert m.type == "message" and m.id.startswith("msg_") and m.model == "gpt-4o-mini"
+    assert m.content[0].type == "text" and m.content[0].text == direct.choices[0].message.content
+    assert m.stop_reason == "end_turn"
+    assert direct.usage is not None
+    assert (
+        m.usage.input_tokens == direct.usage.prompt_tokens
+        and m.usage.output_tokens == direct.usage.completion_tokens
+    )
+    (attempt,) = fresh_sim.attempts()
+    assert attempt["dialect"] == "openai"
+
+
+def test_anthropic_sdk_streams_from_an_openai_model(an: anthropic.Anthropic) -> None:
+    whole = an.messages.create(model="gpt-4o-mini", max_tokens=100, messages=HELLO)
+    with an.messages.stream(model="gpt-4o-mini", max_tokens=100, messages=HELLO) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == whole.content[0].text
+    assert final.usage.output_tokens == whole.usage.output_tokens > 0
+    assert final.usage.input_tokens == whole.usage.input_tokens > 0
+    kinds = [
+        e.type
+        for e in an.messages.create(
+            model="gpt-4o-mini", max_tokens=100, messages=HELLO, stream=True
+        )
+    ]
+    assert kinds[0] == "message_start" and kinds[1] == "content_block_start"
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+def test_anthropic_sdk_tool_round_trip_on_an_openai_model(an: anthropic.Anthropic) -> None:
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "please use get_weather"}]
+    m = an.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=200,
+        system="You are a weather bot.",
+        messages=msgs,
+        tools=AN_TOOLS,
+    )
+    assert m.stop_reason == "tool_use"
+    block = m.content[0]
+    assert block.type == "tool_use" and block.name == "get_weather"
+    jsonschema.validate(block.input, WEATHER)
+    msgs += [
+        {"role": "assistant", "content": [b.model_dump() for b in m.content]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": block.id, "content": "sunny"},
+                {"type": "text", "text": "thanks"},
+            ],
+        },
+    ]
+    m2 = an.messages.create(model="gpt-4o-mini", max_tokens=200, messages=msgs, tools=AN_TOOLS)
+    assert m2.stop_reason == "end_turn" and m2.content[0].type == "text"
+    with an.messages.stream(
+        model="gpt-4o-mini",
+        max_tokens=200,
+        system="You are a weather bot.",
+        messages=msgs[:1],
+        tools=AN_TOOLS,
+    ) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use" and final.content[-1].type == "tool_use"
+    assert final.content[-1].input == block.input
+
+
+def test_anthropic_sdk_structured_output_and_stop_on_an_openai_model(
+    an: anthropic.Anthropic,
+) -> None:
+    m = an.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=100,
+        messages=HELLO,
+        output_config={"format": {"type": "json_schema", "schema": SCHEMA}},
+    )
+    jsonschema.validate(json.loads(m.content[0].text), SCHEMA)
+    m = an.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Repeat after me: a b HALT c"}],
+        stop_sequences=["HALT"],
+    )
+    assert m.content[0].text == "a b "
+    assert m.stop_reason == "end_turn"  # OpenAI does not say which stop matched
+    m = an.messages.create(model="gpt-4o-mini", max_tokens=3, messages=HELLO)
+    assert m.stop_reason == "max_tokens" and m.usage.output_tokens == 3
+
+
+def test_anthropic_sdk_async_on_an_openai_model(gateway: Proc) -> None:
+    async def run() -> str:
+        client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0)
+        async with (
+            client,
+            client.messages.stream(model="gpt-4o-mini", max_tokens=50, messages=HELLO) as s,
+        ):
+            return "".join([t async for t in s.text_stream])
+
+    assert asyncio.run(run())
+
+
+def test_anthropic_params_the_openai_provider_cannot_honour_are_400(
+    an: anthropic.Anthropic,
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as err:
+        an.messages.create(
+            model="gpt-4o-mini", max_tokens=10, messages=HELLO, extra_body={"top_k": 5}
+        )
+    assert "top_k" in err.value.message
+
+
+def test_mid_stream_failure_of_an_openai_provider_reaches_anthropic_clients(
+    an: anthropic.Anthropic,
+) -> None:
+    seen: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as err:
+        for event in an.messages.create(
+            model="cut-after-2", max_tokens=50, messages=HELLO, stream=True
+        ):
+            seen.append(event.type)
+    assert seen.count("content_block_delta") == 2 and "message_stop" not in seen
+    assert isinstance(err.value.body, dict) and err.value.body["type"] == "error"
+
+
+def test_provider_errors_are_re_expressed_in_the_callers_dialect(an: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.InternalServerError) as err:
+        an.messages.create(model="flaky-503", max_tokens=10, messages=HELLO)
+    assert err.value.status_code == 503 and err.value.body["error"]["type"] == "overloaded_error"
