@@ -172,13 +172,13 @@ class Gateway:
     # -- routes
 
     async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(self.policy, req, openai_dialect)
+        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        plan = plan_chat(self.policy, req, openai_dialect, tenant.tier)
         await relay_chat(self.pool, plan, req, proto, openai_dialect, out)
 
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(self.policy, req, anthropic_dialect)
+        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        plan = plan_chat(self.policy, req, anthropic_dialect, tenant.tier)
         await relay_chat(self.pool, plan, req, proto, anthropic_dialect, out)
 
     async def count_tokens(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:

@@ -22,8 +22,8 @@ from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.dialects.common import ChatInfo, StreamState
 from edge.dialects.translate import TranslatingStream
-from edge.errors import MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
-from edge.policy import Model, Policy, Provider
+from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
+from edge.policy import ALIASES, Model, Policy, Provider
 from hotpath.sse import SSEScanner
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class Plan:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     upstream_dialect: ModuleType  # the provider's wire dialect (the caller's own when they match)
+    tier: str
 
 
 def parse_json(req: Request) -> Any:
@@ -97,7 +98,35 @@ def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tu
     return headers
 
 
-def resolve_model(policy: Policy, name: str) -> tuple[Model, Provider]:
+def tier_for(policy: Policy, req: Request, key_tier: str | None) -> str:
+    """The request's tier: the ``x-edge-tier`` header, else the key's default, else the policy's."""
+    asked = req.headers.get(b"x-edge-tier")
+    if asked is not None:
+        name = asked.decode("latin-1")
+        if name not in policy.tiers:
+            raise InvalidRequest(
+                f"x-edge-tier: unknown tier {name!r}; configured: {', '.join(sorted(policy.tiers))}",
+                param="x-edge-tier",
+            )
+        return name
+    if key_tier and key_tier in policy.tiers:
+        return key_tier
+    return policy.default_tier
+
+
+def resolve_model(policy: Policy, name: str, tier: str) -> tuple[Model, Provider]:
+    """A configured model, or a route alias (``auto``, ``L0``..) resolved through its tier.
+
+    Until the routing decision lands (issue 5), an alias takes the first model
+    of the tier's pool.
+    """
+    if name in ALIASES and (name == "auto" or name in policy.tiers):
+        pool = policy.tiers[tier].pool
+        if not pool:
+            raise NotFound(
+                f"tier {tier} has no models in its pool", param="model", code="model_not_found"
+            )
+        name = pool[0]
     model = policy.models.get(name)
     if model is None:
         raise NotFound(
@@ -111,11 +140,16 @@ def resolve_model(policy: Policy, name: str) -> tuple[Model, Provider]:
 _DIALECTS: dict[str, ModuleType] = {"openai": openai_dialect, "anthropic": anthropic_dialect}
 
 
-def plan_chat(policy: Policy, req: Request, dialect: ModuleType) -> Plan:
+def plan_chat(
+    policy: Policy, req: Request, dialect: ModuleType, key_tier: str | None = None
+) -> Plan:
     """Everything about the upstream call, decided before any I/O."""
     body = parse_json(req)
     info: ChatInfo = dialect.check_request(body)
-    model, provider = resolve_model(policy, info.model)
+    tier = tier_for(policy, req, key_tier)
+    if info.model in ALIASES and info.model in policy.tiers:
+        tier = info.model  # a tier alias as the model ("L0") names the tier itself
+    model, provider = resolve_model(policy, info.model, tier)
     upstream = _DIALECTS[provider.kind]
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
@@ -138,6 +172,7 @@ def plan_chat(policy: Policy, req: Request, dialect: ModuleType) -> Plan:
         upstream_headers(provider, req, len(payload)),
         payload,
         upstream,
+        tier,
     )
 
 
@@ -154,6 +189,7 @@ def _stream_state(dialect: ModuleType, plan: Plan) -> StreamState:
 
 def answer_headers(plan: Plan, upstream_id: str) -> list[tuple[bytes, bytes]]:
     out = [
+        (b"x-edge-tier", plan.tier.encode()),
         (b"x-edge-provider", plan.provider.name.encode()),
         (b"x-edge-model", plan.model.name.encode()),
     ]

@@ -341,3 +341,39 @@ def test_provider_errors_are_re_expressed_in_the_callers_dialect(an: anthropic.A
     with pytest.raises(anthropic.InternalServerError) as err:
         an.messages.create(model="flaky-503", max_tokens=10, messages=HELLO)
     assert err.value.status_code == 503 and err.value.body["error"]["type"] == "overloaded_error"
+
+
+def test_route_aliases_and_tiers_pick_models_of_either_provider(gateway: Proc) -> None:
+    import httpx
+
+    auth = {"authorization": f"Bearer {GW_KEY}"}
+    body = {"model": "L0", "messages": HELLO}
+    r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=auth)
+    assert (
+        r.status_code == 200
+        and r.headers["x-edge-tier"] == "L0"
+        and r.headers["x-edge-model"] == "claude-haiku-4-5"
+    )
+    assert r.json()["object"] == "chat.completion"
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={**body, "model": "auto"},
+        headers={**auth, "x-edge-tier": "L2"},
+    )
+    assert (
+        r.status_code == 200
+        and r.headers["x-edge-tier"] == "L2"
+        and r.headers["x-edge-model"] == "gpt-4o-mini"
+    )
+    r = httpx.post(
+        gateway.url + "/v1/messages",
+        json={"model": "auto", "max_tokens": 20, "messages": HELLO},
+        headers=auth,
+    )
+    assert (
+        r.status_code == 200 and r.headers["x-edge-tier"] == "L1" and r.json()["type"] == "message"
+    )
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions", json=body, headers={**auth, "x-edge-tier": "L9"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-edge-tier"
