@@ -62,3 +62,13 @@ def test_provider_statuses_are_re_expressed(
 def test_gateway_timeout() -> None:
     s, headers, _ = render(UpstreamTimeout("slow"), "anthropic", "r")
     assert s == 504 and (b"x-should-retry", b"false") not in headers
+
+
+def test_anthropic_error_kinds_get_openai_codes() -> None:
+    from edge.dialects import anthropic
+
+    body = b'{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}'
+    err = anthropic.error_from_upstream(400, body, [])
+    assert orjson.loads(render(err, "openai", "r")[2])["error"]["code"] == "context_length_exceeded"
+    body = b'{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}'
+    assert anthropic.error_from_upstream(400, body, []).code == "content_filter"

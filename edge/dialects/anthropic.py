@@ -86,7 +86,13 @@ def error_from_upstream(
     except (orjson.JSONDecodeError, AttributeError):
         pass
     keep = [(k, v) for k, v in headers if k in (b"retry-after", b"retry-after-ms")]
-    return UpstreamStatus(status, message, provider_type=kind, headers=keep)
+    code = None
+    low = message.lower()
+    if "prompt is too long" in low or "context window" in low:
+        code = "context_length_exceeded"  # the OpenAI code, for OpenAI callers of an Anthropic model
+    elif "content filtering" in low:
+        code = "content_filter"
+    return UpstreamStatus(status, message, provider_type=kind, code=code, headers=keep)
 
 
 def error_event(err: UpstreamError) -> bytes:
