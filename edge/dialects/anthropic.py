@@ -89,7 +89,9 @@ def error_from_upstream(
     code = None
     low = message.lower()
     if "prompt is too long" in low or "context window" in low:
-        code = "context_length_exceeded"  # the OpenAI code, for OpenAI callers of an Anthropic model
+        code = (
+            "context_length_exceeded"  # the OpenAI code, for OpenAI callers of an Anthropic model
+        )
     elif "content filtering" in low:
         code = "content_filter"
     return UpstreamStatus(status, message, provider_type=kind, code=code, headers=keep)
