@@ -137,7 +137,9 @@ class UpstreamTimeout(UpstreamError):
 
 
 # A provider's own error status, re-expressed: 4xx keep their status (they are
-# the caller's to fix); 429 keeps Retry-After; 5xx become 502, overload 503.
+# the caller's to fix) except 401/403, which mean the gateway's provider key
+# was refused (502: an operator's problem); 429 keeps Retry-After; 5xx
+# become 502, overload 503, timeout 504.
 _ANTHROPIC_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -166,12 +168,16 @@ class UpstreamStatus(UpstreamError):
         param: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
+        if upstream_status in (401, 403):
+            message = f"the provider refused the gateway's credentials: {message}"
         super().__init__(message, code=code, param=param, headers=headers)
         self.upstream_status = upstream_status
         self.provider_type = provider_type
 
     def status_code(self) -> int:
         s = self.upstream_status
+        if s in (401, 403):
+            return 502  # the provider refused the gateway's credentials: not the caller's key, not the caller's fault
         if 400 <= s < 500:
             return s
         if s in (503, 529):
@@ -183,6 +189,8 @@ class UpstreamStatus(UpstreamError):
     def types(self) -> tuple[str, str]:
         s = self.upstream_status
         status = self.status_code()
+        if status == 502:
+            return "server_error", "api_error"
         anthropic_type = _ANTHROPIC_BY_STATUS.get(s) or _ANTHROPIC_BY_STATUS.get(
             status, "api_error"
         )

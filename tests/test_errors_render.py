@@ -40,7 +40,8 @@ def test_client_errors_in_both_shapes() -> None:
     ("upstream", "status", "openai_type", "anthropic_type", "retry"),
     [
         (400, 400, "invalid_request_error", "invalid_request_error", False),
-        (401, 401, "invalid_request_error", "authentication_error", False),
+        (401, 502, "server_error", "api_error", False),
+        (403, 502, "server_error", "api_error", False),
         (429, 429, "requests", "rate_limit_error", True),
         (500, 502, "server_error", "api_error", True),
         (503, 503, "server_error", "overloaded_error", True),
