@@ -8,7 +8,7 @@ import os
 
 from setuptools import Extension, setup
 
-MODULES = ["_sse", "_http"]
+MODULES = ["_sse", "_http", "_tokens"]
 
 
 def extensions() -> list[Extension]:
