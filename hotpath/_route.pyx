@@ -1,0 +1,186 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled routing decision; same rules and arithmetic as ``hotpath/_route_py.py``.
+
+The candidate table is C arrays, updated by setters when prices or health
+change; ``decide`` sorts at most 64 candidates with an insertion sort on the
+same keys as the twin (stable, ties broken by pool order).
+"""
+
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+
+from hotpath import _route_py as _twin
+
+cdef long CLOSED = _twin.CLOSED
+cdef long OPEN = _twin.OPEN
+cdef long QUALITY = _twin.QUALITY
+cdef long VALUE = _twin.VALUE
+cdef long OK = _twin.OK
+cdef long WARN = _twin.WARN
+cdef long DEGRADE = _twin.DEGRADE
+cdef long BLOCK = _twin.BLOCK
+cdef long DEGRADE_MODEL = _twin.DEGRADE_MODEL
+cdef long MIN_DEGRADED_TOKENS = _twin.MIN_DEGRADED_TOKENS
+cdef enum:
+    MAX_POOL = 64
+
+
+cdef class CandidateTable:
+
+    def __cinit__(self, long n):
+        self.n = n
+        self.price_in = <double*>PyMem_Calloc(n + 1, sizeof(double))
+        self.price_out = <double*>PyMem_Calloc(n + 1, sizeof(double))
+        self.quality = <double*>PyMem_Calloc(n + 1, sizeof(double))
+        self.window = <long*>PyMem_Calloc(n + 1, sizeof(long))
+        self.caps = <long*>PyMem_Calloc(n + 1, sizeof(long))
+        self.state = <long*>PyMem_Calloc(n + 1, sizeof(long))
+        self.p95_ms = <double*>PyMem_Calloc(n + 1, sizeof(double))
+        self.last_failure = <double*>PyMem_Calloc(n + 1, sizeof(double))
+        if not (self.price_in and self.price_out and self.quality and self.window and self.caps and self.state and self.p95_ms and self.last_failure):
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.price_in)
+        PyMem_Free(self.price_out)
+        PyMem_Free(self.quality)
+        PyMem_Free(self.window)
+        PyMem_Free(self.caps)
+        PyMem_Free(self.state)
+        PyMem_Free(self.p95_ms)
+        PyMem_Free(self.last_failure)
+
+    def set_model(self, long i, double price_in, double price_out, double quality, long window, long caps):
+        self._check(i)
+        self.price_in[i] = price_in
+        self.price_out[i] = price_out
+        self.quality[i] = quality
+        self.window[i] = window
+        self.caps[i] = caps
+
+    def set_health(self, long i, long state, double p95_ms, double last_failure):
+        self._check(i)
+        self.state[i] = state
+        self.p95_ms[i] = p95_ms
+        self.last_failure[i] = last_failure
+
+    def _check(self, long i):
+        if i < 0 or i >= self.n:
+            raise IndexError(i)
+
+    cpdef double cost(self, long i, long input_tokens, long output_tokens) noexcept:
+        return (input_tokens * self.price_in[i] + output_tokens * self.price_out[i]) / 1e6
+
+
+cdef inline bint key_less(long ga, double va, long ra, long gb, double vb, long rb) noexcept:
+    if ga != gb:
+        return ga < gb
+    if va != vb:
+        return va < vb
+    return ra < rb
+
+
+def decide(
+    CandidateTable t not None,
+    list pool not None,
+    long strategy,
+    double quality_floor,
+    double p95_target_ms,
+    double warn_usd,
+    double degrade_usd,
+    double block_usd,
+    bint never_block,
+    long degrade_mode,
+    long input_tokens,
+    long max_output,
+    long needs,
+):
+    """(candidates in order, action, max_tokens, estimated cost of the primary)."""
+    cdef long idx[MAX_POOL]
+    cdef long grp[MAX_POOL]
+    cdef double val[MAX_POOL]
+    cdef long rnk[MAX_POOL]
+    cdef long n = 0, healthy = 0, k, j, i, r, gi, ri, cheapest, fit, max_tokens, action
+    cdef double v, c, best, cost, room
+    cdef long npool = len(pool)
+    if npool > MAX_POOL:
+        raise ValueError("at most 64 candidates in a pool")
+    for r in range(npool):
+        i = pool[r]
+        if i < 0 or i >= t.n:
+            raise IndexError(i)
+        if (t.caps[i] & needs) == needs and t.window[i] >= input_tokens + max_output:
+            idx[n] = i
+            rnk[n] = r
+            n += 1
+            if t.state[i] != OPEN:
+                healthy += 1
+    if n == 0:
+        return [], OK, max_output, 0.0
+    # keys, then drop open breakers unless nothing else is left
+    k = 0
+    for j in range(n):
+        i = idx[j]
+        if healthy == 0:
+            gi, v = 0, t.last_failure[i]
+        elif t.state[i] == OPEN:
+            continue
+        elif strategy == QUALITY:
+            gi, v = 0, -t.quality[i]
+        elif strategy == VALUE:
+            if t.quality[i] >= quality_floor and (t.p95_ms[i] == 0.0 or t.p95_ms[i] <= p95_target_ms):
+                gi, v = 0, t.cost(i, input_tokens, max_output)
+            elif t.quality[i] >= quality_floor:
+                gi, v = 1, t.p95_ms[i]
+            else:
+                gi, v = 2, -t.quality[i]
+        else:
+            c = t.cost(i, input_tokens, max_output)
+            if c < degrade_usd:
+                gi, v = 0, t.p95_ms[i]
+            else:
+                gi, v = 1, c
+        idx[k], grp[k], val[k], rnk[k] = i, gi, v, rnk[j]
+        k += 1
+    n = k
+    # insertion sort: n <= 64, and stable like the twin's sorted()
+    for j in range(1, n):
+        i, gi, v, ri = idx[j], grp[j], val[j], rnk[j]
+        k = j - 1
+        while k >= 0 and key_less(gi, v, ri, grp[k], val[k], rnk[k]):
+            idx[k + 1], grp[k + 1], val[k + 1], rnk[k + 1] = idx[k], grp[k], val[k], rnk[k]
+            k -= 1
+        idx[k + 1], grp[k + 1], val[k + 1], rnk[k + 1] = i, gi, v, ri
+    max_tokens = max_output
+    cost = t.cost(idx[0], input_tokens, max_tokens)
+    action = OK
+    if cost >= block_usd and not never_block:
+        action = BLOCK
+    elif cost >= degrade_usd:
+        action = DEGRADE
+        if degrade_mode == DEGRADE_MODEL:
+            cheapest = -1
+            best = 0.0
+            for j in range(n):
+                i = idx[j]
+                if t.quality[i] >= quality_floor:
+                    c = t.cost(i, input_tokens, max_tokens)
+                    if cheapest < 0 or c < best:
+                        cheapest, best = j, c
+            if cheapest > 0:
+                i = idx[cheapest]
+                for j in range(cheapest, 0, -1):
+                    idx[j] = idx[j - 1]
+                idx[0] = i
+                cost = best
+        else:
+            room = degrade_usd * 1e6 - input_tokens * t.price_in[idx[0]]
+            fit = <long>(room / t.price_out[idx[0]]) if t.price_out[idx[0]] > 0 else max_tokens
+            if fit < MIN_DEGRADED_TOKENS:
+                action = WARN if never_block else BLOCK
+            else:
+                if fit < max_tokens:
+                    max_tokens = fit
+                cost = t.cost(idx[0], input_tokens, max_tokens)
+    elif cost >= warn_usd:
+        action = WARN
+    return [idx[j] for j in range(n)], action, max_tokens, cost
