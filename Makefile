@@ -32,6 +32,7 @@ test: build
 bench: build
 	$(BIN)/python bench/simulator.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/hotpath.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
