@@ -66,7 +66,7 @@ def main() -> int:
     chat_c = per_call(lambda: _tokens.estimate_text_tokens(chat))
     rows.append(
         (
-            "tokens: corpus (%d docs, %d KB)" % (len(blobs), size // 1024),
+            f"tokens: corpus ({len(blobs)} docs, {size // 1024} KB)",
             fmt(corpus_c),
             fmt(corpus_p),
             f"tiktoken {fmt(corpus_t)}: {corpus_t / corpus_c:,.0f}x slower",
