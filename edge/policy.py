@@ -85,6 +85,7 @@ class Model:
     default_max_tokens: int
     fallbacks: tuple[str, ...]
     upstream_model: str
+    token_factor: float = 1.0  # this model's tokens per cl100k_base token (the estimator's unit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,9 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         max_out = _get(t, "max_output_tokens", where, int, 4096)
         default_max = _get(t, "default_max_tokens", where, int, min(4096, max_out))
         fallbacks = tuple(_get(t, "fallbacks", where, list, []))
+        factor = _get(t, "token_factor", where, float, 1.0)
+        if not 0.2 <= factor <= 5.0:
+            raise PolicyError(f"{where}.token_factor: must be between 0.2 and 5")
         models[name] = Model(
             name,
             provider,
@@ -226,6 +230,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             default_max,
             fallbacks,
             _get(t, "upstream_model", where, str, name),
+            factor,
         )
     for m in models.values():
         for fb in m.fallbacks:

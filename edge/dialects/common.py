@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from edge.errors import InvalidRequest, UpstreamError
 
 
@@ -64,3 +66,53 @@ class StreamState(Protocol):
     def error_event(self, err: UpstreamError) -> bytes:
         """A dialect-correct error event for a stream that already sent bytes."""
         ...
+
+
+# Capability bits a request needs from a model (the same values as hotpath.route).
+NEEDS_TOOLS, NEEDS_VISION, NEEDS_JSON = 1, 2, 4
+
+
+def _content_parts(content: Any, parts: list[bytes]) -> int:
+    """Append the text of a message's content; return capability bits it needs (images)."""
+    if isinstance(content, str):
+        parts.append(content.encode())
+        return 0
+    needs = 0
+    for block in content or ():
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(str(block.get("text", "")).encode())
+        elif kind in ("image_url", "image"):
+            needs |= NEEDS_VISION
+        elif kind == "tool_result":
+            needs |= _content_parts(block.get("content"), parts)
+        elif kind == "tool_use":
+            parts.append(orjson.dumps(block.get("input") or {}))
+    return needs
+
+
+def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, int, int | None]:
+    """The text parts a request sends (both dialects), its message count, the capabilities it
+    needs and the max output it asked for: the inputs of the token estimate and the decision."""
+    parts: list[bytes] = []
+    needs = 0
+    system = body.get("system")
+    if system:
+        needs |= _content_parts(system, parts)
+    messages = body.get("messages") or ()
+    for msg in messages:
+        needs |= _content_parts(msg.get("content"), parts)
+        for call in msg.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            parts.append(str(fn.get("name", "")).encode() + str(fn.get("arguments", "")).encode())
+    tools = body.get("tools")
+    if tools:
+        needs |= NEEDS_TOOLS
+        parts.append(orjson.dumps(tools))
+    fmt = body.get("response_format") or (body.get("output_config") or {}).get("format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        needs |= NEEDS_JSON
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
+    return parts, len(messages), needs, max_out if isinstance(max_out, int) else None

@@ -25,6 +25,7 @@ from edge.errors import Dialect, EdgeError, MethodNotAllowed, NotFound, render
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.policy import Policy
+from edge.routing.decide import Router
 from edge.server.auth import Keyring
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import JSON_HEADERS, Outcome, plan_chat, relay_chat, relay_count_tokens
@@ -66,6 +67,8 @@ class Gateway:
             idle_s=settings.upstream_idle_s,
         )
         self.metrics.watch_pool(self.pool.stats)
+        self.router = Router(policy)
+        self._refresh: asyncio.TimerHandle | None = None
         self._health = orjson.dumps(
             {
                 "status": "ok",
@@ -83,6 +86,19 @@ class Gateway:
             b"/readyz": {b"GET": self.readyz},
             b"/metrics": {b"GET": self.prometheus},
         }
+
+    def start_refresh(self, loop: asyncio.AbstractEventLoop, every_s: float = 1.0) -> None:
+        """Copy live latency figures into the routing table every ``every_s`` seconds."""
+
+        def tick() -> None:
+            self.router.refresh(time.monotonic())
+            self._refresh = loop.call_later(every_s, tick)
+
+        self._refresh = loop.call_later(every_s, tick)
+
+    def stop_refresh(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
 
     def protocol(self) -> EdgeProtocol:
         return EdgeProtocol(self.settings, self.tracker, self.handle, self.render_error)
@@ -149,7 +165,10 @@ class Gateway:
     def _account(self, req: Request, out: Outcome) -> None:
         if req.path not in (b"/v1/chat/completions", b"/v1/messages", b"/v1/messages/count_tokens"):
             return
-        duration = time.monotonic() - req.received_at
+        now = time.monotonic()
+        duration = now - req.received_at
+        if out.ttft is not None and out.model != "-":
+            self.router.record_ttft(out.model, out.ttft, now)
         self.metrics.observe(out.dialect, out.provider, out.model, out.status, duration, out.ttft)
         if out.error:
             self.metrics.error(out.dialect, out.error)
@@ -173,12 +192,12 @@ class Gateway:
 
     async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(self.policy, req, openai_dialect, tenant.tier)
+        plan = plan_chat(self.policy, self.router, req, openai_dialect, tenant.tier)
         await relay_chat(self.pool, plan, req, proto, openai_dialect, out)
 
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(self.policy, req, anthropic_dialect, tenant.tier)
+        plan = plan_chat(self.policy, self.router, req, anthropic_dialect, tenant.tier)
         await relay_chat(self.pool, plan, req, proto, anthropic_dialect, out)
 
     async def count_tokens(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:

@@ -20,10 +20,11 @@ import orjson
 
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import ChatInfo, StreamState
+from edge.dialects.common import ChatInfo, StreamState, estimate_inputs
 from edge.dialects.translate import TranslatingStream
 from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
 from edge.policy import ALIASES, Model, Policy, Provider
+from edge.routing.decide import Decision, Router
 from hotpath.sse import SSEScanner
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Plan:
     body: bytes
     upstream_dialect: ModuleType  # the provider's wire dialect (the caller's own when they match)
     tier: str
+    decision: Decision
 
 
 def parse_json(req: Request) -> Any:
@@ -141,7 +143,7 @@ _DIALECTS: dict[str, ModuleType] = {"openai": openai_dialect, "anthropic": anthr
 
 
 def plan_chat(
-    policy: Policy, req: Request, dialect: ModuleType, key_tier: str | None = None
+    policy: Policy, router: Router, req: Request, dialect: ModuleType, key_tier: str | None = None
 ) -> Plan:
     """Everything about the upstream call, decided before any I/O."""
     body = parse_json(req)
@@ -149,7 +151,20 @@ def plan_chat(
     tier = tier_for(policy, req, key_tier)
     if info.model in ALIASES and info.model in policy.tiers:
         tier = info.model  # a tier alias as the model ("L0") names the tier itself
-    model, provider = resolve_model(policy, info.model, tier)
+    named = None if info.model in ALIASES else resolve_model(policy, info.model, tier)[0]
+    parts, messages, needs, max_out = estimate_inputs(body)
+    fallback_model, _ = resolve_model(policy, info.model, tier)
+    decision = router.decide(
+        policy.tiers[tier],
+        named,
+        parts,
+        messages,
+        needs,
+        max_out or fallback_model.default_max_tokens,
+    )
+    # the named model serves (issue 7 acts on degrade); an alias gets the decision's primary
+    model = named or (decision.order[0] if decision.order else fallback_model)
+    provider = policy.providers[model.provider]
     upstream = _DIALECTS[provider.kind]
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
@@ -173,6 +188,7 @@ def plan_chat(
         payload,
         upstream,
         tier,
+        decision,
     )
 
 
@@ -188,11 +204,15 @@ def _stream_state(dialect: ModuleType, plan: Plan) -> StreamState:
 
 
 def answer_headers(plan: Plan, upstream_id: str) -> list[tuple[bytes, bytes]]:
+    d = plan.decision
     out = [
+        (b"x-edge-cost-estimate-usd", b"%.6f" % d.cost_usd),
         (b"x-edge-tier", plan.tier.encode()),
         (b"x-edge-provider", plan.provider.name.encode()),
         (b"x-edge-model", plan.model.name.encode()),
     ]
+    if d.action != "ok":
+        out.append((b"x-edge-budget-action", d.action.encode()))
     if upstream_id:
         out.append((b"x-edge-upstream-request-id", upstream_id.encode("latin-1")))
     return out

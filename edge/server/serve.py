@@ -258,6 +258,7 @@ async def _worker(
         policy = policy.with_base_urls(urls, simulated=True)
     tracker = ConnectionTracker()
     gateway = Gateway(settings, policy, keys, log, tracker)
+    gateway.start_refresh(loop)
     server = await loop.create_server(
         gateway.protocol, settings.host, port, reuse_port=True, backlog=2048
     )
@@ -280,6 +281,7 @@ async def _worker(
     for conn in list(tracker.connections):
         conn.close()
     gateway.pool.close()
+    gateway.stop_refresh()
     if sim_server is not None:
         sim_server.close()
     log.flush()

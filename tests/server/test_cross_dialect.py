@@ -377,3 +377,40 @@ def test_route_aliases_and_tiers_pick_models_of_either_provider(gateway: Proc) -
         gateway.url + "/v1/chat/completions", json=body, headers={**auth, "x-edge-tier": "L9"}
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "x-edge-tier"
+
+
+def test_every_answer_carries_the_cost_estimate(gateway: Proc) -> None:
+    import httpx
+
+    from edge.policy import load_policy
+    from hotpath.tokens import estimate_request_tokens
+    from tests.server.conftest import POLICY
+
+    policy = load_policy(POLICY, {})
+    text = "Repeat after me: estimate me"
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}],
+        "max_tokens": 100,
+    }
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {GW_KEY}"},
+    )
+    assert r.status_code == 200
+    tokens = estimate_request_tokens([b"be brief", text.encode()], messages=2)
+    m = policy.models["gpt-4o-mini"]
+    expected = (tokens * m.input_usd_per_mtok + 100 * m.output_usd_per_mtok) / 1e6
+    assert float(r.headers["x-edge-cost-estimate-usd"]) == pytest.approx(expected, abs=1e-6)
+    assert "x-edge-budget-action" not in r.headers  # far under the tier's warn threshold
+    big = {
+        **body,
+        "max_tokens": 100_000,
+    }  # 100k output tokens of gpt-4o-mini: $0.06, over every threshold
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=big,
+        headers={"authorization": f"Bearer {GW_KEY}"},
+    )
+    assert r.headers["x-edge-budget-action"] == "block"  # reported; issue 7 acts on it

@@ -1,0 +1,1 @@
+"""Routing: the decision (hot path) and, later, the race, breakers and hedging."""

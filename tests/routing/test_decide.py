@@ -1,0 +1,44 @@
+"""The Router on the shipped policy: aliases, named models, capabilities, live latency."""
+
+from __future__ import annotations
+
+from edge.policy import load_policy
+from edge.routing.decide import Router
+
+POLICY = load_policy("", {})
+HELLO = [b"You are helpful.", b"What is the capital of France?"]
+
+
+def names(decision: object) -> list[str]:
+    return [m.name for m in decision.order]  # type: ignore[attr-defined]
+
+
+def test_alias_takes_the_tiers_strategy() -> None:
+    r = Router(POLICY)
+    l1 = r.decide(POLICY.tiers["L1"], None, HELLO, 2, 0, 512)
+    assert names(l1)[0] == "gpt-4o-mini"  # value: the cheapest that meets the 0.97 floor
+    l0 = r.decide(POLICY.tiers["L0"], None, HELLO, 2, 0, 512)
+    assert names(l0)[0] == "claude-sonnet-4-5"  # quality first
+    assert l1.action == "ok" and l1.input_tokens > 10 and 0 < l1.cost_usd < 0.001
+
+
+def test_named_model_first_then_its_fallbacks() -> None:
+    r = Router(POLICY)
+    d = r.decide(POLICY.tiers["L1"], POLICY.models["gpt-4.1-mini"], HELLO, 2, 0, 512)
+    assert names(d)[:2] == ["gpt-4.1-mini", "claude-haiku-4-5"]
+    assert set(names(d)) == {"gpt-4.1-mini", "claude-haiku-4-5", "gpt-4o-mini"}
+
+
+def test_live_latency_moves_a_slow_model_back() -> None:
+    r = Router(POLICY)
+    for i in range(50):
+        r.record_ttft("gpt-4o-mini", 4.5, now=float(i))  # over the 3 s target
+    r.refresh(now=50.0)
+    assert names(r.decide(POLICY.tiers["L1"], None, HELLO, 2, 0, 512))[0] == "gpt-4.1-mini"
+
+
+def test_cost_actions_are_reported() -> None:
+    r = Router(POLICY)
+    huge = [b"word " * 40000]
+    assert r.decide(POLICY.tiers["L1"], POLICY.models["gpt-4o"], huge, 1, 0, 4096).action == "block"
+    assert r.decide(POLICY.tiers["L2"], None, [b"hi"], 1, 0, 16).action == "ok"
