@@ -1,4 +1,4 @@
-"""Relay one chat request to its provider and the answer back (same dialect).
+"""Relay one chat request to its provider and the answer back, in the caller's dialect.
 
 Decide, then act: the request is checked and its upstream call built without
 I/O (``plan_chat``); then ``relay_chat`` streams from the provider. The
@@ -20,12 +20,12 @@ import orjson
 
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import ChatInfo, StreamState, estimate_inputs
+from edge.dialects.common import ChatInfo, StreamBroken, StreamState, estimate_inputs
 from edge.dialects.translate import TranslatingStream
 from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
 from edge.policy import ALIASES, Model, Policy, Provider
 from edge.routing.decide import Decision, Router
-from hotpath.sse import SSEScanner
+from hotpath.sse import SSEError, SSEScanner
 
 if TYPE_CHECKING:
     from edge.server.protocol import EdgeProtocol, Request
@@ -258,7 +258,11 @@ async def relay_chat(
             )
         try:
             while chunk := await ex.read():
-                for name, data in scanner.feed(chunk):
+                try:
+                    events = scanner.feed(chunk)
+                except SSEError as exc:
+                    raise StreamBroken(f"provider stream: {exc}") from None
+                for name, data in events:
                     piece = state.feed(name, data)
                     if out.ttft is None and state.first_token:
                         out.ttft = time.monotonic() - req.received_at
