@@ -100,7 +100,7 @@ def decide(
     cdef double val[MAX_POOL]
     cdef long rnk[MAX_POOL]
     cdef long n = 0, healthy = 0, k, j, i, r, gi, ri, cheapest, fit, max_tokens, action
-    cdef double v, c, best, cost, room
+    cdef double v, c, best, cost, room, share
     cdef long npool = len(pool)
     if npool > MAX_POOL:
         raise ValueError("at most 64 candidates in a pool")
@@ -174,12 +174,17 @@ def decide(
                 cost = best
         else:
             room = degrade_usd * 1e6 - input_tokens * t.price_in[idx[0]]
-            fit = <long>(room / t.price_out[idx[0]]) if t.price_out[idx[0]] > 0 else max_tokens
+            fit = max_tokens
+            if t.price_out[idx[0]] > 0:
+                share = room / t.price_out[idx[0]]  # may be +-inf for a vanishing price
+                if share < MIN_DEGRADED_TOKENS:
+                    fit = -1
+                elif share < max_tokens:
+                    fit = <long>share
             if fit < MIN_DEGRADED_TOKENS:
                 action = WARN if never_block else BLOCK
             else:
-                if fit < max_tokens:
-                    max_tokens = fit
+                max_tokens = fit
                 cost = t.cost(idx[0], input_tokens, max_tokens)
     elif cost >= warn_usd:
         action = WARN

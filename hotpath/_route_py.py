@@ -147,11 +147,17 @@ def decide(
                 cost = best
         else:
             room = degrade_usd * 1e6 - input_tokens * t.price_in[order[0]]
-            fit = int(room / t.price_out[order[0]]) if t.price_out[order[0]] > 0 else max_tokens
+            fit = max_tokens
+            if t.price_out[order[0]] > 0:
+                share = room / t.price_out[order[0]]  # may be +-inf for a vanishing price
+                if share < MIN_DEGRADED_TOKENS:
+                    fit = -1
+                elif share < max_tokens:
+                    fit = int(share)
             if fit < MIN_DEGRADED_TOKENS:
                 action = WARN if never_block else BLOCK
             else:
-                max_tokens = min(max_tokens, fit)
+                max_tokens = fit
                 cost = t.cost(order[0], input_tokens, max_tokens)
     elif cost >= warn_usd:
         action = WARN

@@ -486,7 +486,9 @@ def canonical_requests(draw: st.DrawFn) -> ChatRequest:
     req.max_tokens = draw(st.integers(1, 4096))
     req.temperature = draw(st.one_of(st.none(), st.floats(0, 1)))
     req.top_p = draw(st.one_of(st.none(), st.floats(0.1, 1)))
-    req.stop = draw(st.lists(_text, max_size=4))
+    req.stop = draw(
+        st.lists(_text.filter(str.strip), max_size=4)
+    )  # Anthropic rejects whitespace-only stops
     req.user = draw(st.one_of(st.just(""), _text))
     req.stream = True
     req.include_usage = True

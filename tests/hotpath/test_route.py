@@ -138,6 +138,20 @@ class TestDecide:
         )
         assert order[0] == "smart" and action == R.DEGRADE
         assert max_tokens == int((0.02 * 1e6 - 4000 * 3.00) / 15.00) and cost < 0.02 + 1e-12
+        # a vanishing output price: the input alone is over the threshold, no overflow on the way
+        t.set_model(2, 3.00, 1e-300, 0.99, 200_000, ALL_CAPS)
+        assert (
+            run(
+                impl,
+                t,
+                strategy=R.QUALITY,
+                degrade_mode=R.DEGRADE_MAX_TOKENS,
+                input_tokens=7000,
+                max_output=1000,
+            )[1]
+            == R.BLOCK
+        )
+        t.set_model(2, 3.00, 15.00, 0.99, 200_000, ALL_CAPS)
         # no room left at all: block (or warn, on a tier that never blocks)
         assert (
             run(
