@@ -45,9 +45,10 @@ class Router:
         self.table = route.CandidateTable(len(self.names))
         for i, name in enumerate(self.names):
             m = policy.models[name]
+            # the estimate counts cl100k_base tokens; a model that tokenises differently pays for its own count
             self.table.set_model(
                 i,
-                m.input_usd_per_mtok,
+                m.input_usd_per_mtok * m.token_factor,
                 m.output_usd_per_mtok,
                 m.quality,
                 m.context_window,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edge.policy import load_policy
 from edge.routing.decide import Router
 
@@ -42,3 +44,16 @@ def test_cost_actions_are_reported() -> None:
     huge = [b"word " * 40000]
     assert r.decide(POLICY.tiers["L1"], POLICY.models["gpt-4o"], huge, 1, 0, 4096).action == "block"
     assert r.decide(POLICY.tiers["L2"], None, [b"hi"], 1, 0, 16).action == "ok"
+
+
+def test_token_factor_scales_the_input_cost() -> None:
+    import dataclasses
+
+    haiku = POLICY.models["claude-haiku-4-5"]
+    scaled = dataclasses.replace(
+        POLICY, models={**POLICY.models, haiku.name: dataclasses.replace(haiku, token_factor=1.5)}
+    )
+    plain = Router(POLICY).decide(POLICY.tiers["L1"], haiku, HELLO, 2, 0, 0)
+    more = Router(scaled).decide(scaled.tiers["L1"], scaled.models[haiku.name], HELLO, 2, 0, 0)
+    assert plain.input_tokens == more.input_tokens
+    assert more.cost_usd == pytest.approx(plain.cost_usd * 1.5)
