@@ -21,11 +21,19 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"llm-edge simulate: {exc}", file=sys.stderr)
         return 2
 
+    tls = None
+    if args.tls_cert:
+        import ssl
+
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key or None)
+
     async def main() -> None:
-        server, _ = await start(args.host, args.port, profile, reuse_port=args.reuse_port)
+        server, _ = await start(args.host, args.port, profile, reuse_port=args.reuse_port, tls=tls)
         port = server.sockets[0].getsockname()[1]
+        scheme = "https" if tls else "http"
         print(
-            f"llm-edge simulate: simulated OpenAI + Anthropic providers on http://{args.host}:{port} "
+            f"llm-edge simulate: simulated OpenAI + Anthropic providers on {scheme}://{args.host}:{port} "
             f"(profile {profile.name})",
             flush=True,
         )
@@ -81,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--reuse-port", action="store_true", help="share the port with other processes"
+    )
+    sim.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
+    sim.add_argument(
+        "--tls-key", default="", help="the certificate's private key (PEM), if not in --tls-cert"
     )
     sim.set_defaults(func=_simulate)
     return parser

@@ -42,6 +42,9 @@ class Settings:
     upstream_read_timeout_s: float = 600.0
     upstream_max_per_host: int = 512
     upstream_idle_s: float = 30.0
+    upstream_ca_file: str = (
+        ""  # extra CA bundle (PEM) to trust for https providers; empty = system store only
+    )
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
 
@@ -73,6 +76,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_UPSTREAM_READ_TIMEOUT_S": ("upstream_read_timeout_s", float),
     "EDGE_UPSTREAM_MAX_PER_HOST": ("upstream_max_per_host", int),
     "EDGE_UPSTREAM_IDLE_S": ("upstream_idle_s", float),
+    "EDGE_UPSTREAM_CA_FILE": ("upstream_ca_file", str),
     "EDGE_SIMULATE": ("simulate", str),
     "EDGE_SIM_PROFILE": ("sim_profile", str),
 }
@@ -132,6 +136,11 @@ def _check(s: Settings) -> None:
     ):
         need(value > 0, name, "must be greater than 0")
     need(s.drain_s >= 0, "EDGE_DRAIN_S", "must not be negative")
+    need(
+        not s.upstream_ca_file or os.path.isfile(s.upstream_ca_file),
+        "EDGE_UPSTREAM_CA_FILE",
+        "no such file",
+    )
     need(s.simulate in ("auto", "on", "off"), "EDGE_SIMULATE", "must be auto, on or off")
     need(
         s.log_level in ("debug", "info", "warning", "error"),

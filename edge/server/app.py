@@ -65,6 +65,7 @@ class Gateway:
             connect_timeout=settings.upstream_connect_timeout_s,
             read_timeout=settings.upstream_read_timeout_s,
             idle_s=settings.upstream_idle_s,
+            ca_file=settings.upstream_ca_file,
         )
         self.metrics.watch_pool(self.pool.stats)
         self.router = Router(policy)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 import struct
 import time
 from email.utils import formatdate
@@ -483,12 +484,17 @@ class SimProtocol(asyncio.Protocol):
 
 
 async def start(
-    host: str, port: int, profile: Profile, *, reuse_port: bool = False
+    host: str,
+    port: int,
+    profile: Profile,
+    *,
+    reuse_port: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[asyncio.Server, Simulator]:
-    """Start listening; returns the server (``sockets[0]`` tells the port) and its state."""
+    """Start listening (over TLS when ``tls`` is given); returns the server and its state."""
     sim = Simulator(profile)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SimProtocol(sim), host, port, reuse_port=reuse_port or None, backlog=4096
+        lambda: SimProtocol(sim), host, port, reuse_port=reuse_port or None, backlog=4096, ssl=tls
     )
     return server, sim

@@ -34,7 +34,13 @@ Origin = tuple[str, str, int]
 
 class Pool:
     def __init__(
-        self, *, max_per_host: int, connect_timeout: float, read_timeout: float, idle_s: float
+        self,
+        *,
+        max_per_host: int,
+        connect_timeout: float,
+        read_timeout: float,
+        idle_s: float,
+        ca_file: str = "",
     ) -> None:
         self.max_per_host = max_per_host
         self.connect_timeout = connect_timeout
@@ -44,6 +50,7 @@ class Pool:
         self._count: dict[Origin, int] = {}
         self._waiters: dict[Origin, deque[asyncio.Future[None]]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._ca_file = ca_file
         self.opened = 0
         self.reused = 0
         self.discarded = 0
@@ -107,6 +114,8 @@ class Pool:
         if scheme == "https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
+                if self._ca_file:
+                    self._ssl.load_verify_locations(self._ca_file)
             ctx = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -121,6 +130,8 @@ class Pool:
             raise UpstreamTimeout(
                 f"connecting to {host}:{port} timed out after {self.connect_timeout:g} s"
             ) from None
+        except ssl.SSLError as exc:
+            raise UpstreamError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         self.opened += 1
