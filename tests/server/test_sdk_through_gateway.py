@@ -239,20 +239,23 @@ def test_gateway_sends_the_callers_request_id_upstream(gateway: Proc, fresh_sim:
 
 
 def test_metrics_count_requests_latency_ttft_and_tokens(gateway: Proc, oa: openai.OpenAI) -> None:
-    def series(name: str, labels: str) -> float:
+    def series(name: str, *fragments: str) -> float:
         for line in httpx.get(gateway.url + "/metrics").text.splitlines():
-            if line.startswith(name + "{") and labels in line:
+            if line.startswith(name + "{") and all(f in line for f in fragments):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    labels = 'dialect="openai",model="gpt-4o-mini",provider="openai"'
-    before = series("edge_requests_total", 'status="200"')
+    labels = ('dialect="openai"', 'model="gpt-4o-mini"', 'provider="openai"')
+    before = series("edge_requests_total", *labels, 'status="200"')
     r = oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert r.usage is not None
-    assert series("edge_requests_total", 'status="200"') == before + 1
-    assert series("edge_time_to_first_token_seconds_count", labels) >= 1
-    assert series("edge_request_duration_seconds_bucket", 'le="120.0"') >= 1
-    assert series("edge_tokens_total", 'direction="output"') >= r.usage.completion_tokens
+    assert series("edge_requests_total", *labels, 'status="200"') == before + 1
+    assert series("edge_time_to_first_token_seconds_count", *labels) >= 1
+    assert series("edge_request_duration_seconds_bucket", *labels, 'le="120.0"') >= 1
+    assert (
+        series("edge_tokens_total", 'direction="output"', 'model="gpt-4o-mini"')
+        >= r.usage.completion_tokens
+    )
     text = httpx.get(gateway.url + "/metrics").text
     assert 'le="81.92"' in text  # buckets reach LLM timescales
     assert "req_" not in text  # no request ids (or other unbounded values) as labels
