@@ -17,7 +17,12 @@ def extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
     exts = [
-        Extension(f"hotpath.{name}", [f"hotpath/{name}.pyx"], extra_compile_args=["-O3"])
+        Extension(
+            f"hotpath.{name}",
+            [f"hotpath/{name}.pyx"],
+            include_dirs=["hotpath"],
+            extra_compile_args=["-O3"],
+        )
         for name in MODULES
     ]
     return cythonize(exts, language_level=3, quiet=True)
