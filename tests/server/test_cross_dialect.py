@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -39,13 +40,15 @@ SCHEMA = {
 
 
 @pytest.fixture
-def oa(gateway: Proc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0)
+def oa(gateway: Proc) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
-def an(gateway: Proc) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0)
+def an(gateway: Proc) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0) as client:
+        yield client
 
 
 # ------------------------------------------- OpenAI SDK -> Anthropic provider

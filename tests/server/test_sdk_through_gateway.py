@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -36,23 +37,27 @@ TOOLS = [
 
 
 @pytest.fixture
-def oa(gateway: Proc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0)
+def oa(gateway: Proc) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
-def oa_direct(sim: SimClient) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sim.openai_base, api_key="sk-direct", max_retries=0)
+def oa_direct(sim: SimClient) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=sim.openai_base, api_key="sk-direct", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
-def an(gateway: Proc) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0)
+def an(gateway: Proc) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
-def an_direct(sim: SimClient) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sim.url, api_key="sk-direct", max_retries=0)
+def an_direct(sim: SimClient) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=sim.url, api_key="sk-direct", max_retries=0) as client:
+        yield client
 
 
 def test_openai_non_streaming_matches_provider(oa: openai.OpenAI, oa_direct: openai.OpenAI) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
 import anthropic
 import jsonschema
@@ -47,13 +48,15 @@ HELLO = [{"role": "user", "content": "Hello, who are you?"}]
 
 
 @pytest.fixture
-def oa(sim: SimClient) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sim.openai_base, api_key="sk-test", max_retries=0)
+def oa(sim: SimClient) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=sim.openai_base, api_key="sk-test", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
-def an(sim: SimClient) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sim.url, api_key="sk-ant-test", max_retries=0)
+def an(sim: SimClient) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=sim.url, api_key="sk-ant-test", max_retries=0) as client:
+        yield client
 
 
 # ------------------------------------------------------------------ OpenAI
