@@ -20,7 +20,8 @@ Weights (thousandths of a token) were fitted by least squares on
 tests/data/corpus.jsonl against the real cl100k_base tokenizer, weighting
 each document by the inverse of its token count; two features absent from
 the corpus carry fixed priors (17: 0.7, 18: 1.5). Five-fold cross-validated
-error: MAE 3.5%, P95 9.6% (bench/hotpath.py prints the accuracy table).
+error: MAE 3.5%, P95 9.6% (bench/hotpath.py prints the accuracy table;
+bench/fit_tokens.py reproduces the fit).
 The counts are integers and the sum is integer arithmetic, so the twins
 agree exactly; the compiled one counts 16 bytes at a time (hotpath/_tokcount.h).
 

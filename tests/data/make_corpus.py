@@ -3,6 +3,10 @@
 Every text is either written for this project (corpus_texts.py), generated
 here from a fixed seed, or taken from this repository's own sources and
 docs. Run from the repository root: ``.venv/bin/python tests/data/make_corpus.py``.
+
+The committed corpus.jsonl is the reference the estimator's weights were
+fitted on. Sources change, so regenerating it gives a different corpus:
+refit with bench/fit_tokens.py if you do.
 """
 
 from __future__ import annotations
