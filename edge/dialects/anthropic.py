@@ -28,7 +28,7 @@ from edge.dialects.canonical import (
     Usage,
     from_anthropic_stop,
 )
-from edge.dialects.common import ChatInfo, StreamBroken, check_type, need
+from edge.dialects.common import ChatInfo, StreamBroken, check_type, need, parse_event
 from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
 
 NAME = "anthropic"
@@ -117,6 +117,15 @@ def models_body(names: list[str]) -> bytes:
     )
 
 
+def _event_obj(name: bytes, data: bytes) -> dict[str, Any]:
+    """A provider event as a dict; an ``error`` event ends the attempt."""
+    obj = parse_event(data)
+    if (obj.get("type") or name.decode("latin-1")) == "error":
+        err = obj.get("error") or {}
+        raise StreamBroken(str(err.get("message") or "provider reported an error mid-stream"))
+    return obj
+
+
 class AnthropicStream:
     """Relay and fold one upstream Messages stream (see ``StreamState``)."""
 
@@ -144,16 +153,8 @@ class AnthropicStream:
     def feed(self, name: bytes, data: bytes) -> bytes:
         if name == b"ping":
             return b"" if self.aggregate else b"event: ping\ndata: " + data + b"\n\n"
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise StreamBroken("provider sent a malformed stream event") from None
-        if not isinstance(obj, dict):
-            raise StreamBroken("provider sent a malformed stream event")
+        obj = _event_obj(name, data)
         kind = obj.get("type") or name.decode("latin-1")
-        if kind == "error":
-            err = obj.get("error") or {}
-            raise StreamBroken(str(err.get("message") or "provider reported an error mid-stream"))
         if kind == "content_block_delta":
             self.first_token = True
             if self.aggregate:
@@ -492,12 +493,7 @@ class Decoder:
     def feed(self, name: bytes, data: bytes) -> list[Event]:
         if name == b"ping":
             return []
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise StreamBroken("provider sent a malformed stream event") from None
-        if not isinstance(obj, dict):
-            raise StreamBroken("provider sent a malformed stream event")
+        obj = _event_obj(name, data)
         kind = obj.get("type")
         if kind == "content_block_delta":
             index, delta = obj.get("index", 0), obj.get("delta") or {}
@@ -549,9 +545,6 @@ class Decoder:
             return [("finish", reason, delta.get("stop_sequence")), ("usage", usage)]
         if kind == "message_stop":
             return [("end",)]
-        if kind == "error":
-            err = obj.get("error") or {}
-            raise StreamBroken(str(err.get("message") or "provider reported an error mid-stream"))
         return []
 
 

@@ -23,6 +23,17 @@ class ChatInfo:
     include_usage: bool = False
 
 
+def parse_event(data: bytes) -> dict[str, Any]:
+    """One provider SSE event's JSON object; anything else fails the attempt cleanly."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise StreamBroken("provider sent a malformed stream event") from None
+    if not isinstance(obj, dict):
+        raise StreamBroken("provider sent a malformed stream event")
+    return obj
+
+
 def need(cond: object, message: str, param: str) -> None:
     if not cond:
         raise InvalidRequest(message, param=param)

@@ -25,7 +25,7 @@ from edge.dialects.canonical import (
     Usage,
     from_openai_finish,
 )
-from edge.dialects.common import ChatInfo, StreamBroken, check_type, need
+from edge.dialects.common import ChatInfo, StreamBroken, check_type, need, parse_event
 from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
 
 NAME = "openai"
@@ -123,6 +123,16 @@ def models_body(names: list[str], owners: dict[str, str], created: int) -> bytes
     )
 
 
+def _chunk(data: bytes) -> dict[str, Any]:
+    """A provider chunk as a dict; a chunk that carries an error ends the attempt."""
+    obj = parse_event(data)
+    err = obj.get("error")
+    if err:
+        message = err.get("message") if isinstance(err, dict) else None
+        raise StreamBroken(str(message or "provider reported an error mid-stream"))
+    return obj
+
+
 class _Choice:
     __slots__ = ("content", "finish_reason", "logprobs", "refusal", "role", "tool_calls")
 
@@ -163,16 +173,7 @@ class OpenAIStream:
         if data[:6] == b"[DONE]":
             self.done = True
             return b"" if self.aggregate else _DONE
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise StreamBroken("provider sent a malformed stream chunk") from None
-        if not isinstance(obj, dict):
-            raise StreamBroken("provider sent a malformed stream chunk")
-        if obj.get("error"):
-            err = obj["error"]
-            message = err.get("message") if isinstance(err, dict) else None
-            raise StreamBroken(str(message or "provider reported an error mid-stream"))
+        obj = _chunk(data)
         choices = obj.get("choices") or ()
         for choice in choices:
             delta = choice.get("delta") or {}
@@ -590,20 +591,7 @@ class Decoder:
     def feed(self, name: bytes, data: bytes) -> list[Event]:
         if data[:6] == b"[DONE]":
             return [("end",)]
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise StreamBroken("provider sent a malformed stream chunk") from None
-        if not isinstance(obj, dict):
-            raise StreamBroken("provider sent a malformed stream chunk")
-        if obj.get("error"):
-            err = obj["error"]
-            raise StreamBroken(
-                str(
-                    (err.get("message") if isinstance(err, dict) else None)
-                    or "provider reported an error mid-stream"
-                )
-            )
+        obj = _chunk(data)
         events: list[Event] = []
         if not self._started:
             self._started = True

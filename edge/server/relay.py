@@ -116,7 +116,7 @@ def tier_for(policy: Policy, req: Request, key_tier: str | None) -> str:
     return policy.default_tier
 
 
-def resolve_model(policy: Policy, name: str, tier: str) -> tuple[Model, Provider]:
+def resolve_model(policy: Policy, name: str, tier: str) -> Model:
     """A configured model, or a route alias (``auto``, ``L0``..) resolved through its tier.
 
     Until the routing decision lands (issue 5), an alias takes the first model
@@ -136,7 +136,7 @@ def resolve_model(policy: Policy, name: str, tier: str) -> tuple[Model, Provider
             param="model",
             code="model_not_found",
         )
-    return model, policy.providers[model.provider]
+    return model
 
 
 _DIALECTS: dict[str, ModuleType] = {"openai": openai_dialect, "anthropic": anthropic_dialect}
@@ -151,19 +151,14 @@ def plan_chat(
     tier = tier_for(policy, req, key_tier)
     if info.model in ALIASES and info.model in policy.tiers:
         tier = info.model  # a tier alias as the model ("L0") names the tier itself
-    named = None if info.model in ALIASES else resolve_model(policy, info.model, tier)[0]
+    first = resolve_model(policy, info.model, tier)  # the named model, or the alias's first in pool
+    named = None if info.model in ALIASES else first
     parts, messages, needs, max_out = estimate_inputs(body)
-    fallback_model, _ = resolve_model(policy, info.model, tier)
     decision = router.decide(
-        policy.tiers[tier],
-        named,
-        parts,
-        messages,
-        needs,
-        max_out or fallback_model.default_max_tokens,
+        policy.tiers[tier], named, parts, messages, needs, max_out or first.default_max_tokens
     )
     # the named model serves (issue 7 acts on degrade); an alias gets the decision's primary
-    model = named or (decision.order[0] if decision.order else fallback_model)
+    model = named or (decision.order[0] if decision.order else first)
     provider = policy.providers[model.provider]
     upstream = _DIALECTS[provider.kind]
     if upstream is dialect:

@@ -238,9 +238,3 @@ class Exchange:
                 raise UpstreamError("provider response too large")
             parts.append(chunk)
         return b"".join(parts)
-
-    def abandon(self) -> None:
-        """Close the connection now (a cancelled hedge, a client that left)."""
-        if self._conn is not None:
-            self._pool.discard(self._conn)
-            self._conn = None
