@@ -94,6 +94,9 @@ class Tier:
     pool: tuple[str, ...]
     strategy: str
     soft_timeout_ms: int
+    first_token_timeout_ms: int
+    idle_timeout_ms: int
+    total_timeout_ms: int
     p95_target_ms: int
     quality_floor: float
     warn_usd: float
@@ -246,6 +249,9 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             "pool": tuple(_get(t, "pool", where, list)),
             "strategy": _get(t, "strategy", where, str, "value"),
             "soft_timeout_ms": _get(t, "soft_timeout_ms", where, int, 1500),
+            "first_token_timeout_ms": _get(t, "first_token_timeout_ms", where, int, 6000),
+            "idle_timeout_ms": _get(t, "idle_timeout_ms", where, int, 10000),
+            "total_timeout_ms": _get(t, "total_timeout_ms", where, int, 120000),
             "p95_target_ms": _get(t, "p95_target_ms", where, int, 3000),
             "quality_floor": _get(t, "quality_floor", where, float, 0.97),
             "warn_usd": _get(t, "warn_usd", where, float, 0.01),
@@ -256,6 +262,15 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             env_name = f"EDGE_{name.upper()}_{key.upper()}"
             if env.get(env_name):
                 values[key] = _coerce_env(env_name, env[env_name], current)
+        for key in ("soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms"):
+            if values[key] <= 0:
+                raise PolicyError(f"{where}.{key}: must be greater than 0")
+        if not values["soft_timeout_ms"] < values["first_token_timeout_ms"]:
+            raise PolicyError(
+                f"{where}.soft_timeout_ms: must be less than first_token_timeout_ms (a hedge must have time to win)"
+            )
+        if not values["first_token_timeout_ms"] <= values["total_timeout_ms"]:
+            raise PolicyError(f"{where}.total_timeout_ms: must be at least first_token_timeout_ms")
         if values["strategy"] not in STRATEGIES:
             raise PolicyError(f"{where}.strategy: must be one of {STRATEGIES}")
         for m in values["pool"]:

@@ -45,6 +45,19 @@ class Settings:
     upstream_ca_file: str = (
         ""  # extra CA bundle (PEM) to trust for https providers; empty = system store only
     )
+    hedging: bool = True
+    hedge_budget_percent: float = 10.0  # hedges as a share of requests over a sliding minute
+    hedge_budget_min: int = (
+        3  # hedges a minute allowed whatever the traffic (a quiet gateway can hedge)
+    )
+    max_attempts: int = 3  # upstream attempts per request: primary, hedges and failovers together
+    breakers: bool = True
+    breaker_failures: int = 5
+    breaker_window_s: float = 30.0
+    breaker_cooldown_s: float = 15.0
+    breaker_cooldown_max_s: float = 120.0
+    breaker_probes: int = 1
+    breaker_successes: int = 2
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
 
@@ -77,6 +90,17 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_UPSTREAM_MAX_PER_HOST": ("upstream_max_per_host", int),
     "EDGE_UPSTREAM_IDLE_S": ("upstream_idle_s", float),
     "EDGE_UPSTREAM_CA_FILE": ("upstream_ca_file", str),
+    "EDGE_HEDGING": ("hedging", bool),
+    "EDGE_HEDGE_BUDGET_PERCENT": ("hedge_budget_percent", float),
+    "EDGE_HEDGE_BUDGET_MIN": ("hedge_budget_min", int),
+    "EDGE_MAX_ATTEMPTS": ("max_attempts", int),
+    "EDGE_BREAKERS": ("breakers", bool),
+    "EDGE_BREAKER_FAILURES": ("breaker_failures", int),
+    "EDGE_BREAKER_WINDOW_S": ("breaker_window_s", float),
+    "EDGE_BREAKER_COOLDOWN_S": ("breaker_cooldown_s", float),
+    "EDGE_BREAKER_COOLDOWN_MAX_S": ("breaker_cooldown_max_s", float),
+    "EDGE_BREAKER_PROBES": ("breaker_probes", int),
+    "EDGE_BREAKER_SUCCESSES": ("breaker_successes", int),
     "EDGE_SIMULATE": ("simulate", str),
     "EDGE_SIM_PROFILE": ("sim_profile", str),
 }
@@ -136,6 +160,24 @@ def _check(s: Settings) -> None:
     ):
         need(value > 0, name, "must be greater than 0")
     need(s.drain_s >= 0, "EDGE_DRAIN_S", "must not be negative")
+    need(
+        0 <= s.hedge_budget_percent <= 100, "EDGE_HEDGE_BUDGET_PERCENT", "must be between 0 and 100"
+    )
+    need(s.hedge_budget_min >= 0, "EDGE_HEDGE_BUDGET_MIN", "must not be negative")
+    need(s.max_attempts >= 1, "EDGE_MAX_ATTEMPTS", "must be at least 1")
+    for name, count in (
+        ("EDGE_BREAKER_FAILURES", s.breaker_failures),
+        ("EDGE_BREAKER_PROBES", s.breaker_probes),
+        ("EDGE_BREAKER_SUCCESSES", s.breaker_successes),
+    ):
+        need(count >= 1, name, "must be at least 1")
+    need(s.breaker_window_s > 0, "EDGE_BREAKER_WINDOW_S", "must be greater than 0")
+    need(s.breaker_cooldown_s > 0, "EDGE_BREAKER_COOLDOWN_S", "must be greater than 0")
+    need(
+        s.breaker_cooldown_max_s >= s.breaker_cooldown_s,
+        "EDGE_BREAKER_COOLDOWN_MAX_S",
+        "must be at least EDGE_BREAKER_COOLDOWN_S",
+    )
     need(
         not s.upstream_ca_file or os.path.isfile(s.upstream_ca_file),
         "EDGE_UPSTREAM_CA_FILE",

@@ -204,6 +204,11 @@ class AnthropicStream:
             return b""
         return b'event: message_stop\ndata: {"type":"message_stop"}\n\n'  # finished but no message_stop
 
+    @property
+    def complete(self) -> bool:
+        """``message_delta`` with the stop reason carries the final usage; only the stop follows."""
+        return self.done or self.finished
+
     def final_body(self) -> bytes:
         content = []
         for index in sorted(self._blocks):

@@ -64,6 +64,11 @@ class StreamState(Protocol):
     finished: bool
     usage: dict[str, Any] | None
 
+    @property
+    def complete(self) -> bool:
+        """The answer and its usage are in; a stream that breaks now has lost nothing."""
+        ...
+
     def feed(self, name: bytes, data: bytes) -> bytes: ...
 
     def close(self) -> bytes:

@@ -233,6 +233,11 @@ class OpenAIStream:
             return b""
         return _DONE  # finished but no [DONE]: finalise it ourselves
 
+    @property
+    def complete(self) -> bool:
+        """The answer and its usage are in (usage is always asked for, and comes last)."""
+        return self.done or (self.finished and self.usage is not None)
+
     def final_body(self) -> bytes:
         head = self._head
         choices = []

@@ -76,6 +76,10 @@ class TranslatingStream:
             raise StreamBroken("provider stream ended before the answer was complete")
         return b"" if self._encoder is None else self._encoder.close()
 
+    @property
+    def complete(self) -> bool:
+        return self.done or (self.finished and self.usage is not None)
+
     def final_body(self) -> bytes:
         if self._caller == "openai":
             return openai.render(self._answer, self._created)

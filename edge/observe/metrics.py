@@ -93,8 +93,13 @@ class Metrics:
         self.tokens: dict[tuple[str, str, str], int] = {}
         self.duration: dict[tuple[str, str, str], Hist] = {}
         self.ttft: dict[tuple[str, str, str], Hist] = {}
+        self.attempts: dict[tuple[str, str, str], int] = {}
+        self.hedges: dict[tuple[str, str], int] = {}
+        self.waste_tokens: dict[tuple[str, str, str], int] = {}
+        self.transitions: dict[tuple[str, str, str, str], int] = {}
         self.in_flight = 0
         self._pool: Callable[[], dict[str, int]] | None = None
+        self._breakers: Callable[[], list[tuple[str, str, int]]] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
@@ -131,6 +136,28 @@ class Metrics:
         if completion:
             key = (provider, model, "output")
             self.tokens[key] = self.tokens.get(key, 0) + completion
+
+    def attempt(self, provider: str, model: str, outcome: str) -> None:
+        key = (provider, model, outcome)
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+
+    def hedge(self, tier: str, outcome: str) -> None:
+        key = (tier, outcome)
+        self.hedges[key] = self.hedges.get(key, 0) + 1
+
+    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        for direction, n in (("input", input_tokens), ("output", output_tokens)):
+            if n:
+                key = (provider, model, direction)
+                self.waste_tokens[key] = self.waste_tokens.get(key, 0) + n
+
+    def breaker_transition(self, provider: str, model: str, old: str, new: str) -> None:
+        key = (provider, model, old, new)
+        self.transitions[key] = self.transitions.get(key, 0) + 1
+
+    def watch_breakers(self, states: Callable[[], list[tuple[str, str, int]]]) -> None:
+        """Export each breaker's state (0 closed, 1 half-open, 2 open), read at scrape time."""
+        self._breakers = states
 
     def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
         """Export the upstream pool's figures, read at scrape time."""
@@ -178,6 +205,40 @@ class _Collector(Collector):
             for skey, hist in series.items():
                 fam.add_metric(list(skey), hist.cumulative(), hist.total)
             yield fam
+        for name, doc, labels, counts in (
+            (
+                "edge_attempts",
+                "Upstream attempts by how they ended",
+                ["provider", "model", "outcome"],
+                m.attempts,
+            ),
+            ("edge_hedges", "Hedged attempts by how they ended", ["tier", "outcome"], m.hedges),
+            (
+                "edge_hedge_waste_tokens",
+                "Tokens of attempts that did not serve the answer (lost, cancelled, failed)",
+                ["provider", "model", "direction"],
+                m.waste_tokens,
+            ),
+            (
+                "edge_breaker_transitions",
+                "Circuit breaker state changes",
+                ["provider", "model", "from_state", "to_state"],
+                m.transitions,
+            ),
+        ):
+            counter = CounterMetricFamily(name, doc, labels=labels)
+            for ckey, n in counts.items():
+                counter.add_metric(list(ckey), n)
+            yield counter
+        if m._breakers is not None:
+            states = GaugeMetricFamily(
+                "edge_breaker_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+                labels=["provider", "model"],
+            )
+            for provider, model, state in m._breakers():
+                states.add_metric([provider, model], state)
+            yield states
         yield GaugeMetricFamily(
             "edge_requests_in_flight", "Requests being served", value=m.in_flight
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge.policy import Model, Policy, Tier
+from edge.routing.breaker import BreakerConfig, Breakers, Listener, State
 from hotpath import route
 from hotpath.sketch import LatencySketch
 from hotpath.tokens import estimate_request_tokens
@@ -38,7 +39,12 @@ class Decision:
 
 
 class Router:
-    def __init__(self, policy: Policy, window_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        window_s: float = 300.0,
+        breaker_config: BreakerConfig | None = None,
+    ) -> None:
         self.policy = policy
         self.names = sorted(policy.models)
         self.index = {name: i for i, name in enumerate(self.names)}
@@ -58,6 +64,19 @@ class Router:
             name: [self.index[m] for m in tier.pool] for name, tier in policy.tiers.items()
         }
         self.ttft = {name: LatencySketch(window_s=window_s, slots=10) for name in self.names}
+        self.p95_ms = [0.0] * len(self.names)
+        self.listeners: list[Listener] = []
+        self.breakers = Breakers(self.names, breaker_config or BreakerConfig(), self._transition)
+
+    def _transition(self, model: str, old: State, new: State, now: float) -> None:
+        """A breaker moved: the table sees it before the next decision, not at the next refresh."""
+        self._set_health(self.index[model])
+        for listener in self.listeners:
+            listener(model, old, new, now)
+
+    def _set_health(self, i: int) -> None:
+        b = self.breakers[self.names[i]]
+        self.table.set_health(i, int(b.state), self.p95_ms[i], b.last_failure)
 
     def decide(
         self,
@@ -114,8 +133,10 @@ class Router:
             sketch.add(seconds, now)
 
     def refresh(self, now: float) -> None:
-        """Copy each model's live P95 time to first token into the decision table."""
+        """Move breakers whose cool-down is over to half-open; copy each model's live P95 time
+        to first token and breaker state into the decision table."""
+        self.breakers.tick(now)
         for i, name in enumerate(self.names):
             sketch = self.ttft[name]
-            p95 = sketch.quantile(0.95, now) * 1000.0 if sketch.count(now) else 0.0
-            self.table.set_health(i, route.CLOSED, p95, 0.0)
+            self.p95_ms[i] = sketch.quantile(0.95, now) * 1000.0 if sketch.count(now) else 0.0
+            self._set_health(i)

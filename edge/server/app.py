@@ -25,7 +25,9 @@ from edge.errors import Dialect, EdgeError, MethodNotAllowed, NotFound, render
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.policy import Policy
+from edge.routing.breaker import BreakerConfig, State
 from edge.routing.decide import Router
+from edge.routing.race import HedgeBudget, Shared
 from edge.server.auth import Keyring
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import JSON_HEADERS, Outcome, plan_chat, relay_chat, relay_count_tokens
@@ -33,6 +35,26 @@ from edge.settings import Settings
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
+
+
+class RaceEvents:
+    """What races report, into the metrics and the routing sketches."""
+
+    def __init__(self, metrics: Metrics, router: Router) -> None:
+        self.metrics = metrics
+        self.router = router
+
+    def attempt(self, provider: str, model: str, outcome: str) -> None:
+        self.metrics.attempt(provider, model, outcome)
+
+    def hedge(self, tier: str, outcome: str) -> None:
+        self.metrics.hedge(tier, outcome)
+
+    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        self.metrics.waste(provider, model, input_tokens, output_tokens)
+
+    def censored_ttft(self, model: str, seconds: float, now: float) -> None:
+        self.router.record_ttft(model, seconds, now)
 
 
 def dialect_of(req: Request | None) -> Dialect:
@@ -68,7 +90,30 @@ class Gateway:
             ca_file=settings.upstream_ca_file,
         )
         self.metrics.watch_pool(self.pool.stats)
-        self.router = Router(policy)
+        self.router = Router(
+            policy,
+            breaker_config=BreakerConfig(
+                failures=settings.breaker_failures,
+                window_s=settings.breaker_window_s,
+                cooldown_s=settings.breaker_cooldown_s,
+                cooldown_max_s=settings.breaker_cooldown_max_s,
+                probes=settings.breaker_probes,
+                successes=settings.breaker_successes,
+                enabled=settings.breakers,
+            ),
+        )
+        self.router.listeners.append(self._breaker_moved)
+        self.metrics.watch_breakers(
+            lambda: [
+                (policy.models[name].provider, name, int(b.state))
+                for name, b in self.router.breakers.by_model.items()
+            ]
+        )
+        self.race = Shared(
+            self.router.breakers,
+            HedgeBudget(settings.hedge_budget_percent / 100.0, settings.hedge_budget_min),
+            RaceEvents(self.metrics, self.router),
+        )
         self._refresh: asyncio.TimerHandle | None = None
         self._health = orjson.dumps(
             {
@@ -96,6 +141,18 @@ class Gateway:
             self._refresh = loop.call_later(every_s, tick)
 
         self._refresh = loop.call_later(every_s, tick)
+
+    def _breaker_moved(self, model: str, old: State, new: State, now: float) -> None:
+        provider = self.policy.models[model].provider
+        self.metrics.breaker_transition(provider, model, old.name.lower(), new.name.lower())
+        self.log.event(
+            "warning" if new is State.OPEN else "info",
+            "breaker",
+            provider=provider,
+            model=model,
+            from_state=old.name.lower(),
+            to_state=new.name.lower(),
+        )
 
     def stop_refresh(self) -> None:
         if self._refresh is not None:
@@ -176,6 +233,9 @@ class Gateway:
         self.metrics.add_tokens(out.provider, out.model, out.prompt_tokens, out.completion_tokens)
         self.log.request(
             id=req.request_id,
+            tier=out.tier or None,
+            attempts=out.attempts or None,
+            hedged=out.hedged or None,
             dialect=out.dialect,
             provider=out.provider,
             model=out.model,
@@ -193,13 +253,29 @@ class Gateway:
 
     async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(self.policy, self.router, req, openai_dialect, tenant.tier)
-        await relay_chat(self.pool, plan, req, proto, openai_dialect, out)
+        plan = plan_chat(
+            self.policy,
+            self.router,
+            req,
+            openai_dialect,
+            tenant.tier,
+            max_attempts=self.settings.max_attempts,
+            hedging=self.settings.hedging,
+        )
+        await relay_chat(self.race, self.pool, self.policy, plan, req, proto, out)
 
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(self.policy, self.router, req, anthropic_dialect, tenant.tier)
-        await relay_chat(self.pool, plan, req, proto, anthropic_dialect, out)
+        plan = plan_chat(
+            self.policy,
+            self.router,
+            req,
+            anthropic_dialect,
+            tenant.tier,
+            max_attempts=self.settings.max_attempts,
+            hedging=self.settings.hedging,
+        )
+        await relay_chat(self.race, self.pool, self.policy, plan, req, proto, out)
 
     async def count_tokens(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))

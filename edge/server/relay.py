@@ -11,7 +11,7 @@ error event: a truncated answer is never presented as complete.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -20,16 +20,16 @@ import orjson
 
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import ChatInfo, StreamBroken, StreamState, estimate_inputs
+from edge.dialects.common import ChatInfo, StreamState, estimate_inputs
 from edge.dialects.translate import TranslatingStream
 from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
-from edge.policy import ALIASES, Model, Policy, Provider
+from edge.policy import ALIASES, Model, Policy, Provider, Tier
 from edge.routing.decide import Decision, Router
-from hotpath.sse import SSEError, SSEScanner
+from edge.routing.race import Attempt, Call, Race, Shared, Timing
 
 if TYPE_CHECKING:
     from edge.server.protocol import EdgeProtocol, Request
-    from edge.upstream.pool import Pool
+    from edge.upstream.pool import Exchange, Pool
 
 USER_AGENT = b"llm-edge/0.1"
 SSE_HEADERS = [
@@ -53,19 +53,34 @@ class Outcome:
     completion_tokens: int = 0
     stream: bool = False
     upstream_request_id: str = ""
+    attempts: int = 0
+    hedged: bool = False
+    tier: str = ""
 
 
 @dataclass(slots=True)
 class Plan:
     info: ChatInfo
-    model: Model
-    provider: Provider
-    target: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    upstream_dialect: ModuleType  # the provider's wire dialect (the caller's own when they match)
-    tier: str
+    body: dict[str, Any]
+    dialect: ModuleType  # the caller's
+    tier: Tier
     decision: Decision
+    candidates: list[Model]  # the order to try them: the primary, then hedges and fallbacks
+    first: Call  # the primary's call, built (and so validated) before any I/O
+    max_attempts: int = 3
+    hedging: bool = True
+
+    @property
+    def timing(self) -> Timing:
+        t = self.tier
+        return Timing(
+            t.soft_timeout_ms / 1000.0,
+            t.first_token_timeout_ms / 1000.0,
+            t.idle_timeout_ms / 1000.0,
+            t.total_timeout_ms / 1000.0,
+            self.max_attempts,
+            self.hedging,
+        )
 
 
 def parse_json(req: Request) -> Any:
@@ -143,9 +158,16 @@ _DIALECTS: dict[str, ModuleType] = {"openai": openai_dialect, "anthropic": anthr
 
 
 def plan_chat(
-    policy: Policy, router: Router, req: Request, dialect: ModuleType, key_tier: str | None = None
+    policy: Policy,
+    router: Router,
+    req: Request,
+    dialect: ModuleType,
+    key_tier: str | None = None,
+    *,
+    max_attempts: int = 3,
+    hedging: bool = True,
 ) -> Plan:
-    """Everything about the upstream call, decided before any I/O."""
+    """Everything about the upstream calls, decided before any I/O."""
     body = parse_json(req)
     info: ChatInfo = dialect.check_request(body)
     tier = tier_for(policy, req, key_tier)
@@ -157,8 +179,32 @@ def plan_chat(
     decision = router.decide(
         policy.tiers[tier], named, parts, messages, needs, max_out or first.default_max_tokens
     )
-    # the named model serves (issue 7 acts on degrade); an alias gets the decision's primary
-    model = named or (decision.order[0] if decision.order else first)
+    # the named model serves first (issue 7 acts on degrade); an alias gets the decision's order
+    candidates = decision.order or [first]
+    call = build_call(policy, req, dialect, info, body, candidates[0])
+    return Plan(
+        info,
+        body,
+        dialect,
+        policy.tiers[tier],
+        decision,
+        candidates,
+        call,
+        max_attempts,
+        hedging,
+    )
+
+
+def build_call(
+    policy: Policy,
+    req: Request,
+    dialect: ModuleType,
+    info: ChatInfo,
+    body: dict[str, Any],
+    model: Model,
+) -> Call:
+    """The upstream request for one candidate, translated when its provider speaks the other
+    dialect; raises ``InvalidRequest`` when the candidate cannot honour the request."""
     provider = policy.providers[model.provider]
     upstream = _DIALECTS[provider.kind]
     if upstream is dialect:
@@ -174,42 +220,42 @@ def plan_chat(
         payload = orjson.dumps(out)
     path = b"/chat/completions" if provider.kind == "openai" else b"/v1/messages"
     target = provider.path_prefix.encode() + path
-    return Plan(
-        info,
+    return Call(
         model,
         provider,
         target,
         upstream_headers(provider, req, len(payload)),
         payload,
         upstream,
-        tier,
-        decision,
+        _stream_state(dialect, upstream, info),
     )
 
 
-def _stream_state(dialect: ModuleType, plan: Plan) -> StreamState:
-    info = plan.info
-    if plan.upstream_dialect is not dialect:
+def _stream_state(dialect: ModuleType, upstream: ModuleType, info: ChatInfo) -> StreamState:
+    if upstream is not dialect:
         return TranslatingStream(
-            plan.provider.kind, dialect.NAME, stream=info.stream, include_usage=info.include_usage
+            upstream.NAME, dialect.NAME, stream=info.stream, include_usage=info.include_usage
         )
     if dialect is anthropic_dialect:
         return anthropic_dialect.AnthropicStream(stream=info.stream)
     return openai_dialect.OpenAIStream(stream=info.stream, include_usage=info.include_usage)
 
 
-def answer_headers(plan: Plan, upstream_id: str) -> list[tuple[bytes, bytes]]:
+def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes, bytes]]:
     d = plan.decision
+    call = winner.call
     out = [
         (b"x-edge-cost-estimate-usd", b"%.6f" % d.cost_usd),
-        (b"x-edge-tier", plan.tier.encode()),
-        (b"x-edge-provider", plan.provider.name.encode()),
-        (b"x-edge-model", plan.model.name.encode()),
+        (b"x-edge-tier", plan.tier.name.encode()),
+        (b"x-edge-provider", call.provider.name.encode()),
+        (b"x-edge-model", call.model.name.encode()),
+        (b"x-edge-hedged", b"true" if race.hedged else b"false"),
+        (b"x-edge-attempts", b"%d" % len(race.attempts)),
     ]
     if d.action != "ok":
         out.append((b"x-edge-budget-action", d.action.encode()))
-    if upstream_id:
-        out.append((b"x-edge-upstream-request-id", upstream_id.encode("latin-1")))
+    if winner.upstream_id:
+        out.append((b"x-edge-upstream-request-id", winner.upstream_id.encode("latin-1")))
     return out
 
 
@@ -226,71 +272,107 @@ def _usage_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
 
 
 async def relay_chat(
-    pool: Pool, plan: Plan, req: Request, proto: EdgeProtocol, dialect: ModuleType, out: Outcome
+    shared: Shared,
+    pool: Pool,
+    policy: Policy,
+    plan: Plan,
+    req: Request,
+    proto: EdgeProtocol,
+    out: Outcome,
 ) -> None:
-    out.provider, out.model, out.stream = plan.provider.name, plan.model.name, plan.info.stream
-    provider = plan.provider
-    state = _stream_state(dialect, plan)
-    scanner = SSEScanner()
-    held: list[bytes] = []
-    async with pool.exchange(
-        (provider.scheme, provider.host, provider.port),
-        b"POST",
-        plan.target,
-        plan.headers,
-        plan.body,
-    ) as ex:
-        head = await ex.head()
-        upstream_id = ""
-        for name, value in head.headers:
-            if name in (b"x-request-id", b"request-id"):
-                upstream_id = value.decode("latin-1")
-        out.upstream_request_id = upstream_id
-        if head.status_code != 200:
-            raw = await ex.read_all()
-            raise plan.upstream_dialect.error_from_upstream(
-                head.status_code, raw, list(head.headers)
-            )
-        try:
-            while chunk := await ex.read():
-                try:
-                    events = scanner.feed(chunk)
-                except SSEError as exc:
-                    raise StreamBroken(f"provider stream: {exc}") from None
-                for name, data in events:
-                    piece = state.feed(name, data)
-                    if out.ttft is None and state.first_token:
-                        out.ttft = time.monotonic() - req.received_at
-                    if not piece:
-                        continue
-                    if proto.started:
-                        await proto.send(piece)
-                    elif state.first_token:
-                        proto.start(200, SSE_HEADERS + answer_headers(plan, upstream_id))
-                        held.append(piece)
-                        await proto.send(b"".join(held))
-                        held.clear()
-                    else:
-                        held.append(piece)
-            tail = state.close()
-        except UpstreamError as err:
-            out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
-            if not proto.started:
+    """Race the candidates to a first token, then stream the winner's answer to the client.
+
+    A non-streaming client has seen nothing until the answer is whole, so a
+    winner that breaks later is raced again from the start on the candidates
+    left; a streaming client has, so its stream ends with an error event."""
+    out.stream, out.tier = plan.info.stream, plan.tier.name
+
+    async def connect(call: Call, idle_timeout_s: float) -> Exchange:
+        p = call.provider
+        ex = pool.exchange(
+            (p.scheme, p.host, p.port),
+            b"POST",
+            call.target,
+            call.headers,
+            call.body,
+            idle_timeout_s,
+        )
+        return await ex.open()
+
+    def prepare(model: Model) -> Call:
+        return build_call(policy, req, plan.dialect, plan.info, plan.body, model)
+
+    race = Race(
+        shared,
+        plan.candidates,
+        prepare,
+        connect,
+        plan.timing,
+        tier=plan.tier.name,
+        input_tokens=plan.decision.input_tokens,
+        started=req.received_at,
+        first_call=plan.first,
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            winner = await race.run()
+            _note(out, winner, race, req)
+            timer = loop.call_later(max(0.0, race.deadline - shared.clock()), winner.expire)
+            try:
+                if plan.info.stream:
+                    await _stream(plan, race, winner, proto, out)
+                    return
+                while not winner.ended:
+                    await winner.step()
+                answer = winner.state.final_body()
+            except UpstreamError as err:
+                race.broke(winner, err)
+                continue  # nothing reached the client yet: race again on the candidates left
+            except BaseException:
+                race.abandoned(winner)
                 raise
-            out.status, out.error = 502, type(err).__name__
-            await proto.send(state.error_event(err))
-            proto.end()
+            finally:
+                timer.cancel()
+            race.finished(winner)
+            out.prompt_tokens, out.completion_tokens = _usage_counts(winner.state.usage)
+            out.status = 200
+            proto.respond(200, JSON_HEADERS + answer_headers(plan, winner, race), answer)
             return
+    finally:
+        out.attempts, out.hedged = len(race.attempts), race.hedged
+
+
+def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:
+    out.provider, out.model = winner.call.provider.name, winner.call.model.name
+    out.upstream_request_id = winner.upstream_id
+    if winner.first_token_at is not None and winner.state.first_token:
+        out.ttft = winner.first_token_at - req.received_at
+
+
+async def _stream(
+    plan: Plan, race: Race, winner: Attempt, proto: EdgeProtocol, out: Outcome
+) -> None:
+    state = winner.state
+    proto.start(200, SSE_HEADERS + answer_headers(plan, winner, race))
+    await proto.send(winner.take_held())
+    try:
+        while not winner.ended:
+            piece = await winner.step()
+            if piece:
+                await proto.send(piece)
+    except UpstreamError as err:
+        # bytes reached the client: no retry, and never a clean end on a truncated answer
+        race.broke(winner, err)
+        out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
+        out.status, out.error = 502, type(err).__name__
+        await proto.send(state.error_event(err))
+        proto.end()
+        return
+    race.finished(winner)
     out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
     out.status = 200
-    if plan.info.stream:
-        if not proto.started:
-            proto.start(200, SSE_HEADERS + answer_headers(plan, upstream_id))
-        if held or tail:
-            await proto.send(b"".join(held) + tail)
-        proto.end()
-    else:
-        proto.respond(200, JSON_HEADERS + answer_headers(plan, upstream_id), state.final_body())
+    proto.end()
 
 
 async def relay_count_tokens(

@@ -44,6 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_buffered",
         "_chunks",
         "_deadline",
+        "_default_idle",
         "_done",
         "_error",
         "_head",
@@ -70,6 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self._loop = asyncio.get_running_loop()
         self._idle_timeout = idle_timeout
+        self._default_idle = idle_timeout
         self._head: asyncio.Future[ResponseHead] | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -191,10 +193,18 @@ class UpstreamConnection(asyncio.Protocol):
     # -- the exchange, driven by the pool's Exchange
 
     def send(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        idle_timeout: float | None = None,
     ) -> None:
-        """Write the whole request at once; the response head is awaited with ``head()``."""
+        """Write the whole request at once; the response head is awaited with ``head()``.
+
+        ``idle_timeout`` replaces the connection's idle deadline for this exchange."""
         assert self.transport is not None
+        self._idle_timeout = self._default_idle if idle_timeout is None else idle_timeout
         parts = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
             if b"\n" in value or b"\r" in value:

@@ -71,8 +71,9 @@ class Pool:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
+        idle_timeout: float | None = None,
     ) -> Exchange:
-        return Exchange(self, origin, method, target, headers, body)
+        return Exchange(self, origin, method, target, headers, body, idle_timeout)
 
     async def acquire(self, origin: Origin) -> UpstreamConnection:
         idle = self._idle.get(origin)
@@ -180,7 +181,17 @@ class Pool:
 class Exchange:
     """One request to a provider; see the module docstring."""
 
-    __slots__ = ("_body", "_conn", "_headers", "_method", "_origin", "_pool", "_target", "complete")
+    __slots__ = (
+        "_body",
+        "_conn",
+        "_headers",
+        "_idle_timeout",
+        "_method",
+        "_origin",
+        "_pool",
+        "_target",
+        "complete",
+    )
 
     def __init__(
         self,
@@ -190,6 +201,7 @@ class Exchange:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
+        idle_timeout: float | None = None,
     ) -> None:
         self._pool = pool
         self._origin = origin
@@ -197,34 +209,51 @@ class Exchange:
         self._target = target
         self._headers = headers
         self._body = body
+        self._idle_timeout = idle_timeout
         self._conn: UpstreamConnection | None = None
         self.complete = False
 
-    async def __aenter__(self) -> Exchange:
+    async def open(self) -> Exchange:
+        """Take a connection and send the request."""
         self._conn = await self._pool.acquire(self._origin)
-        self._conn.send(self._method, self._target, self._headers, self._body)
+        try:
+            self._conn.send(
+                self._method, self._target, self._headers, self._body, self._idle_timeout
+            )
+        except BaseException:
+            self.close()
+            raise
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """Back to the pool if the response was read to its end (an error answer too), else closed."""
         conn = self._conn
         self._conn = None
         if conn is None:
             return
-        if self.complete and et is not asyncio.CancelledError:
-            # read to its end (an error answer too): the connection is clean and stays warm
+        if self.complete:
             self._pool.release(conn)
         else:
             self._pool.discard(conn)
 
+    async def __aenter__(self) -> Exchange:
+        return await self.open()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     async def head(self) -> ResponseHead:
-        assert self._conn is not None
+        if self._conn is None:
+            raise UpstreamError("the exchange is closed")
         return await self._conn.head()
 
     async def read(self) -> bytes:
-        assert self._conn is not None
-        chunk = await self._conn.read()
+        conn = self._conn
+        if conn is None:
+            raise UpstreamError("the exchange is closed")
+        chunk = await conn.read()
         if not chunk:
             self.complete = True
         return chunk

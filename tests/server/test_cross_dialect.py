@@ -333,7 +333,11 @@ def test_mid_stream_failure_of_an_openai_provider_reaches_anthropic_clients(
     seen: list[str] = []
     with pytest.raises(anthropic.APIStatusError) as err:
         for event in an.messages.create(
-            model="cut-after-2", max_tokens=50, messages=HELLO, stream=True
+            model="cut-after-2",
+            max_tokens=50,
+            messages=HELLO,
+            stream=True,
+            extra_headers={"x-edge-tier": "solo"},
         ):
             seen.append(event.type)
     assert seen.count("content_block_delta") == 2 and "message_stop" not in seen
@@ -342,7 +346,9 @@ def test_mid_stream_failure_of_an_openai_provider_reaches_anthropic_clients(
 
 def test_provider_errors_are_re_expressed_in_the_callers_dialect(an: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.InternalServerError) as err:
-        an.messages.create(model="flaky-503", max_tokens=10, messages=HELLO)
+        an.messages.create(
+            model="flaky-503", max_tokens=10, messages=HELLO, extra_headers={"x-edge-tier": "solo"}
+        )
     assert err.value.status_code == 503 and err.value.body["error"]["type"] == "overloaded_error"
 
 

@@ -20,6 +20,7 @@ from tests.server.conftest import GW_KEY
 
 AUTH = {"authorization": f"Bearer {GW_KEY}"}
 HELLO = [{"role": "user", "content": "hi"}]
+SOLO = {"x-edge-tier": "solo"}  # no fallbacks: the provider's failure is the answer
 
 
 def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
@@ -145,7 +146,7 @@ def test_keys_no_key_bad_key_and_both_headers(gateway: Proc) -> None:
 def test_upstream_error_status_in_the_callers_dialect(gateway: Proc) -> None:
     oa = openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0)
     with pytest.raises(openai.InternalServerError) as err:
-        oa.chat.completions.create(model="flaky-503", messages=HELLO)
+        oa.chat.completions.create(model="flaky-503", messages=HELLO, extra_headers=SOLO)
     assert err.value.status_code == 503
     assert err.value.response.headers["retry-after"] == "1"  # the provider's Retry-After is kept
 
@@ -153,7 +154,7 @@ def test_upstream_error_status_in_the_callers_dialect(gateway: Proc) -> None:
 def test_upstream_unreachable_is_502(gateway: Proc) -> None:
     oa = openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0)
     with pytest.raises(openai.InternalServerError) as err:
-        oa.chat.completions.create(model="dead-oa", messages=HELLO)
+        oa.chat.completions.create(model="dead-oa", messages=HELLO, extra_headers=SOLO)
     assert err.value.status_code == 502 and "cannot connect" in err.value.message
 
 
@@ -162,18 +163,20 @@ def test_upstream_silence_is_504(gateway: Proc) -> None:
     r = httpx.post(
         gateway.url + "/v1/chat/completions",
         json={"model": "hang-oa", "messages": HELLO},
-        headers=AUTH,
+        headers={**AUTH, **SOLO},
         timeout=10,
     )
     assert r.status_code == 504 and oa_error(r)["type"] == "timeout"
-    assert 2.0 <= time.monotonic() - t0 < 8.0  # EDGE_UPSTREAM_READ_TIMEOUT_S=2 for this gateway
+    assert 2.0 <= time.monotonic() - t0 < 8.0  # the solo tier's first-token deadline is 2 s
 
 
 def test_stream_cut_mid_way_ends_with_a_dialect_error(gateway: Proc) -> None:
     oa = openai.OpenAI(base_url=gateway.url + "/v1", api_key=GW_KEY, max_retries=0)
     got = []
     with pytest.raises(openai.APIError) as err:
-        for chunk in oa.chat.completions.create(model="cut-after-2", messages=HELLO, stream=True):
+        for chunk in oa.chat.completions.create(
+            model="cut-after-2", messages=HELLO, stream=True, extra_headers=SOLO
+        ):
             got += [c.delta.content for c in chunk.choices if c.delta.content]
     assert len(got) == 2
     assert "before the response was complete" in err.value.message
@@ -181,7 +184,7 @@ def test_stream_cut_mid_way_ends_with_a_dialect_error(gateway: Proc) -> None:
     r = httpx.post(
         gateway.url + "/v1/chat/completions",
         json={"model": "cut-after-2", "messages": HELLO},
-        headers=AUTH,
+        headers={**AUTH, **SOLO},
     )
     assert r.status_code == 502 and oa_error(r)["type"] == "server_error"
 
@@ -190,7 +193,9 @@ def test_anthropic_stream_cut_ends_with_error_event(gateway: Proc) -> None:
     an = anthropic.Anthropic(base_url=gateway.url, api_key=GW_KEY, max_retries=0)
     seen: list[str] = []
     with pytest.raises(anthropic.APIStatusError) as err:
-        for event in an.messages.create(model="cut-an", max_tokens=50, messages=HELLO, stream=True):
+        for event in an.messages.create(
+            model="cut-an", max_tokens=50, messages=HELLO, stream=True, extra_headers=SOLO
+        ):
             seen.append(event.type)
     assert seen.count("content_block_delta") == 2 and "message_stop" not in seen
     assert isinstance(err.value.body, dict) and err.value.body["error"]["type"] == "api_error"

@@ -1,0 +1,616 @@
+"""The race: first-token hedging, immediate failover and deadlines for one request.
+
+``Race.run`` returns the first attempt that produced a first content token
+(or a complete answer); every other attempt is cancelled at once by closing
+its connection, which never goes back to the pool. The caller then streams
+the rest from the winner (``Attempt.step``). Nothing here writes to the
+client: the race ends before the first byte does, which is what makes a
+failover or a hedge invisible to the caller.
+
+Rules, per request:
+
+- Candidates come from the routing decision in order. A candidate whose
+  breaker is open (or that asked us to wait with ``Retry-After``) is
+  skipped; a half-open one is taken only as one of its bounded probes. When
+  every candidate is refused, the least recently failed one is still tried
+  once: the gateway degrades, it does not refuse.
+- Soft timeout: a lone attempt without a first token after the tier's
+  ``soft_timeout_ms`` gets a hedge on the next candidate, if the worker's
+  hedge budget allows (a share of requests over a sliding minute). At most
+  two attempts are in flight; at most ``max_attempts`` are made in all.
+- A failure before the first token (connect error, reset, 5xx, 529, 429, a
+  broken or malformed stream, a timeout) starts the next candidate at once.
+  A context-length rejection moves to a candidate with a larger window; any
+  other 4xx (content filter, invalid request) stops new attempts and, when
+  nothing else is in flight, is the answer.
+- Deadlines: first token per attempt, idle between chunks (the connection's),
+  and a total deadline for the whole request.
+
+Every await here may be cancelled (the client left, a deadline passed); the
+attempts' connections are closed synchronously in ``finally`` blocks, so
+cancellation never leaks a connection or a probe slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
+
+from edge.dialects.common import StreamBroken, StreamState
+from edge.errors import (
+    EdgeError,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
+from edge.routing.breaker import Admit, Breaker, Breakers
+from hotpath.sse import SSEError, SSEScanner
+
+if TYPE_CHECKING:
+    from edge.policy import Model, Provider
+    from edge.upstream.connection import ResponseHead
+
+
+class Upstream(Protocol):
+    """One HTTP exchange with a provider, as the race sees it."""
+
+    async def head(self) -> ResponseHead: ...
+
+    async def read(self) -> bytes: ...
+
+    def close(self) -> None:
+        """Release the connection if the response was read to its end, else close it (idempotent)."""
+        ...
+
+
+@dataclass(slots=True)
+class Call:
+    """Everything one attempt sends, and the state that reads its answer."""
+
+    model: Model
+    provider: Provider
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    upstream_dialect: ModuleType
+    state: StreamState
+
+
+Connect = Callable[[Call, float], Awaitable[Upstream]]  # (call, idle timeout in s)
+Prepare = Callable[["Model"], Call]  # raises EdgeError when the model cannot serve the request
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    soft_timeout_s: float
+    first_token_timeout_s: float
+    idle_timeout_s: float
+    total_timeout_s: float
+    max_attempts: int = 3
+    hedging: bool = True
+
+
+class HedgeBudget:
+    """Hedges allowed as a share of requests over a sliding window (one-second buckets)."""
+
+    __slots__ = ("_hedges", "_requests", "_second", "min_per_window", "ratio", "window")
+
+    def __init__(self, ratio: float, min_per_window: int, window_s: int = 60) -> None:
+        self.ratio = ratio
+        self.min_per_window = min_per_window
+        self.window = window_s
+        self._requests = [0] * window_s
+        self._hedges = [0] * window_s
+        self._second = 0
+
+    def _roll(self, now: float) -> int:
+        sec = int(now)
+        if sec != self._second:
+            if sec - self._second >= self.window:
+                self._requests = [0] * self.window
+                self._hedges = [0] * self.window
+            else:
+                for s in range(self._second + 1, sec + 1):
+                    self._requests[s % self.window] = 0
+                    self._hedges[s % self.window] = 0
+            self._second = sec
+        return sec % self.window
+
+    def note_request(self, now: float) -> None:
+        self._requests[self._roll(now)] += 1
+
+    def try_spend(self, now: float) -> bool:
+        slot = self._roll(now)
+        allowed = max(float(self.min_per_window), self.ratio * sum(self._requests))
+        if sum(self._hedges) + 1 > allowed:
+            return False
+        self._hedges[slot] += 1
+        return True
+
+
+class RaceEvents(Protocol):
+    """Where the race reports what happened (metrics, the latency sketches)."""
+
+    def attempt(self, provider: str, model: str, outcome: str) -> None: ...
+
+    def hedge(self, tier: str, outcome: str) -> None: ...
+
+    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None: ...
+
+    def censored_ttft(self, model: str, seconds: float, now: float) -> None: ...
+
+
+class NoEvents:
+    def attempt(self, provider: str, model: str, outcome: str) -> None:
+        pass
+
+    def hedge(self, tier: str, outcome: str) -> None:
+        pass
+
+    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        pass
+
+    def censored_ttft(self, model: str, seconds: float, now: float) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class Shared:
+    """What every race of a worker shares."""
+
+    breakers: Breakers
+    budget: HedgeBudget
+    events: RaceEvents
+    clock: Callable[[], float] = time.monotonic
+
+
+def retry_after_s(err: UpstreamStatus) -> float:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); 0 if none."""
+    headers = dict(err.headers)
+    raw = headers.get(b"retry-after-ms")
+    try:
+        if raw is not None:
+            return max(0.0, float(raw) / 1000.0)
+        raw = headers.get(b"retry-after")
+        if raw is None:
+            return 0.0
+        text = raw.decode("latin-1").strip()
+        try:
+            return max(0.0, float(text))
+        except ValueError:
+            return max(0.0, parsedate_to_datetime(text).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+
+
+# What a failed attempt means for the breaker and for the race.
+NEXT, WIDER, STOP = "next", "wider", "stop"
+
+
+def classify(err: EdgeError) -> tuple[bool, str, str]:
+    """(counts as a breaker failure, what the race does next, the attempt outcome label)."""
+    if isinstance(err, UpstreamStatus):
+        s = err.upstream_status
+        if s == 429:
+            return True, NEXT, "rate_limited"
+        if s >= 500 or s == 408:
+            return True, NEXT, "error"
+        if s in (401, 403, 404):
+            return False, NEXT, "rejected"  # the provider refused the gateway's key or model
+        if err.code == "context_length_exceeded":
+            return False, WIDER, "rejected"
+        return False, STOP, "rejected"
+    if isinstance(err, UpstreamTimeout):
+        return True, NEXT, "timeout"
+    if isinstance(err, UpstreamError):
+        return True, NEXT, "error"
+    return False, STOP, "rejected"
+
+
+class Attempt:
+    """One upstream call of a race: opened, read to its first token, then streamed."""
+
+    __slots__ = (
+        "accounted",
+        "admit",
+        "breaker",
+        "call",
+        "closed",
+        "ended",
+        "expired",
+        "first_token_at",
+        "hedge_checked",
+        "held",
+        "kind",
+        "output_events",
+        "scanner",
+        "sent",
+        "started",
+        "tail",
+        "task",
+        "upstream",
+        "upstream_id",
+    )
+
+    def __init__(self, call: Call, kind: str, admit: Admit, breaker: Breaker, now: float) -> None:
+        self.call = call
+        self.kind = kind  # primary | hedge | failover
+        self.admit = admit
+        self.breaker = breaker
+        self.started = now
+        self.first_token_at: float | None = None
+        self.upstream: Upstream | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.held: list[bytes] = []
+        self.tail = b""
+        self.scanner = SSEScanner()
+        self.upstream_id = ""
+        self.sent = False  # the request reached a provider that accepted it (a 200 head)
+        self.ended = False
+        self.closed = False
+        self.expired = False
+        self.hedge_checked = False
+        self.output_events = 0
+        self.accounted = False
+
+    @property
+    def state(self) -> StreamState:
+        return self.call.state
+
+    async def open(self, connect: Connect, idle_timeout_s: float) -> None:
+        """Connect, send, and read until the first content token or the end of the answer."""
+        try:
+            self.upstream = await connect(self.call, idle_timeout_s)
+            head = await self.upstream.head()
+            for name, value in head.headers:
+                if name in (b"x-request-id", b"request-id"):
+                    self.upstream_id = value.decode("latin-1")
+            if head.status_code != 200:
+                raw = await _read_all(self.upstream)
+                raise self.call.upstream_dialect.error_from_upstream(
+                    head.status_code, raw, list(head.headers)
+                )
+            self.sent = True
+            while not self.state.first_token and not self.ended:
+                self.held.append(await self.step())
+        except BaseException:
+            self.close()
+            raise
+
+    async def step(self) -> bytes:
+        """Read one upstream chunk; the bytes it makes for the client (the tail at the end)."""
+        assert self.upstream is not None
+        state = self.state
+        try:
+            chunk = await self.upstream.read()
+        except UpstreamError:
+            if self.expired:
+                raise UpstreamTimeout("the request ran past its tier's total deadline") from None
+            if _complete(state):
+                chunk = b""  # the answer and its usage are in: a missing terminator loses nothing
+            else:
+                raise
+        if not chunk:
+            self.ended = True
+            if self.scanner.has_pending and not _complete(state):
+                raise StreamBroken("provider stream ended inside an event")
+            self.tail = state.close()
+            return self.tail
+        try:
+            events = self.scanner.feed(chunk)
+        except SSEError as exc:
+            raise StreamBroken(f"provider stream: {exc}") from None
+        out = []
+        had_token = state.first_token
+        for name, data in events:
+            piece = state.feed(name, data)
+            if piece:
+                out.append(piece)
+            if had_token:
+                self.output_events += 1
+        return b"".join(out)
+
+    def take_held(self) -> bytes:
+        data = b"".join(self.held)
+        self.held.clear()
+        return data
+
+    def expire(self) -> None:
+        """The total deadline passed: fail the read in progress."""
+        self.expired = True
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.upstream is not None:
+            self.upstream.close()
+        task = self.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+
+def _complete(state: StreamState) -> bool:
+    return bool(getattr(state, "complete", False))
+
+
+async def _read_all(up: Upstream, limit: int = 1024 * 1024) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await up.read():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError("provider error response too large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a loser's failure is recorded by the race, not logged by asyncio
+
+
+class Race:
+    """The attempts of one request; see the module docstring."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        candidates: list[Model],
+        prepare: Prepare,
+        connect: Connect,
+        timing: Timing,
+        *,
+        tier: str,
+        input_tokens: int,
+        started: float,
+        first_call: Call | None = None,
+    ) -> None:
+        self.shared = shared
+        self.queue = list(candidates)
+        self.prepare = prepare
+        self.connect = connect
+        self.timing = timing
+        self.tier = tier
+        self.input_tokens = input_tokens
+        self.deadline = started + timing.total_timeout_s
+        self.first_call = first_call
+        self.live: list[Attempt] = []
+        self.attempts: list[Attempt] = []
+        self.denied: list[Model] = []
+        self.forced = False
+        self.stopped = False  # a 4xx said no further attempt can help
+        self.min_window = 0
+        self.last_error: EdgeError | None = None
+        self.stop_error: EdgeError | None = None
+        self.hedged = False
+        shared.budget.note_request(shared.clock())
+
+    # -- launching
+
+    def _next_candidate(self, now: float) -> tuple[Call, Admit, Breaker] | None:
+        breakers = self.shared.breakers
+        while self.queue:
+            model = self.queue.pop(0)
+            if model.context_window <= self.min_window:
+                continue
+            breaker = breakers[model.name]
+            admit = breaker.admit(now)
+            if admit is Admit.DENY:
+                self.denied.append(model)
+                continue
+            call = self._call(model)
+            if call is None:
+                breaker.release(admit)
+                continue
+            return call, admit, breaker
+        if not self.attempts and not self.forced and self.denied:
+            # every candidate refused by its breaker: try the least recently failed one anyway
+            self.forced = True
+            model = min(self.denied, key=lambda m: breakers[m.name].last_failure)
+            call = self._call(model)
+            if call is not None:
+                return call, Admit.PASS, breakers[model.name]
+        return None
+
+    def _call(self, model: Model) -> Call | None:
+        if self.first_call is not None and self.first_call.model is model:
+            call, self.first_call = self.first_call, None
+            return call
+        try:
+            return self.prepare(model)
+        except EdgeError:
+            return None  # this model cannot honour the request (a parameter, a capability)
+
+    def _launch(self, kind: str, now: float) -> bool:
+        if self.stopped or len(self.attempts) >= self.timing.max_attempts:
+            return False
+        picked = self._next_candidate(now)
+        if picked is None:
+            return False
+        call, admit, breaker = picked
+        attempt = Attempt(call, kind, admit, breaker, now)
+        task = asyncio.get_running_loop().create_task(
+            attempt.open(self.connect, self.timing.idle_timeout_s)
+        )
+        task.add_done_callback(_consume)
+        attempt.task = task
+        self.live.append(attempt)
+        self.attempts.append(attempt)
+        return True
+
+    # -- the race
+
+    async def run(self) -> Attempt:
+        """The winning attempt, read to its first content token; the others are cancelled."""
+        clock = self.shared.clock
+        try:
+            while True:
+                now = clock()
+                if not self.live and not self._launch(
+                    "failover" if self.attempts else "primary", now
+                ):
+                    raise self._final_error()
+                if now >= self.deadline:
+                    raise UpstreamTimeout(
+                        f"no answer within the tier's total deadline ({self.timing.total_timeout_s:g} s)"
+                    )
+                wait = max(0.0, self._next_wake(now) - now)
+                tasks = [a.task for a in self.live if a.task is not None]
+                done, _ = await asyncio.wait(
+                    tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                now = clock()
+                for attempt in list(self.live):
+                    if attempt.task not in done:
+                        continue
+                    self.live.remove(attempt)
+                    assert attempt.task is not None
+                    exc = attempt.task.exception()
+                    if exc is None:
+                        attempt.first_token_at = now
+                        self._crown(attempt, now)
+                        return attempt
+                    if not isinstance(exc, EdgeError):
+                        raise exc
+                    self._failed(attempt, exc, now)
+                self._deadlines(now)
+        except BaseException:
+            now = clock()
+            outcome = "timeout" if now >= self.deadline else "cancelled"
+            for attempt in self.live:
+                self._end(attempt, outcome, now)
+            self.live.clear()
+            raise
+
+    def _next_wake(self, now: float) -> float:
+        wake = self.deadline
+        t = self.timing
+        for a in self.live:
+            wake = min(wake, a.started + t.first_token_timeout_s)
+        if len(self.live) == 1 and not self.live[0].hedge_checked and t.hedging:
+            wake = min(wake, self.live[0].started + t.soft_timeout_s)
+        return wake
+
+    def _deadlines(self, now: float) -> None:
+        t = self.timing
+        for attempt in list(self.live):
+            if now >= attempt.started + t.first_token_timeout_s:
+                self.live.remove(attempt)
+                err = UpstreamTimeout(
+                    f"{attempt.call.model.name} sent no first token within {t.first_token_timeout_s:g} s"
+                )
+                self._failed(attempt, err, now)
+        if len(self.live) == 1 and t.hedging:
+            lone = self.live[0]
+            if not lone.hedge_checked and now >= lone.started + t.soft_timeout_s:
+                lone.hedge_checked = True
+                if len(self.attempts) >= t.max_attempts or not self._has_candidates():
+                    return
+                if not self.shared.budget.try_spend(now):
+                    self.shared.events.hedge(self.tier, "skipped_budget")
+                    return
+                if self._launch("hedge", now):
+                    self.hedged = True
+
+    def _has_candidates(self) -> bool:
+        return any(m.context_window > self.min_window for m in self.queue)
+
+    def _failed(self, attempt: Attempt, err: EdgeError, now: float) -> None:
+        counts, then, label = classify(err)
+        breaker = attempt.breaker
+        if counts:
+            after = retry_after_s(err) if isinstance(err, UpstreamStatus) else 0.0
+            breaker.failure(attempt.admit, now, after)
+        else:
+            breaker.release(attempt.admit)
+        self._end(attempt, label, now, verdict=True)
+        if then == WIDER:
+            self.min_window = max(self.min_window, attempt.call.model.context_window)
+            if not self._has_candidates():
+                self.stopped = True
+        elif then == STOP:
+            self.stopped = True
+        if self.stop_error is None or then == STOP:
+            self.last_error = err
+        if self.stopped and self.stop_error is None:
+            self.stop_error = err  # the provider's decisive answer outranks later failures
+        if not self.stopped and len(self.live) < 2:
+            self._launch("failover", now)
+
+    def _final_error(self) -> EdgeError:
+        if self.stop_error is not None:
+            return self.stop_error
+        if self.last_error is not None:
+            return self.last_error
+        return ServiceUnavailable("no configured model can serve this request right now")
+
+    def _crown(self, winner: Attempt, now: float) -> None:
+        if winner.kind == "hedge":
+            self.shared.events.hedge(self.tier, "won")
+        for attempt in self.live:
+            self._end(attempt, "lost", now)
+            if attempt.kind == "hedge":
+                self.shared.events.hedge(self.tier, "lost")
+        self.live.clear()
+
+    def _end(self, attempt: Attempt, outcome: str, now: float, verdict: bool = False) -> None:
+        """Close an attempt that will not serve the answer, and account for it (once)."""
+        attempt.close()
+        if attempt.accounted:
+            return
+        attempt.accounted = True
+        if not verdict:
+            attempt.breaker.release(attempt.admit)
+            if attempt.first_token_at is None:
+                # it was still waiting: a lower bound of its time to first token keeps the
+                # sketch honest about a model whose slow attempts always lose
+                self.shared.events.censored_ttft(
+                    attempt.call.model.name, now - attempt.started, now
+                )
+            if outcome in ("cancelled", "timeout") and attempt.kind == "hedge":
+                self.shared.events.hedge(self.tier, "cancelled")
+        model = attempt.call.model
+        self.shared.events.attempt(model.provider, model.name, outcome)
+        if attempt.sent or outcome in ("lost", "cancelled", "timeout"):
+            self.shared.events.waste(
+                model.provider, model.name, self.input_tokens, attempt.output_events
+            )
+
+    # -- after the winner
+
+    def finished(self, winner: Attempt) -> None:
+        """The winner's answer reached the client whole."""
+        winner.close()
+        if winner.accounted:
+            return
+        winner.accounted = True
+        now = self.shared.clock()
+        winner.breaker.success(winner.admit, now)
+        model = winner.call.model
+        self.shared.events.attempt(model.provider, model.name, "ok")
+
+    def broke(self, winner: Attempt, err: EdgeError) -> None:
+        """The winner failed after its first token; a retry (non-streaming only) may follow."""
+        if winner.accounted:
+            return
+        now = self.shared.clock()
+        counts, _, label = classify(err)
+        if counts:
+            winner.breaker.failure(winner.admit, now)
+        else:
+            winner.breaker.release(winner.admit)
+        self._end(winner, label, now, verdict=True)
+        self.last_error = err
+
+    def abandoned(self, winner: Attempt) -> None:
+        """The client left while the winner was streaming."""
+        self._end(winner, "cancelled", self.shared.clock())
