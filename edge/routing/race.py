@@ -123,7 +123,8 @@ class HedgeBudget:
         return sec % self.window
 
     def note_request(self, now: float) -> None:
-        self._requests[self._roll(now)] += 1
+        slot = self._roll(now)  # first: rolling may replace the lists
+        self._requests[slot] += 1
 
     def try_spend(self, now: float) -> bool:
         slot = self._roll(now)
