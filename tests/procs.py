@@ -107,16 +107,29 @@ class SimClient:
     def reset(self) -> None:
         self.http.post("/sim/reset").raise_for_status()
 
-    def stats(self, model: str | None = None) -> dict[str, Any]:
-        params = {"model": model} if model else {}
+    def outage(self, model: str, seconds: float, status: int = 503) -> None:
+        r = self.http.post(
+            "/sim/outage", params={"model": model, "seconds": seconds, "status": status}
+        )
+        r.raise_for_status()
+
+    def stats(self, model: str | None = None, since: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": model} if model else {}
+        if since:
+            params["since"] = since
         r = self.http.get("/sim/stats", params=params)
         r.raise_for_status()
         data: dict[str, Any] = r.json()
         return data
 
-    def attempts(self, model: str | None = None) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.stats(model)["attempts"]
+    def attempts(self, model: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.stats(model, since)["attempts"]
         return result
+
+    def seq(self) -> int:
+        """The number of attempts seen so far (pass it as ``since`` to see only newer ones)."""
+        total: int = self.stats()["total"]
+        return total
 
 
 SERVE_READY = r"listening on http://[\d.]+:(\d+)"

@@ -3,7 +3,7 @@
 Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI);
 ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` and ``GET /v1/models``
 with an ``anthropic-version`` header (Anthropic); ``GET /sim/stats``,
-``POST /sim/reset``, ``GET /healthz`` (simulator control).
+``POST /sim/reset``, ``POST /sim/outage``, ``GET /healthz`` (simulator control).
 
 Per request: frame it (``http1``), decode and validate it in its dialect
 (``generate``), pick an outcome from the model's ``Behaviour`` (answer, error,
@@ -48,6 +48,7 @@ class Simulator:
         self._errors: dict[str, int] = {}
         self._faults: dict[str, int] = {}
         self._overrides: dict[bytes, dict[str, str]] = {}
+        self.outages: dict[str, tuple[float, int]] = {}  # model -> (until, status; 0 = reset)
         self._date = b""
         self._date_at = 0.0
         self.created = int(time.time())
@@ -57,6 +58,7 @@ class Simulator:
         self.rng = random.Random(self.profile.seed)
         self._errors.clear()
         self._faults.clear()
+        self.outages.clear()
 
     def date(self) -> bytes:
         now = time.time()
@@ -80,6 +82,9 @@ class Simulator:
     def outcome(self, model: str, beh: Behaviour) -> str:
         """Pick what happens to this attempt: ok, outage, error, or a fault name."""
         if beh.outage_s and self.recorder.now() < beh.outage_s:
+            return "outage"
+        outage = self.outages.get(model)
+        if outage is not None and self.recorder.now() < outage[0]:
             return "outage"
         if beh.error_status and self._fires(self._errors, model, beh.error_count, beh.error_rate):
             return "error"
@@ -217,6 +222,18 @@ class SimProtocol(asyncio.Protocol):
             model = q.get("model", [None])[0]
             since = int(q.get("since", ["0"])[0] or 0)
             return self._send(200, self._sim.recorder.stats(model, since), JSON, None)
+        if path == b"/sim/outage" and method == b"POST":
+            q = parse_qs(req.query.decode("latin-1"))
+            try:
+                name = q["model"][0]
+                seconds = float(q.get("seconds", ["0"])[0])
+                status = int(q.get("status", ["503"])[0])
+            except (KeyError, ValueError):
+                return self._send(
+                    400, b'{"error":"expected ?model=M&seconds=S[&status=N]"}', JSON, None
+                )
+            self._sim.outages[name] = (self._sim.recorder.now() + seconds, status)
+            return self._send(200, b'{"outage":true}', JSON, None)
         if path == b"/sim/reset" and method == b"POST":
             self._sim.reset()
             return self._send(200, b'{"reset":true}', JSON, None)
@@ -321,6 +338,9 @@ class SimProtocol(asyncio.Protocol):
         rec.outcome = outcome
         if outcome in ("outage", "error"):
             status = beh.outage_status if outcome == "outage" else beh.error_status
+            live = sim.outages.get(ask.model)
+            if outcome == "outage" and live is not None and sim.recorder.now() < live[0]:
+                status = live[1]
             if outcome == "outage" and status == 0:
                 rec.outcome = "reset"
                 self._start(script.fault_steps("reset") or [])
