@@ -135,9 +135,17 @@ def test_a_500_once_is_served_by_the_fallback_then_the_primary_is_back(
     gw: Proc, rsim: SimClient, oa: openai.OpenAI
 ) -> None:
     since = rsim.seq()
+    tokens_before = metric(gw, "edge_tokens_total", model="ok-an", direction="output")
     first = oa.chat.completions.with_raw_response.create(model="e500-once", messages=HELLO)
     second = oa.chat.completions.with_raw_response.create(model="e500-once", messages=HELLO)
-    assert first.headers["x-edge-model"] == "ok-an"
+    # the failover's accounting is the fallback's: its model, its usage (9 tokens, not 12)
+    assert (
+        first.headers["x-edge-model"] == "ok-an" and first.headers["x-edge-provider"] == "anthropic"
+    )
+    served = first.parse()
+    assert served.model == "healthy-an" and served.usage and served.usage.completion_tokens == 9
+    assert metric(gw, "edge_tokens_total", model="ok-an", direction="output") == tokens_before + 9
+    assert metric(gw, "edge_tokens_total", model="e500-once", direction="output") == 12
     assert second.headers["x-edge-model"] == "e500-once" and second.parse().model == "e500-once"
     assert [(m, o) for m, o, *_ in seen(rsim, since)] == [
         ("e500-once", "error"),
