@@ -33,6 +33,7 @@ bench: build
 	$(BIN)/python bench/simulator.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/hotpath.py
+	$(BIN)/python bench/hedging.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,14 +17,19 @@ Rules, per request:
 - Soft timeout: a lone attempt without a first token after the tier's
   ``soft_timeout_ms`` gets a hedge on the next candidate, if the worker's
   hedge budget allows (a share of requests over a sliding minute). At most
-  two attempts are in flight; at most ``max_attempts`` are made in all.
+  two attempts are in flight; at most ``max_attempts`` are made in all. When
+  the candidates run out, those that failed in a way a fresh attempt can fix
+  (timeouts, resets, 5xx, 429) are tried again, still within that bound.
 - A failure before the first token (connect error, reset, 5xx, 529, 429, a
-  broken or malformed stream, a timeout) starts the next candidate at once.
+  broken or malformed stream, a timeout) starts the next candidate at once,
+  unless another attempt is already racing (that one is the failover).
   A context-length rejection moves to a candidate with a larger window; any
   other 4xx (content filter, invalid request) stops new attempts and, when
   nothing else is in flight, is the answer.
-- Deadlines: first token per attempt, idle between chunks (the connection's),
-  and a total deadline for the whole request.
+- Deadlines: first token per attempt (a lone attempt silent past it is
+  replaced by the next candidate; with nothing left to try it keeps its
+  chance), idle between chunks (the connection's), and a total deadline for
+  the whole request that nothing outlives.
 
 Every await here may be cancelled (the client left, a deadline passed); the
 attempts' connections are closed synchronously in ``finally`` blocks, so
@@ -230,6 +235,7 @@ class Attempt:
         "held",
         "kind",
         "output_events",
+        "overdue",
         "scanner",
         "sent",
         "started",
@@ -257,6 +263,7 @@ class Attempt:
         self.closed = False
         self.expired = False
         self.hedge_checked = False
+        self.overdue = False  # past its first-token deadline with no replacement
         self.output_events = 0
         self.accounted = False
 
@@ -387,19 +394,27 @@ class Race:
         self.live: list[Attempt] = []
         self.attempts: list[Attempt] = []
         self.denied: list[Model] = []
+        self.again: list[Model] = []  # failed, retryable: tried again when the queue runs out
         self.forced = False
         self.stopped = False  # a 4xx said no further attempt can help
         self.min_window = 0
         self.last_error: EdgeError | None = None
         self.stop_error: EdgeError | None = None
         self.hedged = False
+        self._wake: asyncio.Future[None] | None = None
         shared.budget.note_request(shared.clock())
 
     # -- launching
 
     def _next_candidate(self, now: float) -> tuple[Call, Admit, Breaker] | None:
         breakers = self.shared.breakers
-        while self.queue:
+        while True:
+            if not self.queue and self.again:
+                # a second round on the models that failed in a way a fresh attempt can fix
+                # (a timeout, a reset, a 5xx): one stall is no verdict on the next attempt
+                self.queue, self.again = self.again, []
+            if not self.queue:
+                break
             model = self.queue.pop(0)
             if model.context_window <= self.min_window:
                 continue
@@ -443,12 +458,32 @@ class Race:
             attempt.open(self.connect, self.timing.idle_timeout_s)
         )
         task.add_done_callback(_consume)
+        task.add_done_callback(self._poke)
         attempt.task = task
         self.live.append(attempt)
         self.attempts.append(attempt)
         return True
 
     # -- the race
+
+    def _poke(self, _: object = None) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _sleep_until(self, delay: float) -> None:
+        """Until an attempt finishes or ``delay`` seconds pass (one future, one timer: cheaper
+        than ``asyncio.wait`` on the path every request takes)."""
+        if any(a.task is not None and a.task.done() for a in self.live):
+            return
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(max(0.0, delay), self._poke)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     async def run(self) -> Attempt:
         """The winning attempt, read to its first content token; the others are cancelled."""
@@ -464,14 +499,10 @@ class Race:
                     raise UpstreamTimeout(
                         f"no answer within the tier's total deadline ({self.timing.total_timeout_s:g} s)"
                     )
-                wait = max(0.0, self._next_wake(now) - now)
-                tasks = [a.task for a in self.live if a.task is not None]
-                done, _ = await asyncio.wait(
-                    tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
+                await self._sleep_until(self._next_wake(now) - now)
                 now = clock()
                 for attempt in list(self.live):
-                    if attempt.task not in done:
+                    if attempt.task is None or not attempt.task.done():
                         continue
                     self.live.remove(attempt)
                     assert attempt.task is not None
@@ -495,21 +526,28 @@ class Race:
     def _next_wake(self, now: float) -> float:
         wake = self.deadline
         t = self.timing
-        for a in self.live:
-            wake = min(wake, a.started + t.first_token_timeout_s)
+        if len(self.live) == 1 and not self.live[0].overdue:
+            # a first-token deadline matters only for a lone attempt: two racing are each
+            # other's replacement
+            wake = min(wake, self.live[0].started + t.first_token_timeout_s)
         if len(self.live) == 1 and not self.live[0].hedge_checked and t.hedging:
             wake = min(wake, self.live[0].started + t.soft_timeout_s)
         return wake
 
     def _deadlines(self, now: float) -> None:
         t = self.timing
-        for attempt in list(self.live):
-            if now >= attempt.started + t.first_token_timeout_s:
-                self.live.remove(attempt)
-                err = UpstreamTimeout(
-                    f"{attempt.call.model.name} sent no first token within {t.first_token_timeout_s:g} s"
-                )
-                self._failed(attempt, err, now)
+        if len(self.live) == 1:
+            late = self.live[0]
+            if now >= late.started + t.first_token_timeout_s and not late.overdue:
+                # silent past its first-token deadline: start again elsewhere if anything is
+                # left; if nothing is, killing it would only turn a slow answer into an error
+                late.overdue = True
+                if self._launch("failover", now):
+                    self.live.remove(late)
+                    err = UpstreamTimeout(
+                        f"{late.call.model.name} sent no first token within {t.first_token_timeout_s:g} s"
+                    )
+                    self._failed(late, err, now)
         if len(self.live) == 1 and t.hedging:
             lone = self.live[0]
             if not lone.hedge_checked and now >= lone.started + t.soft_timeout_s:
@@ -531,6 +569,7 @@ class Race:
         if counts:
             after = retry_after_s(err) if isinstance(err, UpstreamStatus) else 0.0
             breaker.failure(attempt.admit, now, after)
+            self._again(attempt.call.model)
         else:
             breaker.release(attempt.admit)
         self._end(attempt, label, now, verdict=True)
@@ -544,8 +583,13 @@ class Race:
             self.last_error = err
         if self.stopped and self.stop_error is None:
             self.stop_error = err  # the provider's decisive answer outranks later failures
-        if not self.stopped and len(self.live) < 2:
+        if not self.stopped and not self.live:
+            # nothing else racing: the next candidate now (a live hedge is already the failover)
             self._launch("failover", now)
+
+    def _again(self, model: Model) -> None:
+        if model not in self.again and model not in self.queue:
+            self.again.append(model)
 
     def _final_error(self) -> EdgeError:
         if self.stop_error is not None:
@@ -607,6 +651,7 @@ class Race:
         counts, _, label = classify(err)
         if counts:
             winner.breaker.failure(winner.admit, now)
+            self._again(winner.call.model)
         else:
             winner.breaker.release(winner.admit)
         self._end(winner, label, now, verdict=True)

@@ -146,8 +146,11 @@ class World:
         breaker: BreakerConfig | None = None,
     ) -> None:
         windows = windows or {}
-        self.fakes = {f.name: f for f in fakes}
-        self.models = [model(f.name, windows.get(f.name, 100_000)) for f in fakes]
+        self.scripts: dict[str, list[Fake]] = {}
+        for f in fakes:  # a name given twice: its second Fake serves the second attempt
+            self.scripts.setdefault(f.name, []).append(f)
+        self.fakes = {name: queue[0] for name, queue in self.scripts.items()}
+        self.models = [model(name, windows.get(name, 100_000)) for name in self.scripts]
         self.events = Events()
         self.breakers = Breakers(
             [m.name for m in self.models], breaker or BreakerConfig(), rng=random.Random(0)
@@ -168,7 +171,8 @@ class World:
         )
 
     async def connect(self, call: Call, idle: float) -> Fake:
-        fake = self.fakes[call.model.name]
+        queue = self.scripts[call.model.name]
+        fake = queue.pop(0) if len(queue) > 1 else queue[0]
         self.connected.append((fake.name, self.shared.clock()))
         if fake.hang_connect:
             self.connecting.set()
@@ -366,10 +370,21 @@ def test_a_content_filter_rejection_is_the_answer() -> None:
 def test_the_last_failure_is_the_answer_when_every_candidate_fails() -> None:
     async def main() -> None:
         w = World([Fake("a", status=500), Fake("b", status=503, headers=[(b"retry-after", b"2")])])
-        race = w.race(timing())
+        race = w.race(timing(attempts=2))
         with pytest.raises(UpstreamStatus) as err:
             await race.run()
         assert err.value.upstream_status == 503 and w.order() == ["a", "b"]
+
+    run(main)
+
+
+def test_when_candidates_run_out_the_retryable_failures_get_a_second_round() -> None:
+    async def main() -> None:
+        w = World([Fake("a", status=503), Fake("a"), Fake("b", status=500), Fake("c", status=401)])
+        race = w.race(timing(attempts=4))
+        winner = await race.run()
+        # c's 401 is not retried (the same key would be refused again); a's 503 is
+        assert w.order() == ["a", "b", "c", "a"] and winner.call.model.name == "a"
 
     run(main)
 
@@ -421,6 +436,43 @@ def test_the_first_token_deadline_fails_a_silent_attempt() -> None:
         assert winner.call.model.name == "b" and w.fakes["a"].closed
         assert w.events.attempts[0] == ("a", "timeout")
         assert w.breakers["a"].streak == 1
+
+    run(main)
+
+
+def test_a_late_lone_attempt_with_nothing_to_replace_it_keeps_its_chance() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        a = Fake("a", body=[ROLE, gate, *ANSWER[1:]])
+        w = World([a])
+        race = w.race(timing(first_token=0.03, hedging=False))
+        task = asyncio.ensure_future(race.run())
+        await a.reached_hang.wait()
+        await asyncio.sleep(0.06)  # past its first-token deadline: no candidate to replace it
+        assert not a.closed and not task.done()
+        gate.set()
+        winner = await task
+        assert winner.call.model.name == "a" and w.order() == ["a"]
+
+    run(main)
+
+
+def test_a_failure_while_a_hedge_races_starts_no_third_attempt() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        a = Fake("a", body=[ROLE, gate, UpstreamClosed("reset")])
+        b = Fake("b", body=[ROLE, HANG])
+        # one hedge in the budget: b's own soft timeout cannot start c, only a failover could
+        w = World([a, b, Fake("c")], budget=HedgeBudget(1.0, 1))
+        race = w.race(timing(soft=0.02))
+        task = asyncio.ensure_future(race.run())
+        await b.reached_hang.wait()  # the hedge on b is racing
+        gate.set()  # a fails: b is already the failover, c is not started
+        await settle()
+        assert w.order() == ["a", "b"] and not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     run(main)
 

@@ -167,7 +167,8 @@ def test_upstream_silence_is_504(gateway: Proc) -> None:
         timeout=10,
     )
     assert r.status_code == 504 and oa_error(r)["type"] == "timeout"
-    assert 2.0 <= time.monotonic() - t0 < 8.0  # the solo tier's first-token deadline is 2 s
+    # the solo tier's idle deadline is 2 s (no candidate to replace the silent attempt)
+    assert 2.0 <= time.monotonic() - t0 < 8.0
 
 
 def test_stream_cut_mid_way_ends_with_a_dialect_error(gateway: Proc) -> None:
