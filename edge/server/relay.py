@@ -26,6 +26,7 @@ from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMedi
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
 from edge.routing.decide import Decision, Router
 from edge.routing.race import Attempt, Call, Race, Shared, Timing
+from hotpath.tokens import estimate_request_tokens
 
 if TYPE_CHECKING:
     from edge.server.protocol import EdgeProtocol, Request
@@ -134,8 +135,8 @@ def tier_for(policy: Policy, req: Request, key_tier: str | None) -> str:
 def resolve_model(policy: Policy, name: str, tier: str) -> Model:
     """A configured model, or a route alias (``auto``, ``L0``..) resolved through its tier.
 
-    Until the routing decision lands (issue 5), an alias takes the first model
-    of the tier's pool.
+    An alias resolves to the first model of the tier's pool: the model whose
+    defaults (max_tokens) the estimate uses; the decision then orders the pool.
     """
     if name in ALIASES and (name == "auto" or name in policy.tiers):
         pool = policy.tiers[tier].pool
@@ -392,7 +393,9 @@ async def relay_count_tokens(
     if provider.kind != "anthropic":
         # No count endpoint on this provider: answer from the local estimate.
         out.status = 200
-        proto.respond(200, JSON_HEADERS, b'{"input_tokens":%d}' % estimate_input_tokens(body))
+        proto.respond(
+            200, JSON_HEADERS, b'{"input_tokens":%d}' % estimate_input_tokens(body, model)
+        )
         return
     payload = anthropic_dialect.count_body(body, model.upstream_model)
     headers = upstream_headers(provider, req, len(payload))
@@ -408,8 +411,7 @@ async def relay_count_tokens(
     proto.respond(200, JSON_HEADERS, raw)
 
 
-def estimate_input_tokens(body: dict[str, Any]) -> int:
-    """A coarse estimate (4 bytes a token) until the compiled estimator lands (issue 5)."""
-    parts = [body.get("system"), body.get("messages"), body.get("tools")]
-    size = sum(len(orjson.dumps(p)) for p in parts if p)
-    return max(1, (size + 3) // 4)
+def estimate_input_tokens(body: dict[str, Any], model: Model) -> int:
+    """The compiled estimator's count (cl100k_base units) in the model's own tokens."""
+    parts, messages, _, _ = estimate_inputs(body)
+    return max(1, estimate_request_tokens(parts, messages, model.token_factor))

@@ -210,6 +210,19 @@ def test_anthropic_async_and_count_tokens(
     assert via.input_tokens == direct.input_tokens > 0
 
 
+def test_count_tokens_for_a_model_without_a_count_endpoint_is_the_local_estimate(
+    an: anthropic.Anthropic,
+) -> None:
+    from hotpath.tokens import estimate_request_tokens
+
+    text = "Count the tokens of this sentence: naïve façades, 12,345 items, ünïcode. " * 8
+    got = an.messages.count_tokens(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
+    ).input_tokens
+    assert got == estimate_request_tokens([text.encode()], 1)  # the routing estimate, not bytes/4
+    assert got != (len(text.encode()) + 3) // 4
+
+
 def test_models_lists_in_both_shapes(oa: openai.OpenAI, an: anthropic.Anthropic) -> None:
     assert "gpt-4o-mini" in [m.id for m in oa.models.list()]
     assert "claude-haiku-4-5" in [m.id for m in an.models.list()]
