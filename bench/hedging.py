@@ -29,6 +29,7 @@ import asyncio
 import datetime
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,7 @@ def measure(sim: Service, name: str, env: dict[str, str], rate: float, seconds: 
             "EDGE_SIMULATE": "off",
             "EDGE_PORT": "0",
             "EDGE_WORKERS": "1",
+            "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-bench-state-"),
             "EDGE_POLICY": str(ROOT / "bench/hedging_policy.toml"),
             "EDGE_KEYS": KEY,
             "EDGE_ACCESS_LOG": "off",

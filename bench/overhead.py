@@ -113,6 +113,7 @@ def start_pair(extra_env: dict[str, str] | None = None) -> tuple[Service, Servic
         "EDGE_SIMULATE": "off",
         "EDGE_PORT": "0",
         "EDGE_WORKERS": "1",
+        "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-bench-state-"),
         "EDGE_POLICY": str(ROOT / "bench/policy.toml"),
         "EDGE_KEYS": KEY,
         "OPENAI_API_KEY": "sk-upstream",

@@ -4,6 +4,7 @@
      +- InvalidRequest             400     invalid_request_error  invalid_request_error
      |   +- MalformedJSON          400
      +- Unauthorized               401     invalid_request_error  authentication_error
+ +- Forbidden                  403     invalid_request_error  permission_error
      +- NotFound                   404     invalid_request_error  not_found_error
      +- MethodNotAllowed           405     invalid_request_error  invalid_request_error
      +- RequestTimeout             408     invalid_request_error  timeout_error
@@ -71,6 +72,12 @@ class Unauthorized(EdgeError):
     status = 401
     openai_type = "invalid_request_error"
     anthropic_type = "authentication_error"
+
+
+class Forbidden(EdgeError):
+    status = 403
+    openai_type = "invalid_request_error"
+    anthropic_type = "permission_error"
 
 
 class NotFound(EdgeError):

@@ -102,6 +102,21 @@ class Tier:
     warn_usd: float
     degrade_usd: float
     block_usd: float
+    degrade_mode: str = "model"  # model | max_tokens
+    never_block: bool = False  # answer over-threshold requests now (degraded), never as a job
+    expected_output_tokens: int = 512  # until the tier has learned its P95 output length
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A tenant's spend budget: USD per UTC day and month, thresholds as fractions of them."""
+
+    tenant: str
+    day_usd: float
+    month_usd: float
+    warn: float = 0.8
+    degrade: float = 0.9
+    block: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +128,11 @@ class Policy:
     prices_date: str
     source: str = ""
     simulated: frozenset[str] = field(default_factory=frozenset)
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    webhook_url: str = ""
+
+    def budget_for(self, tenant: str) -> Budget | None:
+        return self.budgets.get(tenant) or self.budgets.get("default")
 
     def provider_of(self, model: Model) -> Provider:
         return self.providers[model.provider]
@@ -139,6 +159,8 @@ class Policy:
             self.prices_date,
             self.source,
             sim,
+            self.budgets,
+            self.webhook_url,
         )
 
 
@@ -159,6 +181,11 @@ def _coerce_env(name: str, raw: str, current: Any) -> Any:
     try:
         if isinstance(current, tuple):
             return tuple(s.strip() for s in raw.split(",") if s.strip())
+        if isinstance(current, bool):
+            low = raw.strip().lower()
+            if low not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+                raise ValueError(raw)
+            return low in ("1", "true", "on", "yes")
         if isinstance(current, int):
             return int(raw)
         if isinstance(current, float):
@@ -169,7 +196,7 @@ def _coerce_env(name: str, raw: str, current: Any) -> Any:
 
 
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
-    known = {"providers", "models", "tiers", "default_tier", "prices_date"}
+    known = {"providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs"}
     if unknown := set(data) - known:
         raise PolicyError(f"unknown top-level keys: {sorted(unknown)}")
     providers: dict[str, Provider] = {}
@@ -257,6 +284,9 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             "warn_usd": _get(t, "warn_usd", where, float, 0.01),
             "degrade_usd": _get(t, "degrade_usd", where, float, 0.02),
             "block_usd": _get(t, "block_usd", where, float, 0.05),
+            "degrade_mode": _get(t, "degrade_mode", where, str, "model"),
+            "never_block": _get(t, "never_block", where, bool, False),
+            "expected_output_tokens": _get(t, "expected_output_tokens", where, int, 512),
         }
         for key, current in list(values.items()):
             env_name = f"EDGE_{name.upper()}_{key.upper()}"
@@ -271,6 +301,14 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             )
         if not values["first_token_timeout_ms"] <= values["total_timeout_ms"]:
             raise PolicyError(f"{where}.total_timeout_ms: must be at least first_token_timeout_ms")
+        if values["degrade_mode"] not in ("model", "max_tokens"):
+            raise PolicyError(f"{where}.degrade_mode: must be model or max_tokens")
+        if not 0 <= values["warn_usd"] <= values["degrade_usd"] <= values["block_usd"]:
+            raise PolicyError(
+                f"{where}: thresholds must satisfy 0 <= warn_usd <= degrade_usd <= block_usd"
+            )
+        if values["expected_output_tokens"] < 1:
+            raise PolicyError(f"{where}.expected_output_tokens: must be at least 1")
         if values["strategy"] not in STRATEGIES:
             raise PolicyError(f"{where}.strategy: must be one of {STRATEGIES}")
         for m in values["pool"]:
@@ -280,7 +318,41 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
     default_tier = str(data.get("default_tier", "L1"))
     if tiers and default_tier not in tiers:
         raise PolicyError(f"default_tier: unknown tier {default_tier!r}")
-    return Policy(providers, models, tiers, default_tier, str(data.get("prices_date", "")), source)
+    budgets: dict[str, Budget] = {}
+    for tenant, t in dict(data.get("budgets", {})).items():
+        where = f"budgets.{tenant}"
+        b = Budget(
+            tenant,
+            _get(t, "day_usd", where, float, float("inf")),
+            _get(t, "month_usd", where, float, float("inf")),
+            _get(t, "warn", where, float, 0.8),
+            _get(t, "degrade", where, float, 0.9),
+            _get(t, "block", where, float, 1.0),
+        )
+        if b.day_usd == float("inf") and b.month_usd == float("inf"):
+            raise PolicyError(f"{where}: set day_usd, month_usd or both")
+        if min(b.day_usd, b.month_usd) <= 0:
+            raise PolicyError(f"{where}: budgets must be greater than 0")
+        if not 0 < b.warn <= b.degrade <= b.block:
+            raise PolicyError(f"{where}: thresholds must satisfy 0 < warn <= degrade <= block")
+        budgets[tenant] = b
+    jobs = dict(data.get("jobs", {}))
+    if unknown_jobs := set(jobs) - {"webhook_url"}:
+        raise PolicyError(f"jobs: unknown keys {sorted(unknown_jobs)}")
+    webhook = _get(jobs, "webhook_url", "jobs", str, "")
+    if webhook and urlsplit(webhook).scheme not in ("http", "https"):
+        raise PolicyError(f"jobs.webhook_url: not an http(s) URL: {webhook!r}")
+    return Policy(
+        providers,
+        models,
+        tiers,
+        default_tier,
+        str(data.get("prices_date", "")),
+        source,
+        frozenset(),
+        budgets,
+        webhook,
+    )
 
 
 def load_policy(path: str = "", env: Mapping[str, str] | None = None) -> Policy:

@@ -58,6 +58,12 @@ class Settings:
     breaker_cooldown_max_s: float = 120.0
     breaker_probes: int = 1
     breaker_successes: int = 2
+    jobs_concurrency: int = 4  # jobs run at once, per worker
+    jobs_rate: float = 5.0  # job starts per second, per worker
+    jobs_max_attempts: int = 5
+    jobs_lease_s: float = 30.0
+    jobs_retention_s: float = 7 * 86400.0
+    jobs_poll_s: float = 0.5
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
 
@@ -101,6 +107,12 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_BREAKER_COOLDOWN_MAX_S": ("breaker_cooldown_max_s", float),
     "EDGE_BREAKER_PROBES": ("breaker_probes", int),
     "EDGE_BREAKER_SUCCESSES": ("breaker_successes", int),
+    "EDGE_JOBS_CONCURRENCY": ("jobs_concurrency", int),
+    "EDGE_JOBS_RATE": ("jobs_rate", float),
+    "EDGE_JOBS_MAX_ATTEMPTS": ("jobs_max_attempts", int),
+    "EDGE_JOBS_LEASE_S": ("jobs_lease_s", float),
+    "EDGE_JOBS_RETENTION_S": ("jobs_retention_s", float),
+    "EDGE_JOBS_POLL_S": ("jobs_poll_s", float),
     "EDGE_SIMULATE": ("simulate", str),
     "EDGE_SIM_PROFILE": ("sim_profile", str),
 }
@@ -165,6 +177,15 @@ def _check(s: Settings) -> None:
     )
     need(s.hedge_budget_min >= 0, "EDGE_HEDGE_BUDGET_MIN", "must not be negative")
     need(s.max_attempts >= 1, "EDGE_MAX_ATTEMPTS", "must be at least 1")
+    need(s.jobs_concurrency >= 1, "EDGE_JOBS_CONCURRENCY", "must be at least 1")
+    need(s.jobs_max_attempts >= 1, "EDGE_JOBS_MAX_ATTEMPTS", "must be at least 1")
+    for name, value in (
+        ("EDGE_JOBS_RATE", s.jobs_rate),
+        ("EDGE_JOBS_LEASE_S", s.jobs_lease_s),
+        ("EDGE_JOBS_RETENTION_S", s.jobs_retention_s),
+        ("EDGE_JOBS_POLL_S", s.jobs_poll_s),
+    ):
+        need(value > 0, name, "must be greater than 0")
     for name, count in (
         ("EDGE_BREAKER_FAILURES", s.breaker_failures),
         ("EDGE_BREAKER_PROBES", s.breaker_probes),

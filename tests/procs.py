@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,6 +149,7 @@ def start_gateway(
         "EDGE_POLICY": policy,
         "EDGE_WORKERS": str(workers),
         "EDGE_PORT": "0",
+        "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-state-"),
         **(extra_env or {}),
     }
     return start(["serve"], env=env, ready=SERVE_READY)

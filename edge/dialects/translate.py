@@ -62,7 +62,11 @@ class TranslatingStream:
                 self.finished = True
             elif kind == "usage":
                 u = ev[1]
-                self.usage = {"prompt_tokens": u.prompt, "completion_tokens": u.output}
+                # the provider's own usage object: its cache fields price the answer
+                self.usage = dict(u.provider) or {
+                    "prompt_tokens": u.prompt,
+                    "completion_tokens": u.output,
+                }
             elif kind == "end":
                 self.done = True
             if self._encoder is None:

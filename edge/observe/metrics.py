@@ -22,6 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from edge.budget.pricing import Tokens
+
 # OpenTelemetry GenAI duration buckets, extended to two minutes: LLM calls are slow.
 DURATION_BUCKETS = (
     0.005,
@@ -97,6 +99,10 @@ class Metrics:
         self.hedges: dict[tuple[str, str], int] = {}
         self.waste_tokens: dict[tuple[str, str, str], int] = {}
         self.transitions: dict[tuple[str, str, str, str], int] = {}
+        self.costs: dict[tuple[str, str, str], float] = {}
+        self.actions: dict[tuple[str, str], int] = {}
+        self.jobs_done: dict[str, int] = {}
+        self._jobs: Callable[[], dict[str, int]] | None = None
         self.in_flight = 0
         self._pool: Callable[[], dict[str, int]] | None = None
         self._breakers: Callable[[], list[tuple[str, str, int]]] | None = None
@@ -129,13 +135,33 @@ class Metrics:
         key = (dialect, error_type)
         self.errors[key] = self.errors.get(key, 0) + 1
 
-    def add_tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
-        if prompt:
-            key = (provider, model, "input")
-            self.tokens[key] = self.tokens.get(key, 0) + prompt
-        if completion:
-            key = (provider, model, "output")
-            self.tokens[key] = self.tokens.get(key, 0) + completion
+    def add_tokens(self, provider: str, model: str, t: Tokens) -> None:
+        for direction, n in (
+            ("input", t.input),
+            ("cache_read", t.cache_read),
+            ("cache_write", t.cache_write),
+            ("output", t.output),
+        ):
+            if n:
+                key = (provider, model, direction)
+                self.tokens[key] = self.tokens.get(key, 0) + n
+
+    def cost(self, provider: str, model: str, tier: str, usd: float) -> None:
+        if usd:
+            key = (provider, model, tier)
+            self.costs[key] = self.costs.get(key, 0.0) + usd
+
+    def budget_action(self, action: str, scope: str) -> None:
+        if action != "ok":
+            key = (action, scope)
+            self.actions[key] = self.actions.get(key, 0) + 1
+
+    def job_finished(self, outcome: str) -> None:
+        self.jobs_done[outcome] = self.jobs_done.get(outcome, 0) + 1
+
+    def watch_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Export the job queue by status, read at scrape time."""
+        self._jobs = counts
 
     def attempt(self, provider: str, model: str, outcome: str) -> None:
         key = (provider, model, outcome)
@@ -230,6 +256,32 @@ class _Collector(Collector):
             for ckey, n in counts.items():
                 counter.add_metric(list(ckey), n)
             yield counter
+        cost = CounterMetricFamily(
+            "edge_cost_usd",
+            "Real cost of answers from provider usage, USD",
+            labels=["provider", "model", "tier"],
+        )
+        for ckey, usd in m.costs.items():
+            cost.add_metric(list(ckey), usd)
+        yield cost
+        actions = CounterMetricFamily(
+            "edge_budget_actions",
+            "Cost actions taken (scope: the request's estimate, or the key's budget)",
+            labels=["action", "scope"],
+        )
+        for akey, n in m.actions.items():
+            actions.add_metric(list(akey), n)
+        yield actions
+        done = CounterMetricFamily("edge_jobs_finished", "Async jobs finished", labels=["outcome"])
+        for outcome, n in m.jobs_done.items():
+            done.add_metric([outcome], n)
+        yield done
+        if m._jobs is not None:
+            depth = GaugeMetricFamily("edge_jobs", "Async jobs by status", labels=["status"])
+            by_status = m._jobs()
+            for status in ("queued", "running", "done", "failed", "cancelled"):
+                depth.add_metric([status], by_status.get(status, 0))
+            yield depth
         if m._breakers is not None:
             states = GaugeMetricFamily(
                 "edge_breaker_state",

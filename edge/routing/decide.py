@@ -36,6 +36,7 @@ class Decision:
     max_tokens: int
     input_tokens: int
     cost_usd: float  # estimated cost of the primary
+    degraded: str = ""  # what a degrade did: "model" (a cheaper primary), "max_tokens=N" or "none"
 
 
 class Router:
@@ -65,6 +66,11 @@ class Router:
         }
         self.ttft = {name: LatencySketch(window_s=window_s, slots=10) for name in self.names}
         self.p95_ms = [0.0] * len(self.names)
+        # output tokens per (tier, model) and per tier ("" model): the expected output of a
+        # request that sets no max_tokens is the learned P95, refreshed with the rest
+        self.output: dict[tuple[str, str], LatencySketch] = {}
+        self.expected: dict[tuple[str, str], int] = {}
+        self._window_s = window_s
         self.listeners: list[Listener] = []
         self.breakers = Breakers(self.names, breaker_config or BreakerConfig(), self._transition)
 
@@ -86,7 +92,11 @@ class Router:
         messages: int,
         needs: int,
         max_output: int,
+        force: str = "",
     ) -> Decision:
+        """``force``: ``cheapest`` degrades to the cheapest candidate meeting the floor whatever
+        the cost (a key over its degrade threshold, a queued job); ``block`` blocks (a key over
+        its block threshold) unless the tier never blocks."""
         input_tokens = estimate_request_tokens(parts, messages)
         pool = self.pools.get(tier.name, [])
         head: list[int] = []
@@ -94,22 +104,65 @@ class Router:
             # a named model is the primary, its own fallbacks next; the cost action is its own
             head = [self.index[model.name]] + [self.index[f] for f in model.fallbacks]
             pool = [i for i in pool if i not in head]
-            fits, action, max_tokens, cost = self._run(tier, head[:1], input_tokens, max_output, 0)
+            fits, action, max_tokens, cost = self._run(
+                tier, head[:1], input_tokens, max_output, 0, force=force
+            )
             if (
                 not fits
             ):  # over the model's context window: the provider will say so; price it anyway
                 cost = self.table.cost(head[0], input_tokens, max_output)
         order, pool_action, pool_max, pool_cost = self._run(
-            tier, pool, input_tokens, max_output, needs
+            tier, pool, input_tokens, max_output, needs, force=force
         )
         if model is None:
             action, max_tokens, cost = pool_action, pool_max, pool_cost
-        models = [self.policy.models[self.names[i]] for i in head + order]
-        return Decision(models, ACTIONS[action], max_tokens, input_tokens, cost)
+        chosen = head + order
+        degraded = ""
+        if action == route.DEGRADE:
+            if tier.degrade_mode == "max_tokens" and force != "cheapest":
+                degraded = f"max_tokens={max_tokens}"
+            elif model is None:
+                # decide moved the cheapest candidate meeting the floor first, if it was not
+                plain = self._run(tier, pool, input_tokens, max_output, needs, degrade=False)[0]
+                degraded = "model" if plain[:1] != order[:1] else "none"
+            else:
+                # the named model is over the degrade threshold: the cheapest of its fallbacks
+                # and the pool that meets the floor and the request's needs serves instead
+                alt, _, _, alt_cost = self._run(
+                    tier, chosen, input_tokens, max_output, needs, force=force or "model"
+                )
+                if alt and alt[0] != chosen[0]:
+                    chosen.remove(alt[0])
+                    chosen.insert(0, alt[0])
+                    cost = alt_cost
+                    degraded = "model"
+                else:
+                    degraded = "none"  # nothing cheaper meets the floor
+        models = [self.policy.models[self.names[i]] for i in chosen]
+        return Decision(models, ACTIONS[action], max_tokens, input_tokens, cost, degraded)
 
     def _run(
-        self, tier: Tier, pool: list[int], input_tokens: int, max_output: int, needs: int
+        self,
+        tier: Tier,
+        pool: list[int],
+        input_tokens: int,
+        max_output: int,
+        needs: int,
+        degrade: bool = True,
+        force: str = "",
     ) -> tuple[list[int], int, int, float]:
+        inf = float("inf")
+        degrade_usd = tier.degrade_usd if degrade else inf
+        block_usd = tier.block_usd if degrade else inf
+        mode = (
+            route.DEGRADE_MAX_TOKENS if tier.degrade_mode == "max_tokens" else route.DEGRADE_MODEL
+        )
+        if force == "cheapest":
+            degrade_usd, block_usd, mode = 0.0, inf, route.DEGRADE_MODEL
+        elif force == "block":
+            block_usd = 0.0
+        elif force == "model":
+            mode = route.DEGRADE_MODEL
         result: tuple[list[int], int, int, float] = route.decide(
             self.table,
             pool,
@@ -117,15 +170,30 @@ class Router:
             tier.quality_floor,
             float(tier.p95_target_ms),
             tier.warn_usd,
-            tier.degrade_usd,
-            tier.block_usd,
-            False,
-            route.DEGRADE_MODEL,
+            degrade_usd,
+            block_usd,
+            tier.never_block,
+            mode,
             input_tokens,
             max_output,
             needs,
         )
         return result
+
+    def expected_output(self, tier: Tier, model: Model | None) -> int:
+        """Output tokens to price a request without max_tokens: the learned P95 for this
+        model in this tier (or for the tier, for a route alias), else the policy's default."""
+        learned = self.expected.get((tier.name, model.name if model is not None else ""))
+        return learned or tier.expected_output_tokens
+
+    def record_output(self, tier: str, model: str, tokens: int, now: float) -> None:
+        if tokens <= 0:
+            return
+        for key in ((tier, model), (tier, "")):
+            sketch = self.output.get(key)
+            if sketch is None:
+                sketch = self.output[key] = LatencySketch(window_s=self._window_s * 12, slots=12)
+            sketch.add(float(tokens), now)
 
     def record_ttft(self, model: str, seconds: float, now: float) -> None:
         sketch = self.ttft.get(model)
@@ -136,6 +204,11 @@ class Router:
         """Move breakers whose cool-down is over to half-open; copy each model's live P95 time
         to first token and breaker state into the decision table."""
         self.breakers.tick(now)
+        for key, sketch in self.output.items():
+            if sketch.count(now) >= 20:  # a few answers are no distribution
+                self.expected[key] = int(sketch.quantile(0.95, now) + 0.5)
+            else:
+                self.expected.pop(key, None)
         for i, name in enumerate(self.names):
             sketch = self.ttft[name]
             self.p95_ms[i] = sketch.quantile(0.95, now) * 1000.0 if sketch.count(now) else 0.0

@@ -402,6 +402,9 @@ class Race:
         self.stop_error: EdgeError | None = None
         self.hedged = False
         self._wake: asyncio.Future[None] | None = None
+        self.wasted: list[
+            tuple[Model, int, int]
+        ] = []  # (model, input, output) of non-serving attempts
         shared.budget.note_request(shared.clock())
 
     # -- launching
@@ -629,6 +632,7 @@ class Race:
             self.shared.events.waste(
                 model.provider, model.name, self.input_tokens, attempt.output_events
             )
+            self.wasted.append((model, self.input_tokens, attempt.output_events))
 
     # -- after the winner
 

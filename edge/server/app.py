@@ -10,28 +10,54 @@ log line and one metrics observation, however it ended.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
 import hotpath.http
 import hotpath.sse
+from edge.budget.jobs import KEPT_HEADERS, JobRunner, JobSettings, new_job_id
+from edge.budget.pricing import Tokens, cost_usd, split_usage
+from edge.budget.spend import ORDER, Hold, Spend, stronger
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.errors import Dialect, EdgeError, MethodNotAllowed, NotFound, render
+from edge.errors import (
+    Dialect,
+    EdgeError,
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    render,
+)
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.policy import Policy
 from edge.routing.breaker import BreakerConfig, State
 from edge.routing.decide import Router
 from edge.routing.race import HedgeBudget, Shared
-from edge.server.auth import Keyring
+from edge.server.auth import Keyring, Tenant
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
-from edge.server.relay import JSON_HEADERS, Outcome, plan_chat, relay_chat, relay_count_tokens
+from edge.server.relay import (
+    JSON_HEADERS,
+    Capture,
+    Outcome,
+    Plan,
+    Sink,
+    plan_chat,
+    relay_chat,
+    relay_count_tokens,
+)
 from edge.settings import Settings
+from edge.state.embedded import EmbeddedState, LedgerRow, periods
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
@@ -123,6 +149,25 @@ class Gateway:
             }
         )
         self.created = int(time.time())
+        self.state = EmbeddedState(settings.state_dir)
+        self.spend = Spend(policy, self.state)
+        self.jobs = JobRunner(
+            self.state,
+            self.run_job,
+            JobSettings(
+                concurrency=settings.jobs_concurrency,
+                rate_per_s=settings.jobs_rate,
+                max_attempts=settings.jobs_max_attempts,
+                lease_s=settings.jobs_lease_s,
+                retention_s=settings.jobs_retention_s,
+                poll_s=settings.jobs_poll_s,
+            ),
+            log,
+            policy.webhook_url,
+            self._notify,
+            self.metrics.job_finished,
+        )
+        self.metrics.watch_jobs(self.state.job_counts)
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
             b"/v1/messages": {b"POST": self.messages},
@@ -131,6 +176,7 @@ class Gateway:
             b"/healthz": {b"GET": self.healthz},
             b"/readyz": {b"GET": self.readyz},
             b"/metrics": {b"GET": self.prometheus},
+            b"/admin/spend": {b"GET": self.admin_spend},
         }
 
     def start_refresh(self, loop: asyncio.AbstractEventLoop, every_s: float = 1.0) -> None:
@@ -154,6 +200,15 @@ class Gateway:
             to_state=new.name.lower(),
         )
 
+    def start_jobs(self) -> None:
+        self.jobs.start()
+
+    async def close(self) -> None:
+        """Stop the job runner (running jobs go back to their leases) and write the ledger."""
+        await self.jobs.stop()
+        self.spend.flush()
+        self.state.close()
+
     def stop_refresh(self) -> None:
         if self._refresh is not None:
             self._refresh.cancel()
@@ -170,6 +225,8 @@ class Gateway:
         self.metrics.in_flight += 1
         try:
             methods = self.routes.get(req.path)
+            if methods is None and req.path.startswith(b"/v1/jobs/"):
+                methods = {b"GET": self.job, b"DELETE": self.job}
             if methods is None:
                 raise NotFound(
                     f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}",
@@ -227,10 +284,10 @@ class Gateway:
         duration = now - req.received_at
         if out.ttft is not None and out.model != "-":
             self.router.record_ttft(out.model, out.ttft, now)
+        cost = self._settle(req, out, now)
         self.metrics.observe(out.dialect, out.provider, out.model, out.status, duration, out.ttft)
         if out.error:
             self.metrics.error(out.dialect, out.error)
-        self.metrics.add_tokens(out.provider, out.model, out.prompt_tokens, out.completion_tokens)
         self.log.request(
             id=req.request_id,
             tier=out.tier or None,
@@ -246,36 +303,278 @@ class Gateway:
             ttft_ms=round(out.ttft * 1000, 2) if out.ttft is not None else None,
             prompt_tokens=out.prompt_tokens,
             completion_tokens=out.completion_tokens,
+            cost_usd=round(cost, 8) if cost else None,
+            budget_action=out.action if out.action != "ok" else None,
+            tenant=out.tenant or None,
             upstream_request_id=out.upstream_request_id or None,
         )
+
+    def _settle(self, req: Request, out: Outcome, now: float) -> float:
+        """Real usage -> cost, tokens by kind, the ledger, the key's budget; the learned output."""
+        model = out.served_by
+        tokens = split_usage(out.usage) if model is not None else Tokens()
+        cost = cost_usd(model, tokens) if model is not None else 0.0
+        if model is not None:
+            self.metrics.add_tokens(out.provider, out.model, tokens)
+            self.metrics.cost(out.provider, out.model, out.tier, cost)
+            if out.status == 200 and tokens.output:
+                self.router.record_output(out.tier, model.name, tokens.output, now)
+        if out.hold is None and model is None and not out.wasted:
+            return cost
+        wall = time.time()
+        rows = []
+        if model is not None:
+            rows.append(
+                LedgerRow(
+                    wall,
+                    out.tenant,
+                    out.tier,
+                    out.provider,
+                    out.model,
+                    "answer",
+                    tokens.input,
+                    tokens.cache_read,
+                    tokens.cache_write,
+                    tokens.output,
+                    cost,
+                    req.request_id,
+                )
+            )
+        for wasted, n_in, n_out in out.wasted:
+            waste_cost = cost_usd(wasted, Tokens(n_in, 0, 0, n_out))
+            rows.append(
+                LedgerRow(
+                    wall,
+                    out.tenant,
+                    out.tier,
+                    wasted.provider,
+                    wasted.name,
+                    "waste",
+                    n_in,
+                    0,
+                    0,
+                    n_out,
+                    waste_cost,
+                    req.request_id,
+                )
+            )
+        self.spend.settle(out.hold or Hold("ok", 0.0, "", False), out.tenant, cost, rows)
+        return cost
 
     # -- routes
 
     async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(
-            self.policy,
-            self.router,
-            req,
-            openai_dialect,
-            tenant.tier,
-            max_attempts=self.settings.max_attempts,
-            hedging=self.settings.hedging,
-        )
-        await relay_chat(self.race, self.pool, self.policy, plan, req, proto, out)
+        await self._chat(req, proto, out, openai_dialect)
 
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        plan = plan_chat(
+        await self._chat(req, proto, out, anthropic_dialect)
+
+    def _plan(self, req: Request, dialect: ModuleType, tenant: Tenant, force: str = "") -> Plan:
+        return plan_chat(
             self.policy,
             self.router,
             req,
-            anthropic_dialect,
+            dialect,
             tenant.tier,
             max_attempts=self.settings.max_attempts,
             hedging=self.settings.hedging,
+            force=force,
         )
+
+    async def _chat(
+        self, req: Request, proto: Sink, out: Outcome, dialect: ModuleType, job: bool = False
+    ) -> None:
+        """Gate on cost (the request's estimate, the key's budget), then answer, or queue a job."""
+        tenant = (
+            Tenant("job", None, req.headers.get(b"x-edge-tenant", b"").decode())
+            if job
+            else self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        )
+        out.tenant = tenant.tenant
+        plan = self._plan(req, dialect, tenant, "cheapest" if job else "")
+        out.tier = plan.tier.name
+        hold = self.spend.hold(tenant.tenant, plan.decision.cost_usd)
+        if hold.action == "block" and (plan.tier.never_block or job):
+            hold.action = "degrade"  # answered now, on the cheapest route; the spend is counted
+            hold.reservation = self.spend.force(tenant.tenant, plan.decision.cost_usd)
+        out.hold = hold
+        action = stronger(plan.decision.action, hold.action)
+        if ORDER[hold.action] > ORDER[plan.decision.action] and hold.action != "warn" and not job:
+            # the key's budget asks for more than the request's own estimate did
+            plan = self._plan(
+                req, dialect, tenant, "cheapest" if hold.action == "degrade" else "block"
+            )
+            action = stronger(plan.decision.action, hold.action)
+        plan.action = action
+        plan.budget_used = hold.fraction if hold.budgeted else None
+        out.action = action
+        self.metrics.budget_action(action, "key" if hold.action == action != "ok" else "request")
+        if action == "block":
+            self._enqueue(req, proto, plan, tenant, dialect, hold, out)
+            return
         await relay_chat(self.race, self.pool, self.policy, plan, req, proto, out)
+
+    def _enqueue(
+        self,
+        req: Request,
+        proto: Sink,
+        plan: Plan,
+        tenant: Tenant,
+        dialect: ModuleType,
+        hold: Hold,
+        out: Outcome,
+    ) -> None:
+        """Write the request as a job (on disk before the answer), then answer 202."""
+        now = time.time()
+        by_budget = hold.action == "block"
+        if by_budget:
+            reason = (
+                f"the key's spend budget would be {hold.fraction:.0%} used; "
+                "the request runs as a job when the budget period turns"
+            )
+            day_end = (int(now // 86400) + 1) * 86400.0
+            not_before = day_end
+        else:
+            reason = (
+                f"the estimated cost ${plan.decision.cost_usd:.4f} is over tier {plan.tier.name}'s "
+                f"block threshold ${plan.tier.block_usd:g}; the request runs as a job"
+            )
+            not_before = now
+        body = dict(plan.body)
+        body["stream"] = False
+        body.pop("stream_options", None)
+        headers = {
+            k.decode(): v.decode("latin-1") for k, v in req.headers.items() if k in KEPT_HEADERS
+        }
+        if tenant.tenant:
+            headers["x-edge-tenant"] = tenant.tenant
+        job_id = new_job_id()
+        self.state.put_job(
+            {
+                "id": job_id,
+                "created_at": now,
+                "updated_at": now,
+                "status": "queued",
+                "tenant": tenant.tenant,
+                "key_id": tenant.key_id,
+                "tier": plan.tier.name,
+                "dialect": dialect.NAME,
+                "path": req.path.decode(),
+                "headers": orjson.dumps(headers).decode(),
+                "body": orjson.dumps(body),
+                "reason": reason,
+                "next_run_at": not_before,
+            }
+        )
+        self.jobs.poke()
+        out.status = 202
+        location = f"/v1/jobs/{job_id}".encode()
+        payload: dict[str, object]
+        if dialect is anthropic_dialect:
+            payload = {"type": "edge_job", "id": job_id, "status": "queued", "reason": reason}
+        else:
+            payload = {"id": job_id, "object": "edge.job", "status": "queued", "reason": reason}
+        payload["location"] = location.decode()
+        proto_headers = JSON_HEADERS + [
+            (b"location", location),
+            (b"x-edge-job-id", job_id.encode()),
+            (b"x-edge-budget-action", b"block"),
+            (b"x-edge-tier", plan.tier.name.encode()),
+            (b"x-edge-cost-estimate-usd", b"%.6f" % plan.decision.cost_usd),
+        ]
+        if plan.budget_used is not None:
+            proto_headers.append((b"x-edge-budget-used", b"%.4f" % plan.budget_used))
+        proto.respond(202, proto_headers, orjson.dumps(payload))
+
+    # -- jobs
+
+    async def run_job(self, job: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Run a queued request now, non-streaming, on the cheapest acceptable route."""
+        headers = {k.encode(): v.encode("latin-1") for k, v in orjson.loads(job["headers"]).items()}
+        headers[b"content-type"] = b"application/json"
+        req = Request(b"POST", job["path"].encode(), headers, job["id"], False)
+        req.body = job["body"]
+        dialect = anthropic_dialect if job["dialect"] == "anthropic" else openai_dialect
+        out = Outcome(dialect=dialect.NAME)
+        sink = Capture()
+        try:
+            await self._chat(req, sink, out, dialect, job=True)
+        except EdgeError as err:
+            out.status, out.error = err.status_code(), type(err).__name__
+            status, extra, body = render(err, dialect.NAME, job["id"])
+            return status, JSON_HEADERS + extra, body
+        finally:
+            self._account(req, out)
+        return sink.status, sink.headers, sink.body
+
+    async def _notify(self, url: str, payload: dict[str, Any]) -> None:
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                await client.post(url, json=payload)
+        except httpx.HTTPError as exc:
+            self.log.event("warning", "job webhook failed", url=url, error=str(exc))
+
+    async def job(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """``GET /v1/jobs/{id}``: status, or the answer once done; ``DELETE``: cancel."""
+        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        job_id = req.path[len(b"/v1/jobs/") :].decode("latin-1")
+        job = self.state.get_job(job_id)
+        if job is None or (not self.keys.open and job["key_id"] != tenant.key_id):
+            raise NotFound(f"no job {job_id}", code="job_not_found")
+        if req.method == b"DELETE":
+            if not self.state.cancel_job(job_id, time.time()):
+                raise InvalidRequest(
+                    f"job {job_id} is {job['status']}; only queued or running jobs can be cancelled"
+                )
+            job = self.state.get_job(job_id) or job
+        head = [(b"x-edge-job-id", job_id.encode()), (b"x-edge-job-status", job["status"].encode())]
+        if job["status"] in ("done", "failed"):
+            kept = [
+                (k.encode(), v.encode("latin-1")) for k, v in orjson.loads(job["result_headers"])
+            ]
+            proto.respond(job["result_status"], kept + head, job["result_body"])
+            return
+        body = {
+            "id": job_id,
+            "object": "edge.job",
+            "status": job["status"],
+            "reason": job["reason"],
+            "created_at": int(job["created_at"]),
+            "attempts": job["attempts"],
+            "error": job["error"],
+        }
+        if job["dialect"] == "anthropic":
+            body = {"type": "edge_job", **{k: v for k, v in body.items() if k != "object"}}
+        status = 200 if job["status"] == "cancelled" else 202
+        extra = [] if status == 200 else [(b"retry-after", b"1")]
+        proto.respond(status, JSON_HEADERS + head + extra, orjson.dumps(body))
+
+    async def admin_spend(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """Spend by tenant, tier, provider, model and kind since ``?since=YYYY-MM-DD`` (today)."""
+        self._admin(req)
+        self.spend.flush()
+        query = parse_qs(req.query.decode("latin-1"))
+        since = query.get("since", [periods(time.time())[0][4:]])[0]
+        proto.respond(
+            200,
+            JSON_HEADERS,
+            orjson.dumps({"since": since, "rows": self.state.spend_report(since)}),
+        )
+
+    def _admin(self, req: Request) -> None:
+        want = self.settings.admin_key
+        if not want:
+            raise Forbidden("admin routes are off: set EDGE_ADMIN_KEY to use them")
+        auth = req.headers.get(b"authorization", b"")
+        given = (
+            auth[7:].strip()
+            if auth[:7].lower() == b"bearer "
+            else req.headers.get(b"x-api-key", b"")
+        )
+        if not hmac.compare_digest(given, want.encode()):
+            raise Unauthorized("invalid admin key", code="invalid_api_key")
 
     async def count_tokens(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))

@@ -2,7 +2,9 @@
 
 Keys come from ``EDGE_KEYS`` (comma-separated) and ``EDGE_KEYS_FILE`` (one per
 line, ``#`` comments), each ``KEY`` or ``sha256:HEX`` (so the plain key need
-not be stored), optionally ``=TIER``. Only SHA-256 digests are kept; a
+not be stored), optionally ``=TIER`` and ``@TENANT`` (``KEY=L1@acme``,
+``KEY=@acme``): the tenant names the key in budgets and spend reports
+(default: the key id, the digest's first 12 hex digits). Only SHA-256 digests are kept; a
 presented key is hashed and compared with ``hmac.compare_digest``. Keys are
 accepted as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. With no key
 configured the gateway runs open, which the server allows on loopback only.
@@ -25,6 +27,11 @@ class KeysError(ValueError):
 class Tenant:
     key_id: str  # first 12 hex of the digest: enough to tell keys apart in logs, useless as a credential
     tier: str | None
+    name: str = ""  # the tenant budgets and spend are kept for
+
+    @property
+    def tenant(self) -> str:
+        return self.name or self.key_id
 
 
 OPEN = Tenant(key_id="open", tier=None)
@@ -38,7 +45,8 @@ class Keyring:
             entry = raw.strip()
             if not entry or entry.startswith("#"):
                 continue
-            key, _, tier = entry.partition("=")
+            key, _, rest = entry.partition("=")
+            tier, _, name = rest.partition("@")
             key = key.strip()
             if key.startswith("sha256:"):
                 try:
@@ -49,7 +57,7 @@ class Keyring:
                     raise KeysError("a sha256: key entry is not 64 hex digits")
             else:
                 digest = hashlib.sha256(key.encode()).digest()
-            tenant = Tenant(digest.hex()[:12], tier.strip() or None)
+            tenant = Tenant(digest.hex()[:12], tier.strip() or None, name.strip())
             self._by_digest[digest] = tenant
             self._digest_of[tenant] = digest
 

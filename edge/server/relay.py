@@ -12,12 +12,13 @@ error event: a truncated answer is never presented as complete.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.dialects.common import ChatInfo, StreamState, estimate_inputs
@@ -40,6 +41,48 @@ SSE_HEADERS = [
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
+class Sink(Protocol):
+    """Where an answer goes: the client's connection, or a job's result."""
+
+    started: bool
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class Capture:
+    """A ``Sink`` that keeps a whole answer (jobs run non-streaming)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.parts: list[bytes] = []
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.started = True
+        self.status, self.headers, self.parts = status, headers, [body]
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.started = True
+        self.status, self.headers = status, headers
+
+    async def send(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def end(self) -> None:
+        pass
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.parts)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What happened to one request, for the access log and metrics."""
@@ -57,6 +100,12 @@ class Outcome:
     attempts: int = 0
     hedged: bool = False
     tier: str = ""
+    usage: dict[str, Any] | None = None  # the serving provider's own usage object
+    served_by: Model | None = None
+    wasted: list[tuple[Model, int, int]] = field(default_factory=list)
+    tenant: str = ""
+    hold: Hold | None = None
+    action: str = "ok"  # the cost action taken: ok | warn | degrade | block
 
 
 @dataclass(slots=True)
@@ -70,6 +119,10 @@ class Plan:
     first: Call  # the primary's call, built (and so validated) before any I/O
     max_attempts: int = 3
     hedging: bool = True
+    action: str = (
+        ""  # the final cost action (the request's and the key budget's); "" = the decision's
+    )
+    budget_used: float | None = None  # projected share of the key's budget, when it has one
 
     @property
     def timing(self) -> Timing:
@@ -167,6 +220,7 @@ def plan_chat(
     *,
     max_attempts: int = 3,
     hedging: bool = True,
+    force: str = "",
 ) -> Plan:
     """Everything about the upstream calls, decided before any I/O."""
     body = parse_json(req)
@@ -177,10 +231,11 @@ def plan_chat(
     first = resolve_model(policy, info.model, tier)  # the named model, or the alias's first in pool
     named = None if info.model in ALIASES else first
     parts, messages, needs, max_out = estimate_inputs(body)
-    decision = router.decide(
-        policy.tiers[tier], named, parts, messages, needs, max_out or first.default_max_tokens
-    )
-    # the named model serves first (issue 7 acts on degrade); an alias gets the decision's order
+    tier_ = policy.tiers[tier]
+    expected = max_out or router.expected_output(tier_, named)
+    decision = router.decide(tier_, named, parts, messages, needs, expected, force)
+    if decision.degraded.startswith("max_tokens="):
+        body = with_max_tokens(body, dialect, decision.max_tokens)
     candidates = decision.order or [first]
     call = build_call(policy, req, dialect, info, body, candidates[0])
     return Plan(
@@ -194,6 +249,16 @@ def plan_chat(
         max_attempts,
         hedging,
     )
+
+
+def with_max_tokens(body: dict[str, Any], dialect: ModuleType, max_tokens: int) -> dict[str, Any]:
+    """The request with its output capped (a degrade by max_tokens)."""
+    out = dict(body)
+    if dialect is anthropic_dialect or "max_tokens" in out:
+        out["max_tokens"] = max_tokens
+    else:
+        out["max_completion_tokens"] = max_tokens
+    return out
 
 
 def build_call(
@@ -253,8 +318,13 @@ def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes,
         (b"x-edge-hedged", b"true" if race.hedged else b"false"),
         (b"x-edge-attempts", b"%d" % len(race.attempts)),
     ]
-    if d.action != "ok":
-        out.append((b"x-edge-budget-action", d.action.encode()))
+    action = plan.action or d.action
+    if action != "ok":
+        out.append((b"x-edge-budget-action", action.encode()))
+    if d.degraded:
+        out.append((b"x-edge-degraded", d.degraded.encode()))
+    if plan.budget_used is not None:
+        out.append((b"x-edge-budget-used", b"%.4f" % plan.budget_used))
     if winner.upstream_id:
         out.append((b"x-edge-upstream-request-id", winner.upstream_id.encode("latin-1")))
     return out
@@ -278,7 +348,7 @@ async def relay_chat(
     policy: Policy,
     plan: Plan,
     req: Request,
-    proto: EdgeProtocol,
+    proto: Sink,
     out: Outcome,
 ) -> None:
     """Race the candidates to a first token, then stream the winner's answer to the client.
@@ -336,24 +406,24 @@ async def relay_chat(
             finally:
                 timer.cancel()
             race.finished(winner)
+            out.usage = winner.state.usage
             out.prompt_tokens, out.completion_tokens = _usage_counts(winner.state.usage)
             out.status = 200
             proto.respond(200, JSON_HEADERS + answer_headers(plan, winner, race), answer)
             return
     finally:
-        out.attempts, out.hedged = len(race.attempts), race.hedged
+        out.attempts, out.hedged, out.wasted = len(race.attempts), race.hedged, race.wasted
 
 
 def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:
     out.provider, out.model = winner.call.provider.name, winner.call.model.name
+    out.served_by = winner.call.model
     out.upstream_request_id = winner.upstream_id
     if winner.first_token_at is not None and winner.state.first_token:
         out.ttft = winner.first_token_at - req.received_at
 
 
-async def _stream(
-    plan: Plan, race: Race, winner: Attempt, proto: EdgeProtocol, out: Outcome
-) -> None:
+async def _stream(plan: Plan, race: Race, winner: Attempt, proto: Sink, out: Outcome) -> None:
     state = winner.state
     proto.start(200, SSE_HEADERS + answer_headers(plan, winner, race))
     await proto.send(winner.take_held())
@@ -365,12 +435,14 @@ async def _stream(
     except UpstreamError as err:
         # bytes reached the client: no retry, and never a clean end on a truncated answer
         race.broke(winner, err)
+        out.usage = state.usage  # a broken stream is billed for what it produced
         out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
         out.status, out.error = 502, type(err).__name__
         await proto.send(state.error_event(err))
         proto.end()
         return
     race.finished(winner)
+    out.usage = state.usage
     out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
     out.status = 200
     proto.end()

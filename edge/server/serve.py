@@ -24,6 +24,7 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import sys
 import time
 
@@ -31,6 +32,7 @@ from edge.observe.log import Log
 from edge.policy import Policy, PolicyError, load_policy
 from edge.server.auth import Keyring, KeysError
 from edge.settings import Settings
+from edge.state.embedded import EmbeddedState
 
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
@@ -55,6 +57,10 @@ def run(settings: Settings) -> int:
                 load_profile(settings.sim_profile)
             except ProfileError as exc:
                 raise PolicyError(f"EDGE_SIM_PROFILE: {exc}") from None
+        try:
+            EmbeddedState(settings.state_dir).close()
+        except (OSError, sqlite3.Error) as exc:
+            raise PolicyError(f"EDGE_STATE_DIR {settings.state_dir}: {exc}") from None
     except (PolicyError, KeysError) as exc:
         log.error(f"cannot start: {exc}")
         return 2
@@ -259,6 +265,7 @@ async def _worker(
     tracker = ConnectionTracker()
     gateway = Gateway(settings, policy, keys, log, tracker)
     gateway.start_refresh(loop)
+    gateway.start_jobs()
     server = await loop.create_server(
         gateway.protocol, settings.host, port, reuse_port=True, backlog=2048
     )
@@ -280,6 +287,7 @@ async def _worker(
             )
     for conn in list(tracker.connections):
         conn.close()
+    await gateway.close()
     gateway.pool.close()
     gateway.stop_refresh()
     if sim_server is not None:

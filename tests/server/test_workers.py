@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -103,6 +104,7 @@ def test_sigterm_drains_an_in_flight_stream(sim: SimClient) -> None:
         ({"EDGE_HOST": "0.0.0.0"}, "no gateway keys"),
         ({"EDGE_L1_SOFT_TIMEOUT_MS": "soon"}, "EDGE_L1_SOFT_TIMEOUT_MS"),
         ({"EDGE_SIMULATE": "maybe"}, "EDGE_SIMULATE"),
+        ({"EDGE_STATE_DIR": "/proc/no-state-here"}, "EDGE_STATE_DIR /proc/no-state-here"),
     ],
 )
 def test_bad_configuration_fails_at_start_naming_the_key(env: dict[str, str], message: str) -> None:
@@ -125,6 +127,7 @@ def test_embedded_simulator_when_no_provider_key() -> None:
         "EDGE_PORT": "0",
         "OPENAI_API_KEY": "",
         "ANTHROPIC_API_KEY": "",
+        "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-state-"),
     }
     proc = start(["serve"], env=no_keys, ready=SERVE_READY)
     try:

@@ -1,0 +1,122 @@
+"""Key budgets: reserve the estimate at entry, settle real usage at the end.
+
+At entry a request of a tenant with a budget (``[budgets.<tenant>]`` or
+``[budgets.default]`` in the policy) reserves its estimated cost in the
+state backend, atomically with the check against its day and month budgets.
+The projected use (spent + reserved + this estimate, as a fraction of the
+tighter budget) picks the action: ``warn``, ``degrade`` or ``block`` at the
+budget's thresholds. So concurrent requests overshoot a block threshold by
+at most the estimates in flight, never by their number.
+
+At the end the reservation is released and the real cost (from the
+provider's usage, cache reads and writes priced as such) is counted, with a
+ledger row per answer; attempts that did not serve (lost hedges, failures)
+go to the ledger as ``waste``, not against the budget. Settlements are
+batched and written every ``FLUSH_S`` in one transaction: until then a
+reservation still counts, which errs on the safe side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge.policy import Policy
+from edge.state.embedded import EmbeddedState, LedgerRow, Settlement
+
+ORDER = {"ok": 0, "warn": 1, "degrade": 2, "block": 3}
+
+
+def stronger(a: str, b: str) -> str:
+    return a if ORDER[a] >= ORDER[b] else b
+
+
+@dataclass(slots=True)
+class Hold:
+    """A tenant's budget check for one request."""
+
+    action: str  # ok | warn | degrade | block
+    fraction: float  # projected share of the tighter budget
+    reservation: str  # "" when nothing was reserved
+    budgeted: bool
+
+
+NO_BUDGET = Hold("ok", 0.0, "", False)
+
+
+class Spend:
+    FLUSH_S = 0.25
+
+    def __init__(
+        self, policy: Policy, state: EmbeddedState, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.policy = policy
+        self.state = state
+        self.clock = clock
+        self._settlements: list[Settlement] = []
+        self._ledger: list[LedgerRow] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def hold(self, tenant: str, estimate_usd: float) -> Hold:
+        budget = self.policy.budget_for(tenant)
+        if budget is None:
+            return NO_BUDGET
+        reservation = uuid.uuid4().hex
+        fraction = self.state.reserve(
+            reservation,
+            tenant,
+            budget.day_usd,
+            budget.month_usd,
+            estimate_usd,
+            budget.block,
+            self.clock(),
+        )
+        if fraction >= budget.block:
+            return Hold("block", fraction, "", True)
+        action = (
+            "degrade" if fraction >= budget.degrade else "warn" if fraction >= budget.warn else "ok"
+        )
+        return Hold(action, fraction, reservation, True)
+
+    def force(self, tenant: str, estimate_usd: float) -> str:
+        """Reserve past the block threshold (a tier that never blocks, a job): still counted."""
+        budget = self.policy.budget_for(tenant)
+        if budget is None:
+            return ""
+        reservation = uuid.uuid4().hex
+        self.state.reserve(
+            reservation,
+            tenant,
+            budget.day_usd,
+            budget.month_usd,
+            estimate_usd,
+            float("inf"),
+            self.clock(),
+        )
+        return reservation
+
+    def settle(self, hold: Hold, tenant: str, cost_usd: float, rows: list[LedgerRow]) -> None:
+        """Count a finished request (its cost is 0 when it failed); written within FLUSH_S."""
+        if hold.reservation or hold.budgeted:
+            self._settlements.append(
+                Settlement(hold.reservation, tenant, cost_usd, self.clock(), hold.budgeted)
+            )
+        self._ledger += rows
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self.FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        if not self._settlements and not self._ledger:
+            return
+        settlements, ledger = self._settlements, self._ledger
+        self._settlements, self._ledger = [], []
+        self.state.settle(settlements, ledger)
