@@ -1,4 +1,4 @@
-"""Command line: ``llm-edge serve`` and ``llm-edge simulate``."""
+"""Command line: ``llm-edge serve | simulate | jobs | spend``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from edge.simulate.behaviour import ProfileError, load_profile, preset_names
+
+if TYPE_CHECKING:
+    from edge.state.embedded import EmbeddedState as EmbeddedStateT
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -62,6 +66,85 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def _state(args: argparse.Namespace) -> EmbeddedStateT:
+    from edge.settings import load_settings
+    from edge.state.embedded import EmbeddedState
+
+    return EmbeddedState(args.state_dir or load_settings().state_dir)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """``llm-edge jobs list|show|retry``: the queue in EDGE_STATE_DIR, read directly."""
+    import time
+
+    import orjson
+
+    state = _state(args)
+    try:
+        if args.action == "list":
+            rows = state.list_jobs(args.status, args.limit)
+            print(f"{'id':<28} {'status':<10} {'tier':<5} {'dialect':<10} {'tries':>5}  created")
+            for r in rows:
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created_at"]))
+                print(
+                    f"{r['id']:<28} {r['status']:<10} {r['tier']:<5} {r['dialect']:<10} "
+                    f"{r['attempts']:>5}  {created}Z"
+                )
+            return 0
+        if not args.id:
+            print(f"llm-edge jobs {args.action}: a job id is required", file=sys.stderr)
+            return 2
+        job = state.get_job(args.id)
+        if job is None:
+            print(f"llm-edge jobs: no job {args.id}", file=sys.stderr)
+            return 1
+        if args.action == "show":
+            shown = {k: v for k, v in job.items() if k not in ("body", "result_body")}
+            shown["result"] = orjson.loads(job["result_body"]) if job["result_body"] else None
+            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        if not state.requeue_job(args.id, time.time()):
+            print(
+                f"llm-edge jobs retry: job {args.id} is {job['status']}; "
+                "only failed or cancelled jobs are retried",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{args.id} queued again")
+        return 0
+    finally:
+        state.close()
+
+
+def _spend(args: argparse.Namespace) -> int:
+    """``llm-edge spend``: spend and tokens by tenant, tier, provider, model, since a day."""
+    import time
+
+    from edge.state.embedded import periods
+
+    state = _state(args)
+    try:
+        since = args.since or periods(time.time())[0][4:]
+        rows = state.spend_report(since)
+    finally:
+        state.close()
+    print(f"spend since {since} (UTC)")
+    print(
+        f"{'tenant':<14} {'tier':<5} {'provider':<10} {'model':<22} {'kind':<7} "
+        f"{'requests':>8} {'input':>9} {'cached':>8} {'output':>9} {'usd':>12}"
+    )
+    total = 0.0
+    for r in rows:
+        total += r["cost_usd"] or 0.0
+        print(
+            f"{r['tenant']:<14} {r['tier']:<5} {r['provider']:<10} {r['model']:<22} {r['kind']:<7} "
+            f"{r['requests']:>8} {r['input_tokens']:>9} {r['cache_read_tokens']:>8} "
+            f"{r['output_tokens']:>9} {r['cost_usd']:>12.6f}"
+        )
+    print(f"{'total':<98} {total:>12.6f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-edge", description="LLM routing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-key", default="", help="the certificate's private key (PEM), if not in --tls-cert"
     )
     sim.set_defaults(func=_simulate)
+    jobs = sub.add_parser("jobs", help="the async job queue (EDGE_STATE_DIR)")
+    jobs.add_argument("action", choices=["list", "show", "retry"])
+    jobs.add_argument("id", nargs="?", default="")
+    jobs.add_argument("--status", default=None, help="list only jobs in this status")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
+    jobs.set_defaults(func=_jobs)
+    spend = sub.add_parser("spend", help="spend by tenant, tier, provider and model")
+    spend.add_argument("--since", default="", help="first UTC day, YYYY-MM-DD (default today)")
+    spend.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
+    spend.set_defaults(func=_spend)
     return parser
 
 

@@ -24,6 +24,7 @@ own concurrency and rate limits, off the request path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -135,10 +136,8 @@ class JobRunner:
                     self._slots.release()
             if job is None:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), s.poll_s)
-                except TimeoutError:
-                    pass
                 continue
             # the rate limit: starts spaced 1/rate apart
             delay = self._next_start - time.monotonic()

@@ -475,7 +475,8 @@ class Gateway:
         else:
             payload = {"id": job_id, "object": "edge.job", "status": "queued", "reason": reason}
         payload["location"] = location.decode()
-        proto_headers = JSON_HEADERS + [
+        proto_headers = [
+            *JSON_HEADERS,
             (b"location", location),
             (b"x-edge-job-id", job_id.encode()),
             (b"x-edge-budget-action", b"block"),
