@@ -64,6 +64,7 @@ class Settings:
     jobs_lease_s: float = 30.0
     jobs_retention_s: float = 7 * 86400.0
     jobs_poll_s: float = 0.5
+    jobs_backoff_s: float = 2.0  # first retry delay of a failed job; doubles, capped at 300 s
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
 
@@ -113,6 +114,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_JOBS_LEASE_S": ("jobs_lease_s", float),
     "EDGE_JOBS_RETENTION_S": ("jobs_retention_s", float),
     "EDGE_JOBS_POLL_S": ("jobs_poll_s", float),
+    "EDGE_JOBS_BACKOFF_S": ("jobs_backoff_s", float),
     "EDGE_SIMULATE": ("simulate", str),
     "EDGE_SIM_PROFILE": ("sim_profile", str),
 }
@@ -184,6 +186,7 @@ def _check(s: Settings) -> None:
         ("EDGE_JOBS_LEASE_S", s.jobs_lease_s),
         ("EDGE_JOBS_RETENTION_S", s.jobs_retention_s),
         ("EDGE_JOBS_POLL_S", s.jobs_poll_s),
+        ("EDGE_JOBS_BACKOFF_S", s.jobs_backoff_s),
     ):
         need(value > 0, name, "must be greater than 0")
     for name, count in (

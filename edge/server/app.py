@@ -161,6 +161,7 @@ class Gateway:
                 lease_s=settings.jobs_lease_s,
                 retention_s=settings.jobs_retention_s,
                 poll_s=settings.jobs_poll_s,
+                backoff_s=settings.jobs_backoff_s,
             ),
             log,
             policy.webhook_url,

@@ -43,6 +43,7 @@ def gw(sim: SimClient, state_dir: str) -> Iterator[Proc]:
             "EDGE_ADMIN_KEY": ADMIN,
             "EDGE_STATE_DIR": state_dir,
             "EDGE_JOBS_POLL_S": "0.1",
+            "EDGE_JOBS_BACKOFF_S": "0.2",
         },
     )
     yield proc
@@ -134,6 +135,24 @@ def test_block_queues_a_job_that_completes_in_the_callers_dialect(gw: Proc, dial
     # another key cannot read it
     other = httpx.get(f"{gw.url}/v1/jobs/{job_id}", headers={"authorization": f"Bearer {OTHER}"})
     assert other.status_code == 404
+
+
+def test_a_job_whose_provider_fails_is_retried_with_backoff(
+    gw: Proc, sim: SimClient, state_dir: str
+) -> None:
+    since = sim.seq()
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        json={"model": "failing", "messages": HELLO},
+        headers={"authorization": f"Bearer {KEY}", "x-edge-tier": "BF"},
+    )
+    assert r.status_code == 202
+    done = wait_job(gw, r.headers["x-edge-job-id"])
+    assert done.status_code == 200 and done.headers["x-edge-job-status"] == "done"
+    outcomes = [a["outcome"] for a in sim.attempts("fail-four", since=since)]
+    # the first run's three attempts fail; after the backoff the second run succeeds
+    assert outcomes == ["error", "error", "error", "error", "ok"]
+    assert '"attempts": 2' in cli("jobs", "show", r.headers["x-edge-job-id"], state_dir=state_dir)
 
 
 def test_a_tier_that_never_blocks_answers_now(gw: Proc) -> None:

@@ -1,10 +1,13 @@
-"""A gateway killed with SIGKILL while a job runs: after a restart the job finishes, once."""
+"""Jobs beyond one process: SIGKILL mid-job then a restart finishes it once; the webhook."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import tempfile
+import threading
 import time
 
 import httpx
@@ -72,3 +75,52 @@ def test_sigkill_while_a_job_runs_then_restart_finishes_it_exactly_once(sim: Sim
         assert attempts[0]["disconnected"]  # the killed worker's call died with it
     finally:
         proc.stop()
+
+
+def test_the_policys_webhook_hears_of_a_finished_job(sim: SimClient) -> None:
+    heard: list[dict[str, str]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            heard.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    policy = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    with open(POLICY) as f:
+        policy.write(
+            f.read().replace(
+                "http://127.0.0.1:9/hook", f"http://127.0.0.1:{server.server_port}/hook"
+            )
+        )
+    policy.close()
+    proc = start_gateway(
+        sim.url,
+        policy.name,
+        {
+            "EDGE_KEYS": KEY,
+            "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-hook-"),
+            "EDGE_JOBS_POLL_S": "0.1",
+        },
+    )
+    try:
+        r = httpx.post(
+            proc.url + "/v1/chat/completions",
+            json={"model": "cheap", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {KEY}", "x-edge-tier": "B"},
+        )
+        assert r.status_code == 202
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert heard == [{"id": r.headers["x-edge-job-id"], "status": "done"}]
+    finally:
+        proc.stop()
+        server.shutdown()
+        server.server_close()
+        os.unlink(policy.name)
