@@ -91,14 +91,12 @@ def test_the_policys_webhook_hears_of_a_finished_job(sim: SimClient) -> None:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    policy = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     with open(POLICY) as f:
-        policy.write(
-            f.read().replace(
-                "http://127.0.0.1:9/hook", f"http://127.0.0.1:{server.server_port}/hook"
-            )
+        text = f.read().replace(
+            "http://127.0.0.1:9/hook", f"http://127.0.0.1:{server.server_port}/hook"
         )
-    policy.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as policy:
+        policy.write(text)
     proc = start_gateway(
         sim.url,
         policy.name,
