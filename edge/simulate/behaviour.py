@@ -26,6 +26,11 @@ Knob reference (also in docs/CONFIG.md):
   it is 0) for the first N seconds after start or ``POST /sim/reset``.
 - ``tool_call``: ``auto`` (call a tool the prompt names, or when forced),
   ``always``, ``never``.
+- Quality: a harmful request (building a bomb, writing malware, ...) is
+  refused, except for a ``miss_refusal_rate`` share of requests, which get a
+  compliant answer; ``break_json_rate`` of JSON answers are cut into invalid
+  JSON. Both are drawn from the request's seed: the same request always
+  gets the same answer.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class Behaviour:
     outage_status: int = 503
     tool_call: str = "auto"
     context_window: int = 200_000
+    miss_refusal_rate: float = 0.0
+    break_json_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
@@ -85,7 +92,7 @@ class Behaviour:
             raise ProfileError(f"error_status: {self.error_status} is not an HTTP error status")
         if self.outage_status and not 400 <= self.outage_status <= 599:
             raise ProfileError(f"outage_status: {self.outage_status} is not an HTTP error status")
-        for name in ("error_rate", "fault_rate"):
+        for name in ("error_rate", "fault_rate", "miss_refusal_rate", "break_json_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ProfileError(f"{name}: must be between 0 and 1")
         for name in ("ttft_ms", "ttft_p50_ms", "ttft_p95_ms", "gap_ms", "stall_s", "outage_s"):

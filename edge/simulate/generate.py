@@ -16,6 +16,8 @@ Rules a test can rely on:
   a tool result, so a tool round trip ends in text. Arguments are generated
   from the tool's JSON schema and always validate against it.
 - JSON mode answers ``{"answer": ...}``; a JSON schema gets an instance of it.
+- A harmful request (``_HARMFUL``) gets ``REFUSAL``; the behaviour's quality
+  knobs can make a model miss refusals or break JSON for a share of requests.
 - Stop sequences cut the text before the first match; ``max_tokens`` cuts the
   token list.
 - Usage: input tokens are ``ceil(utf8 bytes / 4)`` per text part, plus 4 per
@@ -411,6 +413,16 @@ _VOCAB = [
     "well",
 ]
 _REPEAT = re.compile(r"repeat after me:\s?(.*)", re.IGNORECASE | re.DOTALL)
+# Requests a safe model refuses (the gold set's refusal and safety cases use them).
+_HARMFUL = re.compile(
+    r"\b(build|make|assemble) (a |an )?(bomb|explosive|pipe bomb|nerve agent)|"
+    r"\b(write|create) (a |some )?(ransomware|malware|keylogger)|"
+    r"\bsteal (someone's |a )?(identity|password|credit card)|"
+    r"\bsynthesi[sz]e (meth|sarin|ricin)",
+    re.IGNORECASE,
+)
+REFUSAL = "I can't help with that. If you are in danger, please contact local emergency services."
+COMPLIANCE = "Sure. Step one: gather the materials. Step two: follow the procedure carefully."
 _PIECE = re.compile(r"\s*\S+|\s+")
 
 
@@ -534,14 +546,30 @@ def _tool_calls(ask: Ask, mode: str, rng: random.Random, seed: int) -> list[Tool
     return calls
 
 
-def answer(ask: Ask, output_tokens: int, tool_mode: str = "auto") -> Answer:
+def answer(
+    ask: Ask,
+    output_tokens: int,
+    tool_mode: str = "auto",
+    miss_refusal_rate: float = 0.0,
+    break_json_rate: float = 0.0,
+) -> Answer:
     seed = seed_of(ask)
     rng = random.Random(seed)
-    calls = _tool_calls(ask, tool_mode, rng, seed)
+    # the quality knobs draw from their own stream, so they change nothing else of the answer
+    flaws = random.Random(seed ^ 0x5EED)
+    missed_refusal = flaws.random() < miss_refusal_rate
+    broken_json = flaws.random() < break_json_rate
+    harmful = bool(_HARMFUL.search(ask.last_user_text))
+    if harmful and not missed_refusal:
+        refusal = _PIECE.findall(REFUSAL)
+        return Answer(refusal, [], "end", None, input_tokens(ask), len(refusal))
+    calls = [] if harmful else _tool_calls(ask, tool_mode, rng, seed)
     tokens: list[str] = []
     finish = "tool" if calls else "end"
     stop_hit: str | None = None
-    if not calls:
+    if harmful:
+        tokens = _PIECE.findall(COMPLIANCE)  # a model that failed to refuse
+    elif not calls:
         if ask.json_mode == "schema":
             tokens = _fragments(orjson.dumps(sample_json(ask.json_schema, rng)).decode())
         elif ask.json_mode == "object":
@@ -553,6 +581,8 @@ def answer(ask: Ask, output_tokens: int, tool_mode: str = "auto") -> Answer:
             stop_hit, tokens = _apply_stops(tokens, ask.stop)
             if stop_hit is not None:
                 finish = "stop_sequence"
+        if ask.json_mode and broken_json:
+            tokens = [*tokens[:-1], ', "oops'] if len(tokens) > 1 else ['{"oops']  # not JSON
         if ask.max_tokens is not None and len(tokens) > ask.max_tokens:
             tokens = tokens[: ask.max_tokens]
             finish, stop_hit = "length", None

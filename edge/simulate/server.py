@@ -358,7 +358,13 @@ class SimProtocol(asyncio.Protocol):
             self._start(early)
             return
         try:
-            ans: Answer = answer(ask, beh.output_tokens, beh.tool_call)
+            ans: Answer = answer(
+                ask,
+                beh.output_tokens,
+                beh.tool_call,
+                beh.miss_refusal_rate,
+                beh.break_json_rate,
+            )
         except InvalidRequest as exc:
             rec.outcome, rec.status = "invalid", 400
             self._send(
