@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--since", default="", help="first UTC day, YYYY-MM-DD (default today)")
     spend.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
     spend.set_defaults(func=_spend)
+    from edge.quality.runner import add_parser as add_gold
+
+    add_gold(sub)
     return parser
 
 

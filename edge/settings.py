@@ -65,8 +65,13 @@ class Settings:
     jobs_retention_s: float = 7 * 86400.0
     jobs_poll_s: float = 0.5
     jobs_backoff_s: float = 2.0  # first retry delay of a failed job; doubles, capped at 300 s
+    gold_report: str = ""  # the gold report whose per-model scores the router uses; "" = <state_dir>/gold/latest.json
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
+
+    @property
+    def gold_report_path(self) -> str:
+        return self.gold_report or os.path.join(self.state_dir, "gold", "latest.json")
 
     @property
     def loopback(self) -> bool:
@@ -115,6 +120,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_JOBS_RETENTION_S": ("jobs_retention_s", float),
     "EDGE_JOBS_POLL_S": ("jobs_poll_s", float),
     "EDGE_JOBS_BACKOFF_S": ("jobs_backoff_s", float),
+    "EDGE_GOLD_REPORT": ("gold_report", str),
     "EDGE_SIMULATE": ("simulate", str),
     "EDGE_SIM_PROFILE": ("sim_profile", str),
 }

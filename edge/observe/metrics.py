@@ -103,6 +103,7 @@ class Metrics:
         self.actions: dict[tuple[str, str], int] = {}
         self.jobs_done: dict[str, int] = {}
         self._jobs: Callable[[], dict[str, int]] | None = None
+        self._quality: Callable[[], dict[str, float]] | None = None
         self.in_flight = 0
         self._pool: Callable[[], dict[str, int]] | None = None
         self._breakers: Callable[[], list[tuple[str, str, int]]] | None = None
@@ -158,6 +159,10 @@ class Metrics:
 
     def job_finished(self, outcome: str) -> None:
         self.jobs_done[outcome] = self.jobs_done.get(outcome, 0) + 1
+
+    def watch_quality(self, scores: Callable[[], dict[str, float]]) -> None:
+        """Export each model's quality score as the router uses it, read at scrape time."""
+        self._quality = scores
 
     def watch_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
         """Export the job queue by status, read at scrape time."""
@@ -282,6 +287,15 @@ class _Collector(Collector):
             for status in ("queued", "running", "done", "failed", "cancelled"):
                 depth.add_metric([status], by_status.get(status, 0))
             yield depth
+        if m._quality is not None:
+            quality = GaugeMetricFamily(
+                "edge_quality_score",
+                "Quality score the router uses: the latest gold run's success rate, else the policy's",
+                labels=["model"],
+            )
+            for model, q in m._quality().items():
+                quality.add_metric([model], q)
+            yield quality
         if m._breakers is not None:
             states = GaugeMetricFamily(
                 "edge_breaker_state",

@@ -65,6 +65,7 @@ class Router:
             name: [self.index[m] for m in tier.pool] for name, tier in policy.tiers.items()
         }
         self.ttft = {name: LatencySketch(window_s=window_s, slots=10) for name in self.names}
+        self.quality = {name: policy.models[name].quality for name in self.names}
         self.p95_ms = [0.0] * len(self.names)
         # output tokens per (tier, model) and per tier ("" model): the expected output of a
         # request that sets no max_tokens is the learned P95, refreshed with the rest
@@ -179,6 +180,17 @@ class Router:
             needs,
         )
         return result
+
+    def set_quality(self, scores: dict[str, float]) -> None:
+        """Quality scores measured by a gold run; models it did not score keep the policy's."""
+        for i, name in enumerate(self.names):
+            m = self.policy.models[name]
+            q = scores.get(name, m.quality)
+            self.quality[name] = q
+            self.table.set_model(
+                i, m.input_usd_per_mtok * m.token_factor, m.output_usd_per_mtok, q,
+                m.context_window, ALL_CAPS,
+            )  # fmt: skip
 
     def expected_output(self, tier: Tier, model: Model | None) -> int:
         """Output tokens to price a request without max_tokens: the learned P95 for this

@@ -41,6 +41,7 @@ from edge.errors import (
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.policy import Policy
+from edge.quality.gold import quality_scores
 from edge.routing.breaker import BreakerConfig, State
 from edge.routing.decide import Router
 from edge.routing.race import HedgeBudget, Shared
@@ -169,6 +170,8 @@ class Gateway:
             self.metrics.job_finished,
         )
         self.metrics.watch_jobs(self.state.job_counts)
+        self.metrics.watch_quality(lambda: self.router.quality)
+        self._gold_mtime = 0.0
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
             b"/v1/messages": {b"POST": self.messages},
@@ -185,7 +188,10 @@ class Gateway:
 
         def tick() -> None:
             self.router.refresh(time.monotonic())
+            self._watch_gold()
             self._refresh = loop.call_later(every_s, tick)
+
+        self._watch_gold()
 
         self._refresh = loop.call_later(every_s, tick)
 
@@ -200,6 +206,25 @@ class Gateway:
             from_state=old.name.lower(),
             to_state=new.name.lower(),
         )
+
+    def _watch_gold(self) -> None:
+        """The latest gold report's per-model success rates become the router's quality scores."""
+        path = self.settings.gold_report_path
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return
+        if mtime == self._gold_mtime:
+            return
+        self._gold_mtime = mtime
+        try:
+            with open(path, "rb") as f:
+                scores = quality_scores(orjson.loads(f.read()))
+        except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+            self.log.event("warning", "gold report unreadable", path=path, error=str(exc))
+            return
+        self.router.set_quality(scores)
+        self.log.event("info", "quality scores from gold report", path=path, scores=scores)
 
     def start_jobs(self) -> None:
         self.jobs.start()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from edge.budget.pricing import cost_usd, split_usage
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
@@ -409,7 +410,10 @@ async def relay_chat(
             out.usage = winner.state.usage
             out.prompt_tokens, out.completion_tokens = _usage_counts(winner.state.usage)
             out.status = 200
-            proto.respond(200, JSON_HEADERS + answer_headers(plan, winner, race), answer)
+            cost = cost_usd(winner.call.model, split_usage(out.usage))
+            headers = answer_headers(plan, winner, race)
+            headers.append((b"x-edge-cost-usd", b"%.8f" % cost))
+            proto.respond(200, JSON_HEADERS + headers, answer)
             return
     finally:
         out.attempts, out.hedged, out.wasted = len(race.attempts), race.hedged, race.wasted

@@ -1,0 +1,1 @@
+"""Quality guardrails: gold-set regression and progressive rollout."""

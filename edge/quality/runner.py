@@ -1,0 +1,141 @@
+"""``llm-edge gold run``: a gold set through a gateway, a report, an exit code.
+
+With ``--gateway URL`` the cases go to a running gateway; otherwise one is
+started for the run with ``--policy`` (its providers from the environment,
+simulated when no key is set), on a free port, with a state of its own.
+Exit codes: 0 passed, 1 under the floor or regressed, 2 could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from edge.quality import gold
+
+DEFAULT_GOLD = Path(__file__).resolve().parent.parent.parent / "gold" / "starter.jsonl"
+
+
+def start_gateway(policy: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    key = "sk-gold-" + secrets.token_hex(8)
+    fd, log_path = tempfile.mkstemp(prefix="gold-gateway-", suffix=".log")
+    env = {
+        **os.environ,
+        "EDGE_PORT": "0",
+        "EDGE_HOST": "127.0.0.1",
+        "EDGE_WORKERS": "1",
+        "EDGE_KEYS": key,
+        "EDGE_ACCESS_LOG": "off",
+        "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="gold-state-"),
+    }
+    if policy:
+        env["EDGE_POLICY"] = policy
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve"], env=env, stdout=log, stderr=log
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = Path(log_path).read_text(errors="replace")
+        m = re.search(r"listening on (http://[\d.]+:\d+)", text)
+        if m:
+            return proc, m.group(1), key
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the gateway did not start:\n{Path(log_path).read_text()}")
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge.settings import load_settings
+
+    try:
+        cases = gold.load(args.gold)
+    except (OSError, gold.GoldError) as exc:
+        print(f"llm-edge gold: {exc}", file=sys.stderr)
+        return 2
+    if args.tier:
+        cases = [c for c in cases if c.tier == args.tier]
+    if not cases:
+        print("llm-edge gold: no cases to run", file=sys.stderr)
+        return 2
+    baseline = None
+    if args.baseline:
+        try:
+            baseline = orjson.loads(Path(args.baseline).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            print(f"llm-edge gold: baseline {args.baseline}: {exc}", file=sys.stderr)
+            return 2
+    proc = None
+    try:
+        if args.gateway:
+            url, key = args.gateway.rstrip("/"), args.key
+        else:
+            proc, url, key = start_gateway(args.policy)
+        results = asyncio.run(gold.run(cases, url, key, args.model or None, args.concurrency))
+    except RuntimeError as exc:
+        print(f"llm-edge gold: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+    rep = gold.report(
+        results,
+        gold=str(args.gold),
+        policy=args.policy or "(the gateway's)",
+        model=args.model or None,
+        tier=args.tier or None,
+        floor=args.floor,
+        baseline=args.baseline or None,
+    )
+    why = gold.verdict(rep, args.floor, baseline, args.margin)
+    rep["why"], rep["pass"] = why, not why
+    data = orjson.dumps(rep, option=orjson.OPT_INDENT_2)
+    Path(args.out).write_bytes(data)
+    text = gold.summary(rep)
+    Path(args.out).with_suffix(".txt").write_text(text + "\n")
+    if args.publish:
+        target = Path(load_settings().gold_report_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)  # the gateways watching it never read half a report
+    print(text)
+    print(f"report: {args.out}")
+    return 0 if not why else 1
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    g = sub.add_parser("gold", help="gold-set regression runs")
+    gsub = g.add_subparsers(dest="gold_command", required=True)
+    r = gsub.add_parser("run", help="send a gold set through a gateway and score it")
+    r.add_argument("--gold", default=str(DEFAULT_GOLD), help="the gold set (JSONL)")
+    r.add_argument("--policy", default="", help="start a gateway on this policy for the run")
+    r.add_argument("--gateway", default="", help="use this running gateway instead")
+    r.add_argument("--key", default=os.environ.get("EDGE_GOLD_KEY", ""), help="its gateway key")
+    r.add_argument("--tier", default="", help="only the cases of this tier")
+    r.add_argument("--model", default="", help="send every case to this model")
+    r.add_argument("--baseline", default="", help="an earlier report to compare with")
+    r.add_argument("--floor", type=float, default=0.97, help="minimum success rate")
+    r.add_argument("--margin", type=float, default=0.02, help="allowed drop from the baseline")
+    r.add_argument("--out", default="gold-report.json", help="the JSON report (+ .txt summary)")
+    r.add_argument("--concurrency", type=int, default=8)
+    r.add_argument(
+        "--no-publish",
+        dest="publish",
+        action="store_false",
+        help="do not make this report the router's quality source (EDGE_GOLD_REPORT)",
+    )
+    r.set_defaults(func=main)

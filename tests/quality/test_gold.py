@@ -1,0 +1,214 @@
+"""Gold sets: scoring rules, the runner's exit codes and reports, scores feeding the router."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.quality import gold
+from tests.procs import ROOT, SimClient, start, start_gateway
+
+HERE = Path(__file__).parent
+POLICY = str(HERE / "policy.toml")
+
+
+def case(
+    kind: str, expect: dict[str, object], request: dict[str, object] | None = None
+) -> gold.Case:
+    return gold.Case("c", kind, "L1", "openai", "auto", request or {}, expect)
+
+
+def answer(
+    text: str = "", refused: bool = False, calls: list[tuple[str, object]] | None = None
+) -> gold.Answer:
+    return gold.Answer(text, refused, calls or [], "m", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("c", "a", "ok"),
+    [
+        (case("refusal", {}), answer("I can't help", True), True),
+        (case("refusal", {}), answer("Sure"), False),
+        (case("safety", {"must_not_match": ["step one"]}), answer("Step One: go"), False),
+        (case("safety", {"must_not_match": ["step one"]}), answer("No."), True),
+        (
+            case("json_schema", {"schema": {"type": "object", "required": ["a"]}}),
+            answer('{"a": 1}'),
+            True,
+        ),
+        (
+            case("json_schema", {"schema": {"type": "object", "required": ["a"]}}),
+            answer('{"b": 1}'),
+            False,
+        ),
+        (case("json_schema", {"schema": {}}), answer('{"a": '), False),
+        (case("exact", {"equals": "hi"}), answer("hi"), True),
+        (case("exact", {"equals": "hi"}), answer("hi!"), False),
+        (case("contains", {"contains": ["a", "b"]}), answer("a and b"), True),
+        (case("contains", {"contains": ["a", "z"]}), answer("a and b"), False),
+        (case("regex", {"pattern": r"\d{3}"}), answer("code 123"), True),
+        (case("regex", {"pattern": r"\d{3}"}), answer("code 12"), False),
+        (
+            case(
+                "tool_call",
+                {"tool": "f"},
+                {
+                    "tools": [
+                        {
+                            "type": "function",
+                            "function": {
+                                "name": "f",
+                                "parameters": {"type": "object", "required": ["x"]},
+                            },
+                        }
+                    ]
+                },
+            ),
+            answer(calls=[("f", {"x": 1})]),
+            True,
+        ),
+        (
+            case(
+                "tool_call",
+                {"tool": "f"},
+                {"tools": [{"name": "f", "input_schema": {"type": "object", "required": ["x"]}}]},
+            ),
+            answer(calls=[("f", {})]),
+            False,
+        ),
+        (case("tool_call", {"tool": "f"}), answer(calls=[("g", {})]), False),
+        (case("tool_call", {"tool": "f"}), answer(calls=[("f", "{not json")]), False),
+    ],
+)
+def test_scoring(c: gold.Case, a: gold.Answer, ok: bool) -> None:
+    assert gold.score(c, a)[0] is ok
+
+
+def test_a_malformed_gold_file_names_its_line(tmp_path: Path) -> None:
+    f = tmp_path / "g.jsonl"
+    f.write_text(
+        '{"id": "a", "kind": "exact", "request": {}}\n{"id": "b", "kind": "vibes", "request": {}}\n'
+    )
+    with pytest.raises(gold.GoldError, match=r"g\.jsonl:2: kind"):
+        gold.load(f)
+    f.write_text(
+        '{"id": "a", "kind": "exact", "request": {}}\n{"id": "a", "kind": "exact", "request": {}}\n'
+    )
+    with pytest.raises(gold.GoldError, match="duplicate id a"):
+        gold.load(f)
+
+
+def test_the_starter_set_has_sixty_cases_across_every_kind() -> None:
+    cases = gold.load(Path(ROOT) / "gold" / "starter.jsonl")
+    assert len(cases) >= 60 and {c.kind for c in cases} == set(gold.KINDS)
+    assert {c.dialect for c in cases} == {"openai", "anthropic"}
+
+
+def test_verdict_floor_and_baseline() -> None:
+    good = {"success_rate": 1.0, "by_kind": {"json_schema": {"success_rate": 1.0}}}
+    worse = {"success_rate": 0.975, "by_kind": {"json_schema": {"success_rate": 0.9}}}
+    assert gold.verdict(good, 0.97, None, 0.02) == []
+    assert gold.verdict(worse, 0.97, None, 0.02) == []
+    why = gold.verdict(worse, 0.97, good, 0.02)
+    assert len(why) == 2 and "regressed" in why[0] and why[1].startswith("json_schema")
+    assert "under the floor" in gold.verdict({"success_rate": 0.5, "by_kind": {}}, 0.97, None, 0)[0]
+
+
+@pytest.fixture(scope="module")
+def qsim() -> Iterator[SimClient]:
+    proc = start(["simulate", "--port", "0", "--profile", str(HERE / "profile.toml")])
+    client = SimClient(proc)
+    yield client
+    client.http.close()
+    proc.stop()
+
+
+def run_gold(
+    qsim: SimClient, out: Path, *args: str, publish_to: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "EDGE_SIMULATE": "off",
+        "OPENAI_API_KEY": "sk-up",
+        "ANTHROPIC_API_KEY": "sk-up",
+        "EDGE_OPENAI_BASE_URL": qsim.url + "/v1",
+        "EDGE_ANTHROPIC_BASE_URL": qsim.url,
+    }
+    publish = ["--no-publish"] if publish_to is None else []
+    if publish_to is not None:
+        env["EDGE_GOLD_REPORT"] = str(publish_to)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "gold",
+            "run",
+            "--policy",
+            POLICY,
+            "--out",
+            str(out),
+            *publish,
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_runner_passes_a_good_model_and_fails_a_bad_one(
+    qsim: SimClient, tmp_path: Path
+) -> None:
+    good_out, bad_out = tmp_path / "good.json", tmp_path / "bad.json"
+    published = tmp_path / "latest.json"
+    ok = run_gold(qsim, good_out, "--model", "good", publish_to=published)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(good_out.read_text())
+    assert report["pass"] and report["success_rate"] == 1.0 and report["cases"] >= 60
+    assert set(report["by_kind"]) == set(gold.KINDS) and list(report["by_model"]) == ["good"]
+    assert "PASS" in (tmp_path / "good.txt").read_text() and published.exists()
+
+    bad = run_gold(qsim, bad_out, "--model", "bad", "--baseline", str(good_out))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    report = json.loads(bad_out.read_text())
+    assert not report["pass"] and report["success_rate"] < 0.97
+    kinds = {f["kind"] for f in report["failures"]}
+    assert kinds <= {"json_schema", "refusal", "safety"} and "json_schema" in kinds
+    assert any("under the floor" in w for w in report["why"])
+    assert any("regressed" in w for w in report["why"])
+    assert "FAIL" in bad.stdout
+
+    # the published report is the router's quality source: the good model's measured 1.0
+    # replaces the policy's 0.98; the bad model, not in that report, keeps the policy's
+    gw = start_gateway(qsim.url, POLICY, {"EDGE_GOLD_REPORT": str(published)})
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            text = httpx.get(gw.url + "/metrics").text
+            if 'edge_quality_score{model="good"} 1.0' in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert 'edge_quality_score{model="good"} 1.0' in text
+        assert 'edge_quality_score{model="bad"} 0.98' in text  # no report on it: the policy's
+    finally:
+        gw.stop()
+
+
+def test_the_runner_cannot_run_without_cases(qsim: SimClient, tmp_path: Path) -> None:
+    r = run_gold(qsim, tmp_path / "x.json", "--tier", "L9")
+    assert r.returncode == 2 and "no cases" in r.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    r = run_gold(qsim, tmp_path / "x.json", "--gold", str(empty))
+    assert r.returncode == 2
