@@ -190,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
     spend.set_defaults(func=_spend)
     from edge.quality.runner import add_parser as add_gold
+    from edge.quality.runner import add_rollout_parser
 
     add_gold(sub)
+    add_rollout_parser(sub)
     return parser
 
 

@@ -65,9 +65,22 @@ class Settings:
     jobs_retention_s: float = 7 * 86400.0
     jobs_poll_s: float = 0.5
     jobs_backoff_s: float = 2.0  # first retry delay of a failed job; doubles, capped at 300 s
+    rollout_stages: str = "1,10,50,100"  # canary percentages, in order
+    rollout_min_requests: int = 200  # canary requests a stage needs before it advances
+    rollout_dwell_s: float = 600.0  # minimum age of a stage before it advances
+    rollout_min_samples: int = 100  # per arm, before a breach or a comparison can roll back
+    rollout_success_floor: float = 0.97
+    rollout_p95_ms: float = 3000.0
+    rollout_cost_cap_usd: float = 0.02
+    rollout_margin: float = 0.02
+    rollout_alpha: float = 0.01
     gold_report: str = ""  # the gold report whose per-model scores the router uses; "" = <state_dir>/gold/latest.json
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.rollout_stages.split(",") if p.strip())
 
     @property
     def gold_report_path(self) -> str:
@@ -121,6 +134,15 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_JOBS_POLL_S": ("jobs_poll_s", float),
     "EDGE_JOBS_BACKOFF_S": ("jobs_backoff_s", float),
     "EDGE_GOLD_REPORT": ("gold_report", str),
+    "EDGE_ROLLOUT_STAGES": ("rollout_stages", str),
+    "EDGE_ROLLOUT_MIN_REQUESTS": ("rollout_min_requests", int),
+    "EDGE_ROLLOUT_DWELL_S": ("rollout_dwell_s", float),
+    "EDGE_ROLLOUT_MIN_SAMPLES": ("rollout_min_samples", int),
+    "EDGE_ROLLOUT_SUCCESS_FLOOR": ("rollout_success_floor", float),
+    "EDGE_ROLLOUT_P95_MS": ("rollout_p95_ms", float),
+    "EDGE_ROLLOUT_COST_CAP_USD": ("rollout_cost_cap_usd", float),
+    "EDGE_ROLLOUT_MARGIN": ("rollout_margin", float),
+    "EDGE_ROLLOUT_ALPHA": ("rollout_alpha", float),
     "EDGE_SIMULATE": ("simulate", str),
     "EDGE_SIM_PROFILE": ("sim_profile", str),
 }
@@ -185,6 +207,18 @@ def _check(s: Settings) -> None:
     )
     need(s.hedge_budget_min >= 0, "EDGE_HEDGE_BUDGET_MIN", "must not be negative")
     need(s.max_attempts >= 1, "EDGE_MAX_ATTEMPTS", "must be at least 1")
+    try:
+        stages = s.stages
+    except ValueError:
+        stages = ()
+    need(
+        bool(stages)
+        and list(stages) == sorted(set(stages))
+        and stages[0] > 0
+        and stages[-1] == 100,
+        "EDGE_ROLLOUT_STAGES",
+        "must be increasing percentages ending at 100, like 1,10,50,100",
+    )
     need(s.jobs_concurrency >= 1, "EDGE_JOBS_CONCURRENCY", "must be at least 1")
     need(s.jobs_max_attempts >= 1, "EDGE_JOBS_MAX_ATTEMPTS", "must be at least 1")
     for name, value in (

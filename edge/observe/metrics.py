@@ -104,6 +104,8 @@ class Metrics:
         self.jobs_done: dict[str, int] = {}
         self._jobs: Callable[[], dict[str, int]] | None = None
         self._quality: Callable[[], dict[str, float]] | None = None
+        self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
+        self.rollbacks: dict[str, int] = {}
         self.in_flight = 0
         self._pool: Callable[[], dict[str, int]] | None = None
         self._breakers: Callable[[], list[tuple[str, str, int]]] | None = None
@@ -159,6 +161,13 @@ class Metrics:
 
     def job_finished(self, outcome: str) -> None:
         self.jobs_done[outcome] = self.jobs_done.get(outcome, 0) + 1
+
+    def rollback(self, reason: str) -> None:
+        self.rollbacks[reason] = self.rollbacks.get(reason, 0) + 1
+
+    def watch_rollout(self, view: Callable[[], tuple[int, dict[tuple[str, str], int]]]) -> None:
+        """Export the rollout's stage and per-arm outcomes, read at scrape time."""
+        self._rollout = view
 
     def watch_quality(self, scores: Callable[[], dict[str, float]]) -> None:
         """Export each model's quality score as the router uses it, read at scrape time."""
@@ -287,6 +296,25 @@ class _Collector(Collector):
             for status in ("queued", "running", "done", "failed", "cancelled"):
                 depth.add_metric([status], by_status.get(status, 0))
             yield depth
+        rollbacks = CounterMetricFamily(
+            "edge_rollout_rollbacks", "Automatic rollout rollbacks", labels=["reason"]
+        )
+        for reason, n in m.rollbacks.items():
+            rollbacks.add_metric([reason], n)
+        yield rollbacks
+        if m._rollout is not None:
+            percent, arms = m._rollout()
+            yield GaugeMetricFamily(
+                "edge_rollout_stage_percent",
+                "Share of traffic on the rollout's canary",
+                value=percent,
+            )
+            arm_requests = CounterMetricFamily(
+                "edge_rollout_arm_requests", "Requests per rollout arm", labels=["arm", "outcome"]
+            )
+            for (arm, outcome), n in arms.items():
+                arm_requests.add_metric([arm, outcome], n)
+            yield arm_requests
         if m._quality is not None:
             quality = GaugeMetricFamily(
                 "edge_quality_score",

@@ -139,3 +139,103 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="do not make this report the router's quality source (EDGE_GOLD_REPORT)",
     )
     r.set_defaults(func=main)
+
+
+def rollout_main(args: argparse.Namespace) -> int:
+    """``llm-edge rollout start|status|pause|resume|promote|abort`` on EDGE_STATE_DIR."""
+    from edge.policy import PolicyError, load_policy
+    from edge.quality import rollout
+    from edge.settings import SettingsError, load_settings
+    from edge.state.embedded import EmbeddedState
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"llm-edge rollout: {exc}", file=sys.stderr)
+        return 2
+    state = EmbeddedState(args.state_dir or settings.state_dir)
+    config = rollout.RolloutConfig(stages=settings.stages)
+    now = time.time()
+    try:
+        if args.action == "start":
+            if not args.policy:
+                print("llm-edge rollout start: --policy is required", file=sys.stderr)
+                return 2
+            try:
+                load_policy(args.policy)
+            except PolicyError as exc:
+                print(f"llm-edge rollout start: {exc}", file=sys.stderr)
+                return 2
+            report = args.gold_report
+            if not report:
+                # the gold set must pass on the candidate before any traffic sees it
+                report = str(Path(state.path).parent / "gold" / f"candidate-{int(now)}.json")
+                Path(report).parent.mkdir(parents=True, exist_ok=True)
+                gold_run = subprocess.run(
+                    [sys.executable, "-m", "edge.cli", "gold", "run", "--policy", args.policy,
+                     "--gold", args.gold, "--out", report, "--no-publish"],
+                    capture_output=True, text=True,
+                )  # fmt: skip
+                print(gold_run.stdout, end="")
+                if gold_run.returncode != 0:
+                    print(
+                        "llm-edge rollout start: the gold set did not pass on the candidate; "
+                        f"not started (report: {report})\n{gold_run.stderr}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            elif not orjson.loads(Path(report).read_bytes()).get("pass"):
+                print(
+                    f"llm-edge rollout start: {report} did not pass; not started", file=sys.stderr
+                )
+                return 1
+            rollout_id = "ro_" + secrets.token_hex(6)
+            state.put_rollout(
+                {
+                    "id": rollout_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    "status": "running",
+                    "policy_path": os.path.abspath(args.policy),
+                    "policy_text": Path(args.policy).read_text(),
+                    "stage": 0,
+                    "stage_started_at": now,
+                    "gold": report,
+                }
+            )
+            print(f"{rollout_id} started: {config.stages[0]}% of traffic on {args.policy}")
+            return 0
+        if args.action == "status":
+            print(orjson.dumps(rollout.status(state, config), option=orjson.OPT_INDENT_2).decode())
+            return 0
+        live = state.live_rollout()
+        if live is None:
+            print("llm-edge rollout: no live rollout", file=sys.stderr)
+            return 1
+        event = {"pause": "pause", "resume": "resume", "promote": "promote", "abort": "abort"}[
+            args.action
+        ]
+        target = next(t for (s, e), t in rollout.TRANSITIONS.items() if e == event)
+        if not state.move_rollout(
+            live["id"], rollout.sources(event), target, now, reason=f"{event} by an operator"
+        ):
+            print(
+                f"llm-edge rollout {args.action}: {live['id']} is {live['status']}", file=sys.stderr
+            )
+            return 1
+        print(f"{live['id']}: {live['status']} -> {target}")
+        if target == "promoted":
+            print(f"point EDGE_POLICY at {live['policy_path']} before the next restart")
+        return 0
+    finally:
+        state.close()
+
+
+def add_rollout_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser("rollout", help="progressive rollout of a candidate policy")
+    r.add_argument("action", choices=["start", "status", "pause", "resume", "promote", "abort"])
+    r.add_argument("--policy", default="", help="start: the candidate policy")
+    r.add_argument("--gold", default=str(DEFAULT_GOLD), help="start: the gold set it must pass")
+    r.add_argument("--gold-report", default="", help="start: a passing report instead of a run")
+    r.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
+    r.set_defaults(func=rollout_main)

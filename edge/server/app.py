@@ -13,8 +13,10 @@ import asyncio
 import hmac
 import os
 import time
+import tomllib
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs
@@ -40,8 +42,10 @@ from edge.errors import (
 )
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
-from edge.policy import Policy
+from edge.policy import Policy, PolicyError, parse_policy
 from edge.quality.gold import quality_scores
+from edge.quality.rollout import RolloutConfig, Rollouts
+from edge.quality.rollout import status as rollout_status
 from edge.routing.breaker import BreakerConfig, State
 from edge.routing.decide import Router
 from edge.routing.race import HedgeBudget, Shared
@@ -94,6 +98,16 @@ def dialect_of(req: Request | None) -> Dialect:
     return "openai"
 
 
+@dataclass(slots=True)
+class Engine:
+    """A policy with its router and race state: the active one, or a rollout's candidate."""
+
+    policy: Policy
+    router: Router
+    race: Shared
+    rollout: str = ""  # the rollout id, for a candidate
+
+
 class Gateway:
     def __init__(
         self,
@@ -117,29 +131,24 @@ class Gateway:
             ca_file=settings.upstream_ca_file,
         )
         self.metrics.watch_pool(self.pool.stats)
-        self.router = Router(
-            policy,
-            breaker_config=BreakerConfig(
-                failures=settings.breaker_failures,
-                window_s=settings.breaker_window_s,
-                cooldown_s=settings.breaker_cooldown_s,
-                cooldown_max_s=settings.breaker_cooldown_max_s,
-                probes=settings.breaker_probes,
-                successes=settings.breaker_successes,
-                enabled=settings.breakers,
-            ),
+        self.breaker_config = BreakerConfig(
+            failures=settings.breaker_failures,
+            window_s=settings.breaker_window_s,
+            cooldown_s=settings.breaker_cooldown_s,
+            cooldown_max_s=settings.breaker_cooldown_max_s,
+            probes=settings.breaker_probes,
+            successes=settings.breaker_successes,
+            enabled=settings.breakers,
         )
-        self.router.listeners.append(self._breaker_moved)
+        self.engine = self._engine(policy)
+        self.router = self.engine.router
+        self.race = self.engine.race
+        self.canary: Engine | None = None  # the candidate policy of a live rollout
         self.metrics.watch_breakers(
             lambda: [
                 (policy.models[name].provider, name, int(b.state))
                 for name, b in self.router.breakers.by_model.items()
             ]
-        )
-        self.race = Shared(
-            self.router.breakers,
-            HedgeBudget(settings.hedge_budget_percent / 100.0, settings.hedge_budget_min),
-            RaceEvents(self.metrics, self.router),
         )
         self._refresh: asyncio.TimerHandle | None = None
         self._health = orjson.dumps(
@@ -171,6 +180,23 @@ class Gateway:
         )
         self.metrics.watch_jobs(self.state.job_counts)
         self.metrics.watch_quality(lambda: self.router.quality)
+        self.rollouts = Rollouts(
+            self.state,
+            RolloutConfig(
+                stages=settings.stages,
+                min_requests=settings.rollout_min_requests,
+                dwell_s=settings.rollout_dwell_s,
+                min_samples=settings.rollout_min_samples,
+                success_floor=settings.rollout_success_floor,
+                p95_target_ms=settings.rollout_p95_ms,
+                cost_cap_usd=settings.rollout_cost_cap_usd,
+                margin=settings.rollout_margin,
+                alpha=settings.rollout_alpha,
+            ),
+            log,
+            self.metrics.rollback,
+        )
+        self.metrics.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
         self._gold_mtime = 0.0
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
@@ -181,22 +207,41 @@ class Gateway:
             b"/readyz": {b"GET": self.readyz},
             b"/metrics": {b"GET": self.prometheus},
             b"/admin/spend": {b"GET": self.admin_spend},
+            b"/admin/rollout": {b"GET": self.admin_rollout},
         }
 
     def start_refresh(self, loop: asyncio.AbstractEventLoop, every_s: float = 1.0) -> None:
         """Copy live latency figures into the routing table every ``every_s`` seconds."""
 
         def tick() -> None:
-            self.router.refresh(time.monotonic())
+            now = time.monotonic()
+            self.router.refresh(now)
+            if self.canary is not None:
+                self.canary.router.refresh(now)
             self._watch_gold()
+            self._watch_rollout()
             self._refresh = loop.call_later(every_s, tick)
 
         self._watch_gold()
+        self._watch_rollout()
 
         self._refresh = loop.call_later(every_s, tick)
 
+    def _engine(self, policy: Policy, rollout: str = "") -> Engine:
+        router = Router(policy, breaker_config=self.breaker_config)
+        router.listeners.append(self._breaker_moved)
+        race = Shared(
+            router.breakers,
+            HedgeBudget(self.settings.hedge_budget_percent / 100.0, self.settings.hedge_budget_min),
+            RaceEvents(self.metrics, router),
+        )
+        return Engine(policy, router, race, rollout)
+
     def _breaker_moved(self, model: str, old: State, new: State, now: float) -> None:
-        provider = self.policy.models[model].provider
+        known = self.policy.models.get(model) or (
+            self.canary.policy.models.get(model) if self.canary is not None else None
+        )
+        provider = known.provider if known is not None else "-"
         self.metrics.breaker_transition(provider, model, old.name.lower(), new.name.lower())
         self.log.event(
             "warning" if new is State.OPEN else "info",
@@ -226,6 +271,37 @@ class Gateway:
         self.router.set_quality(scores)
         self.log.event("info", "quality scores from gold report", path=path, scores=scores)
 
+    def _watch_rollout(self) -> None:
+        """Run the rollout controller, and serve the live rollout's candidate beside the policy."""
+        try:
+            self.rollouts.control(time.time())
+        except Exception as exc:  # the state is busy or broken: keep serving, try next tick
+            self.log.event("warning", "rollout controller", error=repr(exc))
+        live = self.rollouts.live
+        if live is None:
+            if self.canary is not None:
+                self.log.event("info", "rollout ended: all traffic on the active policy")
+            self.canary = None
+            return
+        if self.canary is not None and self.canary.rollout == live["id"]:
+            return
+        try:
+            candidate = parse_policy(
+                tomllib.loads(live["policy_text"]), os.environ, live["policy_path"]
+            )
+        except (PolicyError, tomllib.TOMLDecodeError) as exc:
+            self.log.event("error", "rollout candidate policy invalid", error=str(exc))
+            return
+        if self.policy.simulated:
+            shared = {
+                n: p.base_url for n, p in self.policy.providers.items() if n in candidate.providers
+            }
+            candidate = candidate.with_base_urls(shared, simulated=True)
+        self.canary = self._engine(candidate, live["id"])
+        self.log.event(
+            "warning", "rollout candidate loaded", rollout=live["id"], stage=live["stage"]
+        )
+
     def start_jobs(self) -> None:
         self.jobs.start()
 
@@ -233,6 +309,7 @@ class Gateway:
         """Stop the job runner (running jobs go back to their leases) and write the ledger."""
         await self.jobs.stop()
         self.spend.flush()
+        self.rollouts.flush()
         self.state.close()
 
     def stop_refresh(self) -> None:
@@ -311,6 +388,15 @@ class Gateway:
         if out.ttft is not None and out.model != "-":
             self.router.record_ttft(out.model, out.ttft, now)
         cost = self._settle(req, out, now)
+        if out.arm:
+            self.rollouts.record(
+                out.arm,
+                out.status in (200, 202),
+                duration * 1000.0,
+                cost,
+                out.json_asked,
+                out.json_valid,
+            )
         self.metrics.observe(out.dialect, out.provider, out.model, out.status, duration, out.ttft)
         if out.error:
             self.metrics.error(out.dialect, out.error)
@@ -395,10 +481,12 @@ class Gateway:
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         await self._chat(req, proto, out, anthropic_dialect)
 
-    def _plan(self, req: Request, dialect: ModuleType, tenant: Tenant, force: str = "") -> Plan:
+    def _plan(
+        self, engine: Engine, req: Request, dialect: ModuleType, tenant: Tenant, force: str = ""
+    ) -> Plan:
         return plan_chat(
-            self.policy,
-            self.router,
+            engine.policy,
+            engine.router,
             req,
             dialect,
             tenant.tier,
@@ -417,7 +505,13 @@ class Gateway:
             else self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
         )
         out.tenant = tenant.tenant
-        plan = self._plan(req, dialect, tenant, "cheapest" if job else "")
+        engine = self.engine
+        if self.canary is not None and not job:
+            unit = req.headers.get(b"x-edge-session", b"").decode("latin-1") or req.request_id
+            out.arm = self.rollouts.arm(tenant.key_id, unit)
+            if out.arm == "canary":
+                engine = self.canary
+        plan = self._plan(engine, req, dialect, tenant, "cheapest" if job else "")
         out.tier = plan.tier.name
         hold = self.spend.hold(tenant.tenant, plan.decision.cost_usd)
         if hold.action == "block" and (plan.tier.never_block or job):
@@ -428,7 +522,7 @@ class Gateway:
         if ORDER[hold.action] > ORDER[plan.decision.action] and hold.action != "warn" and not job:
             # the key's budget asks for more than the request's own estimate did
             plan = self._plan(
-                req, dialect, tenant, "cheapest" if hold.action == "degrade" else "block"
+                engine, req, dialect, tenant, "cheapest" if hold.action == "degrade" else "block"
             )
             action = stronger(plan.decision.action, hold.action)
         plan.action = action
@@ -438,7 +532,8 @@ class Gateway:
         if action == "block":
             self._enqueue(req, proto, plan, tenant, dialect, hold, out)
             return
-        await relay_chat(self.race, self.pool, self.policy, plan, req, proto, out)
+        plan.arm = out.arm
+        await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
 
     def _enqueue(
         self,
@@ -589,6 +684,13 @@ class Gateway:
             JSON_HEADERS,
             orjson.dumps({"since": since, "rows": self.state.spend_report(since)}),
         )
+
+    async def admin_rollout(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """The latest rollout: status, stage, its arms' figures, a rollback's report."""
+        self._admin(req)
+        self.rollouts.flush()
+        body = rollout_status(self.state, self.rollouts.config)
+        proto.respond(200, JSON_HEADERS, orjson.dumps(body))
 
     def _admin(self, req: Request) -> None:
         want = self.settings.admin_key

@@ -22,7 +22,7 @@ from edge.budget.pricing import cost_usd, split_usage
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import ChatInfo, StreamState, estimate_inputs
+from edge.dialects.common import NEEDS_JSON, ChatInfo, StreamState, estimate_inputs
 from edge.dialects.translate import TranslatingStream
 from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
@@ -107,6 +107,9 @@ class Outcome:
     tenant: str = ""
     hold: Hold | None = None
     action: str = "ok"  # the cost action taken: ok | warn | degrade | block
+    arm: str = ""  # the rollout arm that served it
+    json_asked: bool = False
+    json_valid: bool = False
 
 
 @dataclass(slots=True)
@@ -124,6 +127,8 @@ class Plan:
         ""  # the final cost action (the request's and the key budget's); "" = the decision's
     )
     budget_used: float | None = None  # projected share of the key's budget, when it has one
+    arm: str = ""  # baseline | canary while a rollout is live
+    needs: int = 0  # capability bits the request needs (tools, vision, JSON)
 
     @property
     def timing(self) -> Timing:
@@ -249,6 +254,7 @@ def plan_chat(
         call,
         max_attempts,
         hedging,
+        needs=needs,
     )
 
 
@@ -326,6 +332,8 @@ def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes,
         out.append((b"x-edge-degraded", d.degraded.encode()))
     if plan.budget_used is not None:
         out.append((b"x-edge-budget-used", b"%.4f" % plan.budget_used))
+    if plan.arm:
+        out.append((b"x-edge-rollout-arm", plan.arm.encode()))
     if winner.upstream_id:
         out.append((b"x-edge-upstream-request-id", winner.upstream_id.encode("latin-1")))
     return out
@@ -411,12 +419,30 @@ async def relay_chat(
             out.prompt_tokens, out.completion_tokens = _usage_counts(winner.state.usage)
             out.status = 200
             cost = cost_usd(winner.call.model, split_usage(out.usage))
+            if plan.needs & NEEDS_JSON:
+                out.json_asked, out.json_valid = True, json_answer_ok(answer, plan.dialect)
             headers = answer_headers(plan, winner, race)
             headers.append((b"x-edge-cost-usd", b"%.8f" % cost))
             proto.respond(200, JSON_HEADERS + headers, answer)
             return
     finally:
         out.attempts, out.hedged, out.wasted = len(race.attempts), race.hedged, race.wasted
+
+
+def json_answer_ok(body: bytes, dialect: ModuleType) -> bool:
+    """Whether a structured-output answer's text is JSON (the rollout's online quality signal)."""
+    try:
+        obj = orjson.loads(body)
+        if dialect is anthropic_dialect:
+            text = "".join(
+                b.get("text", "") for b in obj.get("content", []) if b.get("type") == "text"
+            )
+        else:
+            text = obj["choices"][0]["message"]["content"] or ""
+        orjson.loads(text)
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:

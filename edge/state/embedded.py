@@ -92,7 +92,47 @@ CREATE TABLE IF NOT EXISTS ledger (
     request_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_day ON ledger (day, tenant);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    policy_path TEXT NOT NULL,
+    policy_text TEXT NOT NULL,
+    stage INTEGER NOT NULL,
+    stage_started_at REAL NOT NULL,
+    gold TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    report TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS rollout_events (
+    rollout TEXT NOT NULL,
+    stage INTEGER NOT NULL,
+    arm TEXT NOT NULL,
+    ts REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    json_asked INTEGER NOT NULL,
+    json_valid INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollout_events_stage ON rollout_events (rollout, stage, arm);
 """
+
+ROLLOUT_COLUMNS = [
+    "id",
+    "created_at",
+    "updated_at",
+    "status",
+    "policy_path",
+    "policy_text",
+    "stage",
+    "stage_started_at",
+    "gold",
+    "reason",
+    "report",
+]
+LIVE_ROLLOUT = ("running", "paused", "completed", "promoted")
 
 JOB_COLUMNS = [
     "id",
@@ -398,6 +438,95 @@ class EmbeddedState:
         return dict(
             self._jobs.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         )
+
+    # -- rollouts
+
+    def put_rollout(self, row: dict[str, Any]) -> None:
+        """A new rollout supersedes any live one (their traffic returns to the baseline first)."""
+        db = self._jobs
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "UPDATE rollouts SET status = 'aborted', reason = 'superseded', updated_at = ? "
+                f"WHERE status IN ({', '.join('?' * len(LIVE_ROLLOUT))})",
+                (row["created_at"], *LIVE_ROLLOUT),
+            )
+            db.execute(
+                f"INSERT INTO rollouts ({', '.join(ROLLOUT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(ROLLOUT_COLUMNS))})",
+                [row.get(c, "") for c in ROLLOUT_COLUMNS],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def live_rollout(self) -> dict[str, Any] | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(ROLLOUT_COLUMNS)} FROM rollouts "
+            f"WHERE status IN ({', '.join('?' * len(LIVE_ROLLOUT))}) ORDER BY created_at DESC LIMIT 1",
+            LIVE_ROLLOUT,
+        ).fetchone()
+        return dict(zip(ROLLOUT_COLUMNS, row, strict=True)) if row else None
+
+    def last_rollout(self) -> dict[str, Any] | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(ROLLOUT_COLUMNS)} FROM rollouts ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        return dict(zip(ROLLOUT_COLUMNS, row, strict=True)) if row else None
+
+    def move_rollout(
+        self,
+        rollout_id: str,
+        expect: tuple[str, ...],
+        status: str,
+        now: float,
+        stage: int | None = None,
+        reason: str = "",
+        report: str = "",
+    ) -> bool:
+        """Change a rollout's status (and stage) if it is still in one of ``expect``."""
+        sets = "status = ?, updated_at = ?"
+        args: list[Any] = [status, now]
+        if stage is not None:
+            sets += ", stage = ?, stage_started_at = ?"
+            args += [stage, now]
+        if reason:
+            sets += ", reason = ?, report = ?"
+            args += [reason, report]
+        cur = self._db.execute(
+            f"UPDATE rollouts SET {sets} WHERE id = ? AND status IN ({', '.join('?' * len(expect))})",
+            [*args, rollout_id, *expect],
+        )
+        return cur.rowcount == 1
+
+    def add_rollout_events(self, rows: list[tuple[Any, ...]]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO rollout_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]:
+        """(ok, latency_ms, cost_usd, json_asked, json_valid) of one arm in one stage."""
+        return self._db.execute(
+            "SELECT ok, latency_ms, cost_usd, json_asked, json_valid FROM rollout_events "
+            "WHERE rollout = ? AND stage = ? AND arm = ?",
+            (rollout_id, stage, arm),
+        ).fetchall()
+
+    def begin(self) -> None:
+        """Serialise a read-decide-write across workers (the rollout controller)."""
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._db.execute("ROLLBACK")
 
     def purge_jobs(self, finished_before: float) -> int:
         cur = self._jobs.execute(
