@@ -13,8 +13,9 @@ transaction) runs ``evaluate`` on the current stage's figures:
   than the margin with a one-sided Fisher exact test under ``alpha``
   (errors, and invalid JSON where JSON was asked for); never before both
   arms have ``min_samples`` requests: not on three unlucky requests;
-- advance when the canary has ``min_requests`` requests in the stage and the
-  stage is ``dwell_s`` old; after the last stage the rollout is ``completed``
+- advance when the canary has ``min_requests`` requests in the stage (and at
+  least ``min_samples``: a stage passes only once it could have failed) and
+  the stage is ``dwell_s`` old; after the last stage the rollout is ``completed``
   (the candidate serves everything until promoted or aborted).
 
 Lifecycle (``TRANSITIONS``)::
@@ -170,7 +171,8 @@ def evaluate(
                 p = fisher_greater(bad_c, canary.json_asked, bad_b, base.json_asked)
                 if worse > c.margin and p < c.alpha:
                     return "rollback", f"invalid JSON {worse:+.1%} over the baseline (p={p:.2g})"
-    if canary.n >= c.min_requests and stage_age_s >= c.dwell_s:
+    # a stage passes only once it could have failed: it needs the samples a rollback needs
+    if canary.n >= max(c.min_requests, c.min_samples) and stage_age_s >= c.dwell_s:
         return ("complete" if last_stage else "advance"), "stage requirements met"
     return "hold", ""
 
