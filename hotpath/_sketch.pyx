@@ -114,3 +114,39 @@ cdef class LatencySketch:
             else:
                 for i in range(self._size):
                     self._counts[s * self._size + i] += other._counts[s * self._size + i]
+
+    def dump(self):
+        """The sketch as plain data (its live slots, sparse), for another process to ``load``."""
+        cdef long s, i
+        cdef long long c
+        slots = []
+        for s in range(self._slots):
+            if self._epochs[s] < 0:
+                continue
+            nonzero = {}
+            for i in range(self._size):
+                c = self._counts[s * self._size + i]
+                if c:
+                    nonzero[str(i)] = c
+            slots.append([s, self._epochs[s], nonzero])
+        return {"alpha": self.alpha, "slots": self._slots, "slot_s": self._slot_s, "data": slots}
+
+    def load(self, state):
+        """Replace the counts with a ``dump`` of a sketch of the same shape."""
+        cdef long s, i
+        if state["alpha"] != self.alpha or state["slots"] != self._slots or state["slot_s"] != self._slot_s:
+            raise ValueError("the dump is of a sketch of another shape")
+        for s in range(self._slots):
+            self._epochs[s] = -1
+            for i in range(self._size):
+                self._counts[s * self._size + i] = 0
+        for s, epoch, nonzero in state["data"]:
+            if not 0 <= s < self._slots:
+                raise ValueError("slot out of range")
+            self._epochs[s] = epoch
+            for key, c in nonzero.items():
+                i = int(key)
+                if not 0 <= i < self._size:
+                    raise ValueError("bucket out of range")
+                self._counts[s * self._size + i] = c
+

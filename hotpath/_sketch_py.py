@@ -21,6 +21,7 @@ Invariant: the twins return equal results for every sequence of calls.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 MIN_VALUE = 1e-6
 MAX_VALUE = 1e5
@@ -111,3 +112,30 @@ class LatencySketch:
                 counts = self._counts[s]
                 for i, c in enumerate(other._counts[s]):
                     counts[i] += c
+
+    def dump(self) -> dict[str, Any]:
+        """The sketch as plain data (its live slots, sparse), for another process to ``load``."""
+        slots = []
+        for s in range(self._slots):
+            if self._epochs[s] < 0:
+                continue
+            nonzero = {str(i): c for i, c in enumerate(self._counts[s]) if c}
+            slots.append([s, self._epochs[s], nonzero])
+        return {"alpha": self.alpha, "slots": self._slots, "slot_s": self._slot_s, "data": slots}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Replace the counts with a ``dump`` of a sketch of the same shape."""
+        if (state["alpha"], state["slots"], state["slot_s"]) != (self.alpha, self._slots, self._slot_s):
+            raise ValueError("the dump is of a sketch of another shape")
+        self._counts = [[0] * self._size for _ in range(self._slots)]
+        self._epochs = [-1] * self._slots
+        for s, epoch, nonzero in state["data"]:
+            if not 0 <= s < self._slots:
+                raise ValueError("slot out of range")
+            self._epochs[s] = epoch
+            for i, c in nonzero.items():
+                i = int(i)
+                if not 0 <= i < self._size:
+                    raise ValueError("bucket out of range")
+                self._counts[s][i] = c
+

@@ -79,6 +79,24 @@ class TestSketch:
         with pytest.raises(ValueError):
             a.merge(impl.LatencySketch(window_s=10))
 
+    def test_a_dump_loads_into_another_process_sketch(self, impl):
+        import orjson
+
+        a = impl.LatencySketch(window_s=60, slots=6)
+        for i in range(200):
+            a.add(0.01 * (i + 1), now=i * 0.25)
+        wire = orjson.loads(orjson.dumps(a.dump()))  # through JSON, as between workers
+        b = impl.LatencySketch(window_s=60, slots=6)
+        b.load(wire)
+        for q in (0.5, 0.95, 0.99):
+            assert b.quantile(q, now=50) == a.quantile(q, now=50)
+        assert b.count(now=50) == a.count(now=50)
+        twin = _sketch_py.LatencySketch(window_s=60, slots=6)  # the dump is one format for both
+        twin.load(wire)
+        assert twin.quantile(0.95, now=50) == a.quantile(0.95, now=50)
+        with pytest.raises(ValueError):
+            impl.LatencySketch(window_s=10).load(wire)
+
     def test_extremes_are_clamped(self, impl):
         s = impl.LatencySketch()
         for v in (0.0, -1.0, 1e-9, 1e9):
