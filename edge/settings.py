@@ -75,6 +75,9 @@ class Settings:
     rollout_margin: float = 0.02
     rollout_alpha: float = 0.01
     gold_report: str = ""  # the gold report whose per-model scores the router uses; "" = <state_dir>/gold/latest.json
+    metrics_dir: str = (
+        ""  # set by the supervisor: where workers share their metrics (not an env var)
+    )
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
 

@@ -125,7 +125,11 @@ class LatencySketch:
 
     def load(self, state: dict[str, Any]) -> None:
         """Replace the counts with a ``dump`` of a sketch of the same shape."""
-        if (state["alpha"], state["slots"], state["slot_s"]) != (self.alpha, self._slots, self._slot_s):
+        if (state["alpha"], state["slots"], state["slot_s"]) != (
+            self.alpha,
+            self._slots,
+            self._slot_s,
+        ):
             raise ValueError("the dump is of a sketch of another shape")
         self._counts = [[0] * self._size for _ in range(self._slots)]
         self._epochs = [-1] * self._slots
@@ -138,4 +142,3 @@ class LatencySketch:
                 if not 0 <= i < self._size:
                     raise ValueError("bucket out of range")
                 self._counts[s][i] = c
-

@@ -1,8 +1,12 @@
-"""Prometheus metrics of one worker (multi-worker aggregation arrives with issue 9).
+"""Prometheus metrics and stats of the gateway, every worker's together.
 
 The request path only bumps plain integers in dicts (no locks, no label
 lookups in prometheus-client); a collector turns them into Prometheus
-families when ``/metrics`` is scraped. Names follow Prometheus conventions
+families when ``/metrics`` is scraped. Each worker writes a ``snapshot`` of
+its counters, histograms and latency sketches to the run's metrics
+directory every second; the worker that answers ``/metrics`` or
+``/v1/edge/stats`` ``absorb``s the others' (a dead worker's counts stay: a
+counter never goes backwards) into a fresh ``Metrics`` and renders that. Names follow Prometheus conventions
 (base units, ``_total``, ``_seconds``); labels are bounded: dialect,
 provider and model come from the policy (an unknown model is ``-``),
 status is the HTTP status the request ended with.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,6 +28,23 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from edge.budget.pricing import Tokens
+from hotpath.sketch import LatencySketch
+
+COUNTERS = (
+    "requests",
+    "errors",
+    "tokens",
+    "attempts",
+    "hedges",
+    "waste_tokens",
+    "transitions",
+    "costs",
+    "actions",
+    "jobs_done",
+    "rollbacks",
+    "tier_requests",
+)
+SKETCH_WINDOW_S, SKETCH_SLOTS = 300.0, 10
 
 # OpenTelemetry GenAI duration buckets, extended to two minutes: LLM calls are slow.
 DURATION_BUCKETS = (
@@ -106,6 +128,13 @@ class Metrics:
         self._quality: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
         self.rollbacks: dict[str, int] = {}
+        self.tier_requests: dict[tuple[str, str], int] = {}
+        # latency and TTFT sketches by ("tier", tier) and ("model", provider, model): the stats'
+        # quantiles, mergeable across workers
+        self.latency: dict[tuple[str, ...], LatencySketch] = {}
+        self.first_token: dict[tuple[str, ...], LatencySketch] = {}
+        self._static: dict[str, object] = {}
+        self.workers = 1
         self.in_flight = 0
         self._pool: Callable[[], dict[str, int]] | None = None
         self._breakers: Callable[[], list[tuple[str, str, int]]] | None = None
@@ -133,6 +162,92 @@ class Metrics:
             if hist is None:
                 hist = self.ttft[series] = Hist(TTFT_BUCKETS)
             hist.observe(ttft)
+
+    def observe_stats(
+        self,
+        tier: str,
+        provider: str,
+        model: str,
+        ok: bool,
+        duration: float,
+        ttft: float | None,
+        now: float,
+    ) -> None:
+        key = (tier, "ok" if ok else "error")
+        self.tier_requests[key] = self.tier_requests.get(key, 0) + 1
+        for series in (("tier", tier), ("model", provider, model)):
+            _sketch(self.latency, series).add(duration, now)
+            if ttft is not None:
+                _sketch(self.first_token, series).add(ttft, now)
+
+    # -- across workers
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "counters": {
+                name: [
+                    [list(k) if isinstance(k, tuple) else [k], v]
+                    for k, v in getattr(self, name).items()
+                ]
+                for name in COUNTERS
+            },
+            "hists": {
+                name: [[list(k), h.counts, h.total] for k, h in getattr(self, name).items()]
+                for name in ("duration", "ttft")
+            },
+            "sketches": {
+                name: [[list(k), sk.dump()] for k, sk in getattr(self, name).items()]
+                for name in ("latency", "first_token")
+            },
+            "in_flight": self.in_flight,
+            "pool": self._pool() if self._pool is not None else None,
+            "breakers": self._breakers() if self._breakers is not None else [],
+        }
+
+    def absorb(self, snap: dict[str, Any]) -> None:
+        """Add another worker's snapshot (counters, histograms, sketches; in-flight and pools
+        summed, breakers at their most open)."""
+        for name, rows in snap["counters"].items():
+            target = getattr(self, name)
+            for key, value in rows:
+                k = (
+                    tuple(key)
+                    if len(key) > 1 or (name != "jobs_done" and name != "rollbacks")
+                    else key[0]
+                )
+                target[k] = target.get(k, 0) + value
+        for name, rows in snap["hists"].items():
+            target = getattr(self, name)
+            for key, counts, total in rows:
+                hist = target.get(tuple(key))
+                if hist is None:
+                    hist = target[tuple(key)] = Hist(
+                        DURATION_BUCKETS if name == "duration" else TTFT_BUCKETS
+                    )
+                hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
+                hist.total += total
+        for name, rows in snap["sketches"].items():
+            target = getattr(self, name)
+            for key, dump in rows:
+                other = LatencySketch(window_s=SKETCH_WINDOW_S, slots=SKETCH_SLOTS)
+                other.load(dump)
+                _sketch(target, tuple(key)).merge(other)
+        self.in_flight += snap["in_flight"]
+        pool = snap.get("pool")
+        if pool:
+            mine = dict(self._static.get("pool") or {})  # type: ignore[call-overload]
+            for k, v in pool.items():
+                mine[k] = mine.get(k, 0) + v
+            self._static["pool"] = mine
+            self._pool = lambda: dict(self._static["pool"])  # type: ignore[call-overload]
+        worst: dict[tuple[str, str], int] = {
+            (p, m): st
+            for p, m, st in self._static.get("breakers", [])  # type: ignore[attr-defined]
+        }
+        for p, m, st in snap.get("breakers", []):
+            worst[(p, m)] = max(worst.get((p, m), 0), st)
+        self._static["breakers"] = [(p, m, st) for (p, m), st in worst.items()]
+        self._breakers = lambda: list(self._static["breakers"])  # type: ignore[call-overload]
 
     def error(self, dialect: str, error_type: str) -> None:
         key = (dialect, error_type)
@@ -205,6 +320,13 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _sketch(table: dict[tuple[str, ...], LatencySketch], key: tuple[str, ...]) -> LatencySketch:
+    sk = table.get(key)
+    if sk is None:
+        sk = table[key] = LatencySketch(window_s=SKETCH_WINDOW_S, slots=SKETCH_SLOTS)
+    return sk
 
 
 class _Collector(Collector):

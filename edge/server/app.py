@@ -10,6 +10,7 @@ log line and one metrics observation, however it ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
 import time
@@ -17,6 +18,7 @@ import tomllib
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import resources
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs
@@ -42,6 +44,7 @@ from edge.errors import (
 )
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
+from edge.observe.stats import fleet_stats
 from edge.policy import Policy, PolicyError, parse_policy
 from edge.quality.gold import quality_scores
 from edge.quality.rollout import RolloutConfig, Rollouts
@@ -66,6 +69,7 @@ from edge.state.embedded import EmbeddedState, LedgerRow, periods
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
+DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
 
 
 class RaceEvents:
@@ -208,6 +212,8 @@ class Gateway:
             b"/metrics": {b"GET": self.prometheus},
             b"/admin/spend": {b"GET": self.admin_spend},
             b"/admin/rollout": {b"GET": self.admin_rollout},
+            b"/v1/edge/stats": {b"GET": self.edge_stats},
+            b"/dashboard": {b"GET": self.dashboard},
         }
 
     def start_refresh(self, loop: asyncio.AbstractEventLoop, every_s: float = 1.0) -> None:
@@ -220,6 +226,7 @@ class Gateway:
                 self.canary.router.refresh(now)
             self._watch_gold()
             self._watch_rollout()
+            self._publish_metrics()
             self._refresh = loop.call_later(every_s, tick)
 
         self._watch_gold()
@@ -310,6 +317,7 @@ class Gateway:
         await self.jobs.stop()
         self.spend.flush()
         self.rollouts.flush()
+        self._publish_metrics()  # a worker's counts outlive it: counters never go backwards
         self.state.close()
 
     def stop_refresh(self) -> None:
@@ -398,6 +406,16 @@ class Gateway:
                 out.json_valid,
             )
         self.metrics.observe(out.dialect, out.provider, out.model, out.status, duration, out.ttft)
+        if out.tier and req.path != b"/v1/messages/count_tokens" and out.status != 202:
+            self.metrics.observe_stats(
+                out.tier,
+                out.provider,
+                out.model,
+                out.status == 200,
+                duration,
+                out.ttft,
+                now,
+            )
         if out.error:
             self.metrics.error(out.dialect, out.error)
         self.log.request(
@@ -685,6 +703,23 @@ class Gateway:
             orjson.dumps({"since": since, "rows": self.state.spend_report(since)}),
         )
 
+    async def edge_stats(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """The triangle per tier and per provider/model, for operators and the dashboard."""
+        if self.settings.admin_key:
+            self._admin(req)
+        self.spend.flush()
+        self.rollouts.flush()
+        body = fleet_stats(self, self.fleet())
+        proto.respond(200, [*JSON_HEADERS, (b"cache-control", b"no-store")], orjson.dumps(body))
+
+    async def dashboard(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """One self-contained page (no CDN) that polls /v1/edge/stats."""
+        proto.respond(
+            200,
+            [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")],
+            DASHBOARD,
+        )
+
     async def admin_rollout(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         """The latest rollout: status, stage, its arms' figures, a rollback's report."""
         self._admin(req)
@@ -732,9 +767,47 @@ class Gateway:
                 orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}),
             )
 
+    def fleet(self) -> Metrics:
+        """Every worker's metrics together: this one's live, the others' last snapshots."""
+        snaps = [self.metrics.snapshot()]
+        folder = self.settings.metrics_dir
+        if folder:
+            mine = f"{os.getpid()}.json"
+            with contextlib.suppress(OSError):
+                for name in os.listdir(folder):
+                    if name == mine or not name.endswith(".json"):
+                        continue
+                    with (
+                        contextlib.suppress(OSError, orjson.JSONDecodeError),
+                        open(os.path.join(folder, name), "rb") as f,
+                    ):
+                        snaps.append(orjson.loads(f.read()))
+        if len(snaps) == 1:
+            return self.metrics
+        agg = Metrics()
+        agg.watch_jobs(self.state.job_counts)
+        agg.watch_quality(lambda: self.router.quality)
+        agg.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
+        for snap in snaps:
+            agg.absorb(orjson.loads(orjson.dumps(snap)))
+        agg.workers = len(snaps)
+        return agg
+
+    def _publish_metrics(self) -> None:
+        folder = self.settings.metrics_dir
+        if not folder:
+            return
+        path = os.path.join(folder, f"{os.getpid()}.json")
+        try:
+            with open(path + ".tmp", "wb") as f:
+                f.write(orjson.dumps(self.metrics.snapshot()))
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            self.log.event("warning", "metrics snapshot not written", error=str(exc))
+
     async def prometheus(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         proto.respond(
             200,
             [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
-            self.metrics.render(),
+            self.fleet().render(),
         )

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -87,6 +89,15 @@ def run(settings: Settings) -> int:
         log.warning(
             "no gateway keys configured: the gateway is open to every local process (loopback only)"
         )
+
+    # every worker writes its metrics here each second; any worker's /metrics reads them all
+    runs = os.path.join(settings.state_dir, "metrics")
+    with contextlib.suppress(OSError):
+        for old in os.listdir(runs):
+            shutil.rmtree(os.path.join(runs, old), ignore_errors=True)
+    metrics_dir = os.path.join(runs, f"run-{os.getpid()}")
+    os.makedirs(metrics_dir, exist_ok=True)
+    settings = dataclasses.replace(settings, metrics_dir=metrics_dir)
 
     reserve = socket.socket(
         socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM
