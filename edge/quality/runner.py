@@ -23,7 +23,9 @@ import orjson
 
 from edge.quality import gold
 
-DEFAULT_GOLD = Path(__file__).resolve().parent.parent.parent / "gold" / "starter.jsonl"
+DEFAULT_GOLD = os.environ.get("EDGE_GOLD_SET") or str(
+    Path(__file__).resolve().parent.parent.parent / "gold" / "starter.jsonl"
+)
 
 
 def start_gateway(policy: str) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -121,7 +123,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g = sub.add_parser("gold", help="gold-set regression runs")
     gsub = g.add_subparsers(dest="gold_command", required=True)
     r = gsub.add_parser("run", help="send a gold set through a gateway and score it")
-    r.add_argument("--gold", default=str(DEFAULT_GOLD), help="the gold set (JSONL)")
+    r.add_argument("--gold", default=DEFAULT_GOLD, help="the gold set (JSONL; EDGE_GOLD_SET)")
     r.add_argument("--policy", default="", help="start a gateway on this policy for the run")
     r.add_argument("--gateway", default="", help="use this running gateway instead")
     r.add_argument("--key", default=os.environ.get("EDGE_GOLD_KEY", ""), help="its gateway key")
@@ -235,7 +237,7 @@ def add_rollout_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     r = sub.add_parser("rollout", help="progressive rollout of a candidate policy")
     r.add_argument("action", choices=["start", "status", "pause", "resume", "promote", "abort"])
     r.add_argument("--policy", default="", help="start: the candidate policy")
-    r.add_argument("--gold", default=str(DEFAULT_GOLD), help="start: the gold set it must pass")
+    r.add_argument("--gold", default=DEFAULT_GOLD, help="start: the gold set it must pass")
     r.add_argument("--gold-report", default="", help="start: a passing report instead of a run")
     r.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
     r.set_defaults(func=rollout_main)
