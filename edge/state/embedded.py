@@ -202,7 +202,7 @@ class EmbeddedState:
         self._jobs.executescript(_SCHEMA)
 
     def _connect(self, full: bool) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
         db.execute("PRAGMA busy_timeout=30000")

@@ -1,0 +1,519 @@
+"""The shared state backend: Redis, for any number of gateway instances (``EDGE_REDIS_URL``).
+
+The same calls as ``EmbeddedState``; every read-decide-write is one Lua
+script, so it is atomic across instances:
+
+- budgets: ``spend:{tenant}:{period}`` (INCRBYFLOAT, expiring after the
+  period) and ``resv:{tenant}:{period}`` hashes of reservation -> amount and
+  time; ``reserve`` sums spend + live reservations and inserts only under the
+  block threshold. The ledger is aggregated per day in ``ledger:{day}``.
+- jobs: a hash per job, ``jobs:ready`` (due time) and ``jobs:leases`` (lease
+  expiry) sorted sets; ``claim`` takes a due job or one whose lease expired,
+  ``finish`` only for the lease holder: a job of a dead instance is taken
+  over after its lease and completed exactly once.
+- rollouts: a hash per rollout, ``rollouts`` (by creation), per stage and arm
+  lists of outcomes; the controller's turn is a ``SET NX PX`` lock.
+
+Calls have a short socket timeout; a lost Redis raises ``StateUnavailable``
+and the gateway degrades (see ``edge/server/app.py``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from edge.state.embedded import (
+    JOB_COLUMNS,
+    LIVE_ROLLOUT,
+    ROLLOUT_COLUMNS,
+    STALE_S,
+    LedgerRow,
+    Settlement,
+    periods,
+)
+
+P = "edge:"
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state backend cannot be reached."""
+
+
+_RESERVE = """
+local fraction = 0
+local now, stale, amount, block_at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, 2 do
+  local limit = tonumber(ARGV[4 + i])
+  if limit > 0 then
+    local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local reserved = 0
+    local all = redis.call('HGETALL', KEYS[2 + i])
+    for j = 1, #all, 2 do
+      local amt, at = string.match(all[j + 1], '([^|]+)|([^|]+)')
+      if tonumber(at) > now - stale then reserved = reserved + tonumber(amt) else redis.call('HDEL', KEYS[2 + i], all[j]) end
+    end
+    local f = (spent + reserved + amount) / limit
+    if f > fraction then fraction = f end
+  end
+end
+if fraction < block_at then
+  for i = 3, 4 do
+    redis.call('HSET', KEYS[i], ARGV[7], ARGV[3] .. '|' .. ARGV[1])
+    redis.call('EXPIRE', KEYS[i], 40 * 86400)
+  end
+end
+return tostring(fraction)
+"""
+
+_CLAIM = """
+local now, lease, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, 1)
+local id = expired[1]
+if not id then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+  id = due[1]
+end
+if not id then return false end
+redis.call('ZREM', KEYS[1], id)
+redis.call('ZADD', KEYS[2], now + lease, id)
+local job = ARGV[4] .. id
+redis.call('HSET', job, 'status', 'running', 'lease_owner', owner, 'lease_until', now + lease, 'updated_at', now)
+redis.call('HINCRBY', job, 'attempts', 1)
+return id
+"""
+
+_IF_OWNER = """
+local job = KEYS[1]
+if redis.call('HGET', job, 'status') ~= 'running' or redis.call('HGET', job, 'lease_owner') ~= ARGV[1] then
+  return 0
+end
+local id = ARGV[2]
+redis.call('ZREM', KEYS[2], id)
+for i = 4, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), id) end
+return 1
+"""
+
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'lease_until', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[3])
+return 1
+"""
+
+_MOVE = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 0 end
+local ok = false
+for i = 3, #ARGV do if ARGV[i] == s then ok = true end end
+if not ok then return 0 end
+local fields = cjson.decode(ARGV[1])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+if ARGV[2] ~= '' then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+_INT = {"created_at", "updated_at", "next_run_at", "lease_until", "finished_at", "stage_started_at"}
+
+
+class RedisState:
+    def __init__(self, url: str, timeout_s: float = 0.5) -> None:
+        self.url = url
+        self.path = url
+        self.r = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=False
+        )
+        self._reserve = self.r.register_script(_RESERVE)
+        self._claim = self.r.register_script(_CLAIM)
+        self._if_owner = self.r.register_script(_IF_OWNER)
+        self._renew = self.r.register_script(_RENEW)
+        self._move = self.r.register_script(_MOVE)
+        self._lock = ""
+
+    def _do(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StateUnavailable(f"redis at {self.url}: {exc}") from None
+
+    def ping(self) -> None:
+        self._do(self.r.ping)
+
+    def close(self) -> None:
+        self.r.close()
+
+    # -- budgets
+
+    def reserve(
+        self,
+        reservation: str,
+        tenant: str,
+        day_limit: float,
+        month_limit: float,
+        amount: float,
+        block_at: float,
+        now: float,
+    ) -> float:
+        day, month = periods(now)
+        keys = [
+            f"{P}spend:{tenant}:{day}",
+            f"{P}spend:{tenant}:{month}",
+            f"{P}resv:{tenant}:{day}",
+            f"{P}resv:{tenant}:{month}",
+        ]
+        inf = float("inf")
+        args = [
+            repr(now),
+            repr(STALE_S),
+            repr(amount),
+            repr(block_at) if block_at != inf else "1e308",
+            repr(day_limit) if day_limit != inf else "0",
+            repr(month_limit) if month_limit != inf else "0",
+            reservation,
+        ]
+        return float(self._do(self._reserve, keys=keys, args=args))
+
+    def settle(self, settlements: Iterable[Settlement], ledger: Iterable[LedgerRow]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        for s in settlements:
+            day, month = periods(s.at)
+            if s.reservation:
+                for period in (day, month):
+                    pipe.hdel(f"{P}resv:{s.tenant}:{period}", s.reservation)
+            if s.budgeted and s.cost_usd > 0:
+                for period, ttl in ((day, 2 * 86400), (month, 40 * 86400)):
+                    pipe.incrbyfloat(f"{P}spend:{s.tenant}:{period}", s.cost_usd)
+                    pipe.expire(f"{P}spend:{s.tenant}:{period}", ttl)
+        for row in ledger:
+            key = f"{P}ledger:{periods(row.ts)[0][4:]}"
+            group = "|".join((row.tenant, row.tier, row.provider, row.model, row.kind))
+            for name, value in (
+                ("requests", 1),
+                ("input_tokens", row.input_tokens),
+                ("cache_read_tokens", row.cache_read_tokens),
+                ("cache_write_tokens", row.cache_write_tokens),
+                ("output_tokens", row.output_tokens),
+            ):
+                pipe.hincrby(key, f"{group}|{name}", value)
+            pipe.hincrbyfloat(key, f"{group}|cost_usd", row.cost_usd)
+            pipe.expire(key, 400 * 86400)
+        self._do(pipe.execute)
+
+    def spent(self, tenant: str, period: str) -> float:
+        value = self._do(self.r.get, f"{P}spend:{tenant}:{period}")
+        return float(value or 0.0)
+
+    def spend_report(self, since_day: str) -> list[dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for raw in self._do(lambda: list(self.r.scan_iter(f"{P}ledger:*", count=500))):
+            day = raw.decode().rsplit(":", 1)[1]
+            if day < since_day:
+                continue
+            for field, value in self._do(self.r.hgetall, raw).items():
+                *group, name = field.decode().split("|")
+                key = "|".join(group)
+                row = rows.setdefault(
+                    key,
+                    dict(zip(("tenant", "tier", "provider", "model", "kind"), group, strict=True)),
+                )
+                v = float(value) if name == "cost_usd" else int(value)
+                row[name] = row.get(name, 0) + v
+        out = sorted(rows.values(), key=lambda r: -r.get("cost_usd", 0.0))
+        for r in out:
+            for name in (
+                "requests",
+                "input_tokens",
+                "cache_read_tokens",
+                "cache_write_tokens",
+                "output_tokens",
+                "cost_usd",
+            ):
+                r.setdefault(name, 0)
+        return out
+
+    # -- jobs
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{P}job:{job_id}"
+
+    def put_job(self, job: dict[str, Any]) -> None:
+        fields: dict[Any, Any] = {k: _enc(v) for k, v in job.items() if v is not None}
+        fields.setdefault("attempts", b"0")
+        fields.setdefault("notified", b"0")
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self._job_key(job["id"]), mapping=fields)
+        pipe.zadd(f"{P}jobs:ready", {job["id"]: float(job["next_run_at"])})
+        pipe.zadd(f"{P}jobs:all", {job["id"]: float(job["created_at"])})
+        self._do(pipe.execute)
+
+    def claim_job(self, owner: str, now: float, lease_s: float) -> dict[str, Any] | None:
+        job_id = self._do(
+            self._claim,
+            keys=[f"{P}jobs:ready", f"{P}jobs:leases"],
+            args=[repr(now), repr(lease_s), owner, f"{P}job:"],
+        )
+        return self.get_job(job_id.decode()) if job_id else None
+
+    def renew_lease(self, job_id: str, owner: str, until: float) -> bool:
+        return bool(
+            self._do(
+                self._renew,
+                keys=[self._job_key(job_id), f"{P}jobs:leases"],
+                args=[owner, repr(until), job_id],
+            )
+        )
+
+    def _owned(self, job_id: str, owner: str, requeue_at: float | None, **fields: Any) -> bool:
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, _enc(v)]
+        return bool(
+            self._do(
+                self._if_owner,
+                keys=[self._job_key(job_id), f"{P}jobs:leases", f"{P}jobs:ready"],
+                args=[owner, job_id, "" if requeue_at is None else repr(requeue_at), *flat],
+            )
+        )
+
+    def finish_job(
+        self,
+        job_id: str,
+        owner: str,
+        status: str,
+        result_status: int,
+        result_headers: str,
+        result_body: bytes,
+        error: str,
+        now: float,
+    ) -> bool:
+        return self._owned(
+            job_id,
+            owner,
+            None,
+            status=status,
+            result_status=result_status,
+            result_headers=result_headers,
+            result_body=result_body,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            lease_owner="",
+        )
+
+    def retry_job_later(
+        self, job_id: str, owner: str, next_run_at: float, error: str, now: float
+    ) -> bool:
+        return self._owned(
+            job_id,
+            owner,
+            next_run_at,
+            status="queued",
+            next_run_at=next_run_at,
+            error=error,
+            lease_owner="",
+            updated_at=now,
+        )
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        raw = self._do(self.r.hgetall, self._job_key(job_id))
+        if not raw:
+            return None
+        job: dict[str, Any] = {c: None for c in JOB_COLUMNS}
+        for k, v in raw.items():
+            name = k.decode()
+            if name in ("body", "result_body"):
+                job[name] = v
+            elif name in ("attempts", "result_status", "notified"):
+                job[name] = int(v) if v else None
+            elif name in _INT:
+                job[name] = float(v) if v else None
+            else:
+                job[name] = v.decode()
+        for name in ("lease_owner", "error"):
+            if job.get(name) == "":
+                job[name] = None
+        return job
+
+    def cancel_job(self, job_id: str, now: float) -> bool:
+        job = self.get_job(job_id)
+        if job is None or job["status"] not in ("queued", "running"):
+            return False
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(
+            self._job_key(job_id),
+            mapping={
+                "status": "cancelled",
+                "finished_at": repr(now),
+                "updated_at": repr(now),
+                "lease_owner": "",
+            },
+        )
+        pipe.zrem(f"{P}jobs:ready", job_id)
+        pipe.zrem(f"{P}jobs:leases", job_id)
+        self._do(pipe.execute)
+        return True
+
+    def requeue_job(self, job_id: str, now: float) -> bool:
+        job = self.get_job(job_id)
+        if job is None or job["status"] not in ("failed", "cancelled"):
+            return False
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(
+            self._job_key(job_id),
+            mapping={"status": "queued", "next_run_at": repr(now), "attempts": "0", "error": "",
+                     "finished_at": "", "notified": "0", "updated_at": repr(now)},
+        )  # fmt: skip
+        pipe.zadd(f"{P}jobs:ready", {job_id: now})
+        self._do(pipe.execute)
+        return True
+
+    def mark_notified(self, job_id: str) -> None:
+        self._do(self.r.hset, self._job_key(job_id), "notified", "1")
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        ids = self._do(self.r.zrevrange, f"{P}jobs:all", 0, -1)
+        out = []
+        for raw in ids:
+            job = self.get_job(raw.decode())
+            if job is None or (status and job["status"] != status):
+                continue
+            out.append({k: job[k] for k in ("id", "created_at", "status", "tenant", "tier", "dialect",
+                                           "reason", "attempts", "next_run_at", "error", "finished_at")})  # fmt: skip
+            if len(out) >= limit:
+                break
+        return out
+
+    def job_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for raw in self._do(self.r.zrange, f"{P}jobs:all", 0, -1):
+            s = self._do(self.r.hget, self._job_key(raw.decode()), "status")
+            if s:
+                counts[s.decode()] = counts.get(s.decode(), 0) + 1
+        return counts
+
+    def purge_jobs(self, finished_before: float) -> int:
+        gone = 0
+        for raw in self._do(self.r.zrange, f"{P}jobs:all", 0, -1):
+            job = self.get_job(raw.decode())
+            if (
+                job
+                and job["status"] in ("done", "failed", "cancelled")
+                and (job["finished_at"] or 0) < finished_before
+            ):
+                self._do(self.r.delete, self._job_key(job["id"]))
+                self._do(self.r.zrem, f"{P}jobs:all", job["id"])
+                gone += 1
+        return gone
+
+    # -- rollouts
+
+    def put_rollout(self, row: dict[str, Any]) -> None:
+        live = self.live_rollout()
+        pipe = self.r.pipeline(transaction=True)
+        if live is not None:
+            pipe.hset(
+                f"{P}rollout:{live['id']}", mapping={"status": "aborted", "reason": "superseded"}
+            )
+        pipe.hset(
+            f"{P}rollout:{row['id']}", mapping={c: _enc(row.get(c, "")) for c in ROLLOUT_COLUMNS}
+        )
+        pipe.zadd(f"{P}rollouts", {row["id"]: float(row["created_at"])})
+        self._do(pipe.execute)
+
+    def _rollout(self, rollout_id: str) -> dict[str, Any] | None:
+        raw = self._do(self.r.hgetall, f"{P}rollout:{rollout_id}")
+        if not raw:
+            return None
+        out: dict[str, Any] = {}
+        for k, v in raw.items():
+            name = k.decode()
+            if name == "stage":
+                out[name] = int(v)
+            elif name in _INT:
+                out[name] = float(v)
+            else:
+                out[name] = v.decode()
+        return out
+
+    def live_rollout(self) -> dict[str, Any] | None:
+        for raw in self._do(self.r.zrevrange, f"{P}rollouts", 0, 20):
+            r = self._rollout(raw.decode())
+            if r is not None and r["status"] in LIVE_ROLLOUT:
+                return r
+        return None
+
+    def last_rollout(self) -> dict[str, Any] | None:
+        ids = self._do(self.r.zrevrange, f"{P}rollouts", 0, 0)
+        return self._rollout(ids[0].decode()) if ids else None
+
+    def move_rollout(
+        self,
+        rollout_id: str,
+        expect: tuple[str, ...],
+        status: str,
+        now: float,
+        stage: int | None = None,
+        reason: str = "",
+        report: str = "",
+    ) -> bool:
+        import orjson
+
+        fields: dict[str, Any] = {"status": status, "updated_at": repr(now)}
+        if stage is not None:
+            fields.update(stage=str(stage), stage_started_at=repr(now))
+        if reason:
+            fields.update(reason=reason, report=report)
+        return bool(
+            self._do(
+                self._move,
+                keys=[f"{P}rollout:{rollout_id}", ""],
+                args=[orjson.dumps(fields).decode(), "", *expect],
+            )
+        )
+
+    def add_rollout_events(self, rows: list[tuple[Any, ...]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for rollout_id, stage, arm, _ts, ok, lat, cost, asked, valid in rows:
+            pipe.rpush(
+                f"{P}rollout:{rollout_id}:{stage}:{arm}", f"{ok}|{lat!r}|{cost!r}|{asked}|{valid}"
+            )
+        self._do(pipe.execute)
+
+    def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]:
+        out = []
+        for raw in self._do(self.r.lrange, f"{P}rollout:{rollout_id}:{stage}:{arm}", 0, -1):
+            ok, lat, cost, asked, valid = raw.decode().split("|")
+            out.append((int(ok), float(lat), float(cost), int(asked), int(valid)))
+        return out
+
+    def begin(self) -> None:
+        """The rollout controller's turn: one instance at a time (a short lock)."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + 2.0
+        while not self._do(self.r.set, f"{P}rollout:lock", token, nx=True, px=5000):
+            if time.monotonic() > deadline:
+                raise StateUnavailable("the rollout controller lock is held elsewhere")
+            time.sleep(0.01)
+        self._lock = token
+
+    def commit(self) -> None:
+        if self._lock and self._do(self.r.get, f"{P}rollout:lock") == self._lock.encode():
+            self._do(self.r.delete, f"{P}rollout:lock")
+        self._lock = ""
+
+    rollback = commit
+
+
+def _enc(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
