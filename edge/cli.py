@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from edge.simulate.behaviour import ProfileError, load_profile, preset_names
 
 if TYPE_CHECKING:
-    from edge.state.embedded import EmbeddedState as EmbeddedStateT
+    from edge.state import State
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -66,11 +66,15 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
-def _state(args: argparse.Namespace) -> EmbeddedStateT:
+def _state(args: argparse.Namespace) -> State:
+    """The state the gateway uses: EDGE_REDIS_URL, else EDGE_STATE_DIR (``--state-dir`` wins)."""
     from edge.settings import load_settings
-    from edge.state.embedded import EmbeddedState
+    from edge.state import open_state
 
-    return EmbeddedState(args.state_dir or load_settings().state_dir)
+    settings = load_settings()
+    if args.state_dir:
+        return open_state(args.state_dir)
+    return open_state(settings.state_dir, settings.redis_url)
 
 
 def _jobs(args: argparse.Namespace) -> int:

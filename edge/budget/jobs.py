@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from edge.observe.log import Log
-from edge.state.embedded import EmbeddedState
+from edge.state import State, StateUnavailable
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     ("queued", "claim"): "running",
@@ -82,7 +82,7 @@ def retryable(status: int) -> bool:
 class JobRunner:
     def __init__(
         self,
-        state: EmbeddedState,
+        state: State,
         execute: Execute,
         settings: JobSettings,
         log: Log,
@@ -131,6 +131,8 @@ class JobRunner:
                     self._last_purge = now
                     self.state.purge_jobs(now - s.retention_s)
                 job = self.state.claim_job(self.owner, now, s.lease_s)
+            except StateUnavailable as exc:
+                self.log.event("warning", "job queue unavailable", error=str(exc))
             finally:
                 if job is None:
                     self._slots.release()
@@ -195,6 +197,9 @@ class JobRunner:
                 self.state.mark_notified(job["id"])
         except asyncio.CancelledError:
             raise
+        except StateUnavailable as exc:
+            # the result cannot be recorded: the lease runs out and the job runs again
+            self.log.event("warning", "job result not recorded", job=job["id"], error=str(exc))
         except Exception as exc:
             # an error of the gateway itself: retried later like a provider failure
             self.log.event("error", "job error", job=job["id"], error=repr(exc))
@@ -208,5 +213,8 @@ class JobRunner:
         lease = self.settings.lease_s
         while True:
             await asyncio.sleep(lease / 3)
-            if not self.state.renew_lease(job_id, self.owner, time.time() + lease):
-                return
+            try:
+                if not self.state.renew_lease(job_id, self.owner, time.time() + lease):
+                    return
+            except StateUnavailable:
+                continue

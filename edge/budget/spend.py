@@ -14,6 +14,10 @@ ledger row per answer; attempts that did not serve (lost hedges, failures)
 go to the ledger as ``waste``, not against the budget. Settlements are
 batched and written every ``FLUSH_S`` in one transaction: until then a
 reservation still counts, which errs on the safe side.
+
+When the shared state (Redis) is lost, budgets are enforced locally from the
+last shared figure plus what this worker let through since, settlements are
+kept and written when it returns, and ``available`` says so.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.policy import Policy
-from edge.state.embedded import EmbeddedState, LedgerRow, Settlement
+from edge.state import State, StateUnavailable
+from edge.state.embedded import LedgerRow, Settlement
 
 ORDER = {"ok": 0, "warn": 1, "degrade": 2, "block": 3}
 
@@ -51,7 +56,7 @@ class Spend:
     FLUSH_S = 0.25
 
     def __init__(
-        self, policy: Policy, state: EmbeddedState, clock: Callable[[], float] = time.time
+        self, policy: Policy, state: State, clock: Callable[[], float] = time.time
     ) -> None:
         self.policy = policy
         self.state = state
@@ -59,21 +64,38 @@ class Spend:
         self._settlements: list[Settlement] = []
         self._ledger: list[LedgerRow] = []
         self._timer: asyncio.TimerHandle | None = None
+        self.known: dict[str, float] = {}  # tenant -> its budget share, as the state last said
+        self.local: dict[str, float] = {}  # tenant -> USD let through here while the state was down
+        self.available = True
+        self.errors = 0
+        self.on_change: Callable[[bool, str], None] | None = None
 
     def hold(self, tenant: str, estimate_usd: float) -> Hold:
         budget = self.policy.budget_for(tenant)
         if budget is None:
             return NO_BUDGET
         reservation = uuid.uuid4().hex
-        fraction = self.state.reserve(
-            reservation,
-            tenant,
-            budget.day_usd,
-            budget.month_usd,
-            estimate_usd,
-            budget.block,
-            self.clock(),
-        )
+        limit = min(budget.day_usd, budget.month_usd)
+        try:
+            fraction = self.state.reserve(
+                reservation,
+                tenant,
+                budget.day_usd,
+                budget.month_usd,
+                estimate_usd,
+                budget.block,
+                self.clock(),
+            )
+            self.up()
+            self.known[tenant] = fraction - estimate_usd / limit  # the shared view, last seen
+            self.local.pop(tenant, None)
+        except StateUnavailable as exc:
+            # the shared state is gone: enforce locally, from the last shared figure plus what
+            # this worker has let through since; never looser than before the outage
+            self.down(exc)
+            reservation = ""
+            self.local[tenant] = self.local.get(tenant, 0.0) + estimate_usd
+            fraction = self.known.get(tenant, 0.0) + self.local[tenant] / limit
         if fraction >= budget.block:
             return Hold("block", fraction, "", True)
         action = (
@@ -117,6 +139,26 @@ class Spend:
         self._timer = None
         if not self._settlements and not self._ledger:
             return
-        settlements, ledger = self._settlements, self._ledger
+        try:
+            self.state.settle(self._settlements, self._ledger)
+        except StateUnavailable as exc:
+            # kept (bounded) and written when the state is back: spend re-syncs, nothing lost
+            self.down(exc)
+            self._settlements = self._settlements[-100_000:]
+            self._ledger = self._ledger[-100_000:]
+            return
+        self.up()
         self._settlements, self._ledger = [], []
-        self.state.settle(settlements, ledger)
+
+    def up(self) -> None:
+        if not self.available:
+            self.available = True
+            if self.on_change is not None:
+                self.on_change(True, "")
+
+    def down(self, exc: Exception) -> None:
+        self.errors += 1
+        if self.available:
+            self.available = False
+            if self.on_change is not None:
+                self.on_change(False, str(exc))

@@ -128,6 +128,7 @@ class Metrics:
         self._quality: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
         self.rollbacks: dict[str, int] = {}
+        self._state: Callable[[], tuple[bool, int]] | None = None
         self.tier_requests: dict[tuple[str, str], int] = {}
         # latency and TTFT sketches by ("tier", tier) and ("model", provider, model): the stats'
         # quantiles, mergeable across workers
@@ -284,6 +285,10 @@ class Metrics:
         """Export the rollout's stage and per-arm outcomes, read at scrape time."""
         self._rollout = view
 
+    def watch_state(self, view: Callable[[], tuple[bool, int]]) -> None:
+        """Export whether the shared state backend is reachable, read at scrape time."""
+        self._state = view
+
     def watch_quality(self, scores: Callable[[], dict[str, float]]) -> None:
         """Export each model's quality score as the router uses it, read at scrape time."""
         self._quality = scores
@@ -418,6 +423,14 @@ class _Collector(Collector):
             for status in ("queued", "running", "done", "failed", "cancelled"):
                 depth.add_metric([status], by_status.get(status, 0))
             yield depth
+        if m._state is not None:
+            up, failed = m._state()
+            yield GaugeMetricFamily(
+                "edge_state_up", "1 when the state backend (SQLite or Redis) answers", value=int(up)
+            )
+            yield CounterMetricFamily(
+                "edge_state_errors", "Calls the state backend failed", value=failed
+            )
         rollbacks = CounterMetricFamily(
             "edge_rollout_rollbacks", "Automatic rollout rollbacks", labels=["reason"]
         )

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edge.quality.rollout import status as rollout_status
+from edge.state import StateUnavailable
 from edge.state.embedded import periods
 from hotpath.sketch import LatencySketch
 
@@ -77,10 +78,14 @@ def fleet_stats(gw: Gateway, m: Metrics) -> dict[str, Any]:
              "breaker": BREAKER_NAMES.get(st, "closed"), "quality_score": gw.router.quality.get(mo)},
         )  # fmt: skip
     spend: dict[str, float] = {}
-    for row in gw.state.spend_report(periods(time.time())[0][4:]):
-        if row["kind"] == "answer":
-            spend[row["tenant"] or "-"] = spend.get(row["tenant"] or "-", 0.0) + row["cost_usd"]
-    rollout = rollout_status(gw.state, gw.rollouts.config)["rollout"]
+    rollout = None
+    try:
+        for row in gw.state.spend_report(periods(time.time())[0][4:]):
+            if row["kind"] == "answer":
+                spend[row["tenant"] or "-"] = spend.get(row["tenant"] or "-", 0.0) + row["cost_usd"]
+        rollout = rollout_status(gw.state, gw.rollouts.config)["rollout"]
+    except StateUnavailable:
+        pass  # the shared state is down: the live figures above still stand
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "workers": m.workers,
@@ -90,7 +95,8 @@ def fleet_stats(gw: Gateway, m: Metrics) -> dict[str, Any]:
         "hedges": {f"{t}:{o}": v for (t, o), v in m.hedges.items()},
         "budget_actions": {f"{a}:{s}": v for (a, s), v in m.actions.items()},
         "spend_today_by_key_usd": spend,
-        "jobs": gw.state.job_counts(),
+        "jobs": gw._job_counts(),
+        "state_available": gw.spend.available,
         "rollout": None
         if rollout is None
         else {k: rollout.get(k) for k in ("id", "status", "stage_percent", "arms", "reason")},

@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 
 from edge.observe.log import Log
-from edge.state.embedded import EmbeddedState
+from edge.state import State
 
 STAGES = (1, 10, 50, 100)
 TRANSITIONS: dict[tuple[str, str], str] = {
@@ -190,7 +190,7 @@ class Rollouts:
 
     def __init__(
         self,
-        state: EmbeddedState,
+        state: State,
         config: RolloutConfig,
         log: Log,
         on_rollback: Callable[[str], None] | None = None,
@@ -240,7 +240,11 @@ class Rollouts:
     def flush(self) -> None:
         if self._events:
             events, self._events = self._events, []
-            self.state.add_rollout_events(events)
+            try:
+                self.state.add_rollout_events(events)
+            except Exception:
+                self._events = (events + self._events)[-100_000:]  # written when the state is back
+                raise
 
     def control(self, now: float) -> None:
         """Evaluate the live rollout's current stage and act (one worker at a time)."""
@@ -297,7 +301,7 @@ class Rollouts:
         self.live = state.live_rollout()
 
 
-def status(state: EmbeddedState, config: RolloutConfig) -> dict[str, Any]:
+def status(state: State, config: RolloutConfig) -> dict[str, Any]:
     """The latest rollout and its current stage's figures per arm."""
     r = state.last_rollout()
     if r is None:

@@ -148,14 +148,16 @@ def rollout_main(args: argparse.Namespace) -> int:
     from edge.policy import PolicyError, load_policy
     from edge.quality import rollout
     from edge.settings import SettingsError, load_settings
-    from edge.state.embedded import EmbeddedState
+    from edge.state import open_state
 
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"llm-edge rollout: {exc}", file=sys.stderr)
         return 2
-    state = EmbeddedState(args.state_dir or settings.state_dir)
+    state = open_state(
+        args.state_dir or settings.state_dir, "" if args.state_dir else settings.redis_url
+    )
     config = rollout.RolloutConfig(stages=settings.stages)
     now = time.time()
     try:

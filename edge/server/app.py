@@ -39,6 +39,7 @@ from edge.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    ServiceUnavailable,
     Unauthorized,
     render,
 )
@@ -65,7 +66,8 @@ from edge.server.relay import (
     relay_count_tokens,
 )
 from edge.settings import Settings
-from edge.state.embedded import EmbeddedState, LedgerRow, periods
+from edge.state import StateUnavailable, open_state
+from edge.state.embedded import LedgerRow, periods
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
@@ -163,8 +165,9 @@ class Gateway:
             }
         )
         self.created = int(time.time())
-        self.state = EmbeddedState(settings.state_dir)
+        self.state = open_state(settings.state_dir, settings.redis_url)
         self.spend = Spend(policy, self.state)
+        self.spend.on_change = self._state_changed
         self.jobs = JobRunner(
             self.state,
             self.run_job,
@@ -182,7 +185,7 @@ class Gateway:
             self._notify,
             self.metrics.job_finished,
         )
-        self.metrics.watch_jobs(self.state.job_counts)
+        self.metrics.watch_jobs(self._job_counts)
         self.metrics.watch_quality(lambda: self.router.quality)
         self.rollouts = Rollouts(
             self.state,
@@ -201,6 +204,7 @@ class Gateway:
             self.metrics.rollback,
         )
         self.metrics.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
+        self.metrics.watch_state(lambda: (self.spend.available, self.spend.errors))
         self._gold_mtime = 0.0
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
@@ -224,6 +228,7 @@ class Gateway:
             self.router.refresh(now)
             if self.canary is not None:
                 self.canary.router.refresh(now)
+            self._check_state()
             self._watch_gold()
             self._watch_rollout()
             self._publish_metrics()
@@ -277,6 +282,36 @@ class Gateway:
             return
         self.router.set_quality(scores)
         self.log.event("info", "quality scores from gold report", path=path, scores=scores)
+
+    def _job_counts(self) -> dict[str, int]:
+        try:
+            return self.state.job_counts()
+        except StateUnavailable as exc:
+            self.spend.down(exc)
+            return {}
+
+    def _put_job(self, job: dict[str, Any]) -> None:
+        self.state.put_job(job)
+
+    def _state_changed(self, available: bool, why: str) -> None:
+        if available:
+            self.log.event("warning", "shared state is back: budgets and jobs are shared again")
+        else:
+            self.log.event(
+                "error",
+                "shared state lost: budgets enforced locally, no new jobs, spend kept to re-sync",
+                error=why,
+            )
+
+    def _check_state(self) -> None:
+        """While the shared state is down, look for it once a tick (and write what waited)."""
+        if not self.spend.available:
+            try:
+                self.state.job_counts()
+            except StateUnavailable:
+                return
+            self.spend.up()
+            self.spend.flush()
 
     def _watch_rollout(self) -> None:
         """Run the rollout controller, and serve the live rollout's candidate beside the policy."""
@@ -357,6 +392,14 @@ class Gateway:
                 proto.abort_stream()
             else:
                 self.render_error(err, req, proto)
+        except StateUnavailable as exc:
+            self.spend.down(exc)
+            unavailable = ServiceUnavailable(
+                "the shared state is unavailable; retry later", headers=[(b"retry-after", b"5")]
+            )
+            out.status, out.error = 503, "StateUnavailable"
+            if not proto.started:
+                self.render_error(unavailable, req, proto)
         except asyncio.CancelledError:
             out.status, out.error = 499, "ClientDisconnected"
             raise
@@ -588,23 +631,31 @@ class Gateway:
         if tenant.tenant:
             headers["x-edge-tenant"] = tenant.tenant
         job_id = new_job_id()
-        self.state.put_job(
-            {
-                "id": job_id,
-                "created_at": now,
-                "updated_at": now,
-                "status": "queued",
-                "tenant": tenant.tenant,
-                "key_id": tenant.key_id,
-                "tier": plan.tier.name,
-                "dialect": dialect.NAME,
-                "path": req.path.decode(),
-                "headers": orjson.dumps(headers).decode(),
-                "body": orjson.dumps(body),
-                "reason": reason,
-                "next_run_at": not_before,
-            }
-        )
+        try:
+            self._put_job(
+                {
+                    "id": job_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    "status": "queued",
+                    "tenant": tenant.tenant,
+                    "key_id": tenant.key_id,
+                    "tier": plan.tier.name,
+                    "dialect": dialect.NAME,
+                    "path": req.path.decode(),
+                    "headers": orjson.dumps(headers).decode(),
+                    "body": orjson.dumps(body),
+                    "reason": reason,
+                    "next_run_at": not_before,
+                }
+            )
+        except StateUnavailable as exc:
+            self.spend.down(exc)
+            raise ServiceUnavailable(
+                "the request is over its cost threshold and would be queued as a job, but the "
+                "job queue cannot persist it right now; retry later",
+                headers=[(b"retry-after", b"5")],
+            ) from None
         self.jobs.poke()
         out.status = 202
         location = f"/v1/jobs/{job_id}".encode()
@@ -785,7 +836,7 @@ class Gateway:
         if len(snaps) == 1:
             return self.metrics
         agg = Metrics()
-        agg.watch_jobs(self.state.job_counts)
+        agg.watch_jobs(self._job_counts)
         agg.watch_quality(lambda: self.router.quality)
         agg.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
         for snap in snaps:

@@ -34,7 +34,7 @@ from edge.observe.log import Log
 from edge.policy import Policy, PolicyError, load_policy
 from edge.server.auth import Keyring, KeysError
 from edge.settings import Settings
-from edge.state.embedded import EmbeddedState
+from edge.state import StateUnavailable, open_state
 
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
@@ -60,7 +60,10 @@ def run(settings: Settings) -> int:
             except ProfileError as exc:
                 raise PolicyError(f"EDGE_SIM_PROFILE: {exc}") from None
         try:
-            EmbeddedState(settings.state_dir).close()
+            os.makedirs(settings.state_dir, exist_ok=True)
+            open_state(settings.state_dir, settings.redis_url).close()
+        except StateUnavailable as exc:
+            raise PolicyError(f"EDGE_REDIS_URL: cannot reach the shared state: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             raise PolicyError(f"EDGE_STATE_DIR {settings.state_dir}: {exc}") from None
     except (PolicyError, KeysError) as exc:
