@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import os
+import socket
 import time
 import tomllib
 import traceback
@@ -66,7 +67,7 @@ from edge.server.relay import (
     relay_count_tokens,
 )
 from edge.settings import Settings
-from edge.state import StateUnavailable, open_state
+from edge.state import RedisState, StateUnavailable, open_state
 from edge.state.embedded import LedgerRow, periods
 from edge.upstream.pool import Pool
 
@@ -205,6 +206,7 @@ class Gateway:
         )
         self.metrics.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
         self.metrics.watch_state(lambda: (self.spend.available, self.spend.errors))
+        self._snapshot_name = f"{socket.gethostname()}:{os.getpid()}"
         self._gold_mtime = 0.0
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
@@ -760,7 +762,11 @@ class Gateway:
             self._admin(req)
         self.spend.flush()
         self.rollouts.flush()
-        body = fleet_stats(self, self.fleet())
+        scope = parse_qs(req.query.decode("latin-1")).get("scope", ["instance"])[0]
+        body = fleet_stats(self, self.fleet(instances=scope == "fleet"))
+        body["scope"] = (
+            "fleet" if scope == "fleet" and isinstance(self.state, RedisState) else "instance"
+        )
         proto.respond(200, [*JSON_HEADERS, (b"cache-control", b"no-store")], orjson.dumps(body))
 
     async def dashboard(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
@@ -818,11 +824,20 @@ class Gateway:
                 orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}),
             )
 
-    def fleet(self) -> Metrics:
-        """Every worker's metrics together: this one's live, the others' last snapshots."""
+    def fleet(self, instances: bool = False) -> Metrics:
+        """Every worker's metrics together: this one's live, the others' last snapshots; with
+        ``instances`` (and Redis), every instance's workers, as they published them."""
         snaps = [self.metrics.snapshot()]
         folder = self.settings.metrics_dir
-        if folder:
+        if instances and isinstance(self.state, RedisState):
+            try:
+                for raw in self.state.snapshots():
+                    snap = orjson.loads(raw)
+                    if snap.get("name") != self._snapshot_name:  # this worker's is live above
+                        snaps.append(snap)
+            except StateUnavailable as exc:
+                self.spend.down(exc)
+        elif folder:
             mine = f"{os.getpid()}.json"
             with contextlib.suppress(OSError):
                 for name in os.listdir(folder):
@@ -845,13 +860,21 @@ class Gateway:
         return agg
 
     def _publish_metrics(self) -> None:
+        snap = self.metrics.snapshot()
+        snap["name"] = self._snapshot_name
+        data = orjson.dumps(snap)
+        if isinstance(self.state, RedisState) and self.spend.available:
+            try:  # the fleet's view: every instance's workers, breakers included
+                self.state.publish_snapshot(self._snapshot_name, data)
+            except StateUnavailable as exc:
+                self.spend.down(exc)
         folder = self.settings.metrics_dir
         if not folder:
             return
         path = os.path.join(folder, f"{os.getpid()}.json")
         try:
             with open(path + ".tmp", "wb") as f:
-                f.write(orjson.dumps(self.metrics.snapshot()))
+                f.write(data)
             os.replace(path + ".tmp", path)
         except OSError as exc:
             self.log.event("warning", "metrics snapshot not written", error=str(exc))

@@ -412,6 +412,15 @@ class RedisState:
                 gone += 1
         return gone
 
+    # -- metrics of every instance (for fleet-wide stats)
+
+    def publish_snapshot(self, name: str, data: bytes, ttl_s: int = 30) -> None:
+        self._do(self.r.set, f"{P}snapshot:{name}", data, ex=ttl_s)
+
+    def snapshots(self) -> list[bytes]:
+        keys = self._do(lambda: list(self.r.scan_iter(f"{P}snapshot:*", count=500)))
+        return [v for v in (self._do(self.r.mget, keys) if keys else []) if v]
+
     # -- rollouts
 
     def put_rollout(self, row: dict[str, Any]) -> None:

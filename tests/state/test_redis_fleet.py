@@ -75,6 +75,20 @@ def test_two_instances_enforce_one_budget(sim: SimClient, redis: RedisServer) ->
         # the day budget is 0.0001 USD: the fleet together stays under it (the estimates of
         # requests in flight are reserved, real costs are smaller than the estimates)
         assert 0 < spent <= 0.0001
+        # the fleet's view: both instances' requests and merged latency sketches, from either
+        time.sleep(1.2)  # snapshots are published every second
+        answered = statuses.count(200)
+        for gw in (a, b):
+            admin = {"authorization": f"Bearer {ADMIN}"}
+            fleet = httpx.get(
+                gw.url + "/v1/edge/stats", params={"scope": "fleet"}, headers=admin
+            ).json()
+            assert fleet["scope"] == "fleet" and fleet["workers"] == 2
+            assert fleet["tiers"]["K"]["requests"] == answered
+            assert fleet["tiers"]["K"]["latency_ms"]["p95"] > 0
+            assert fleet["models"]["openai/cheap"]["breaker"] == "closed"
+            mine = httpx.get(gw.url + "/v1/edge/stats", headers=admin).json()
+            assert mine["scope"] == "instance" and mine["tiers"]["K"]["requests"] < answered
     finally:
         a.stop()
         b.stop()
