@@ -309,7 +309,7 @@ class Gateway:
         """While the shared state is down, look for it once a tick (and write what waited)."""
         if not self.spend.available:
             try:
-                self.state.job_counts()
+                self.state.ping()
             except StateUnavailable:
                 return
             self.spend.up()
@@ -317,6 +317,8 @@ class Gateway:
 
     def _watch_rollout(self) -> None:
         """Run the rollout controller, and serve the live rollout's candidate beside the policy."""
+        if not self.spend.available:
+            return  # the shared state is down: keep the rollout as last seen
         try:
             self.rollouts.control(time.time())
         except Exception as exc:  # the state is busy or broken: keep serving, try next tick

@@ -208,6 +208,9 @@ class EmbeddedState:
         db.execute("PRAGMA busy_timeout=30000")
         return db
 
+    def ping(self) -> None:
+        self._db.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         self._jobs.close()
         self._db.close()
