@@ -112,11 +112,13 @@ class Hist:
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str], int] = {}
-        self.errors: dict[tuple[str, str], int] = {}
+        # (operation, dialect, tier, provider, model[, status]): the OpenTelemetry GenAI
+        # attributes (operation, provider, model, error type) plus the gateway's dialect and tier
+        self.requests: dict[tuple[str, ...], int] = {}
+        self.errors: dict[tuple[str, ...], int] = {}
         self.tokens: dict[tuple[str, str, str], int] = {}
-        self.duration: dict[tuple[str, str, str], Hist] = {}
-        self.ttft: dict[tuple[str, str, str], Hist] = {}
+        self.duration: dict[tuple[str, ...], Hist] = {}
+        self.ttft: dict[tuple[str, ...], Hist] = {}
         self.attempts: dict[tuple[str, str, str], int] = {}
         self.hedges: dict[tuple[str, str], int] = {}
         self.waste_tokens: dict[tuple[str, str, str], int] = {}
@@ -144,16 +146,18 @@ class Metrics:
 
     def observe(
         self,
+        operation: str,
         dialect: str,
+        tier: str,
         provider: str,
         model: str,
         status: int,
         duration: float,
         ttft: float | None,
     ) -> None:
-        key = (dialect, provider, model, str(status))
+        series = (operation, dialect, tier or "-", provider, model)
+        key = (*series, str(status))
         self.requests[key] = self.requests.get(key, 0) + 1
-        series = (dialect, provider, model)
         hist = self.duration.get(series)
         if hist is None:
             hist = self.duration[series] = Hist(DURATION_BUCKETS)
@@ -250,8 +254,8 @@ class Metrics:
         self._static["breakers"] = [(p, m, st) for (p, m), st in worst.items()]
         self._breakers = lambda: list(self._static["breakers"])  # type: ignore[call-overload]
 
-    def error(self, dialect: str, error_type: str) -> None:
-        key = (dialect, error_type)
+    def error(self, operation: str, dialect: str, error_type: str) -> None:
+        key = (operation, dialect, error_type)
         self.errors[key] = self.errors.get(key, 0) + 1
 
     def add_tokens(self, provider: str, model: str, t: Tokens) -> None:
@@ -340,8 +344,9 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
+        series_labels = ["operation", "dialect", "tier", "provider", "model"]
         requests = CounterMetricFamily(
-            "edge_requests", "Requests answered", labels=["dialect", "provider", "model", "status"]
+            "edge_requests", "Requests answered", labels=[*series_labels, "status"]
         )
         for key, n in m.requests.items():
             requests.add_metric(list(key), n)
@@ -349,7 +354,7 @@ class _Collector(Collector):
         errors = CounterMetricFamily(
             "edge_request_errors",
             "Requests that ended in an error",
-            labels=["dialect", "error_type"],
+            labels=["operation", "dialect", "error_type"],
         )
         for ekey, n in m.errors.items():
             errors.add_metric(list(ekey), n)
@@ -368,7 +373,7 @@ class _Collector(Collector):
                 m.ttft,
             ),
         ):
-            fam = HistogramMetricFamily(name, doc, labels=["dialect", "provider", "model"])
+            fam = HistogramMetricFamily(name, doc, labels=series_labels)
             for skey, hist in series.items():
                 fam.add_metric(list(skey), hist.cumulative(), hist.total)
             yield fam

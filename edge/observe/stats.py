@@ -52,7 +52,7 @@ def fleet_stats(gw: Gateway, m: Metrics) -> dict[str, Any]:
         }
     models: dict[str, Any] = {}
     breakers = {(p, mo): st for p, mo, st in (m._breakers() if m._breakers else [])}
-    for (_, provider, model, status), count in m.requests.items():
+    for (_, _, _, provider, model, status), count in m.requests.items():
         if model == "-":
             continue
         row = models.setdefault(

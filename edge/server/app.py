@@ -452,7 +452,17 @@ class Gateway:
                 out.json_asked,
                 out.json_valid,
             )
-        self.metrics.observe(out.dialect, out.provider, out.model, out.status, duration, out.ttft)
+        operation = "count_tokens" if req.path == b"/v1/messages/count_tokens" else "chat"
+        self.metrics.observe(
+            operation,
+            out.dialect,
+            out.tier,
+            out.provider,
+            out.model,
+            out.status,
+            duration,
+            out.ttft,
+        )
         if out.tier and req.path != b"/v1/messages/count_tokens" and out.status != 202:
             self.metrics.observe_stats(
                 out.tier,
@@ -464,7 +474,7 @@ class Gateway:
                 now,
             )
         if out.error:
-            self.metrics.error(out.dialect, out.error)
+            self.metrics.error(operation, out.dialect, out.error)
         self.log.request(
             id=req.request_id,
             tier=out.tier or None,

@@ -258,12 +258,19 @@ def test_gateway_sends_the_callers_request_id_upstream(gateway: Proc, fresh_sim:
 
 def test_metrics_count_requests_latency_ttft_and_tokens(gateway: Proc, oa: openai.OpenAI) -> None:
     def series(name: str, *fragments: str) -> float:
-        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
-            if line.startswith(name + "{") and all(f in line for f in fragments):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in httpx.get(gateway.url + "/metrics").text.splitlines()
+            if line.startswith(name + "{") and all(f in line for f in fragments)
+        )
 
-    labels = ('dialect="openai"', 'model="gpt-4o-mini"', 'provider="openai"')
+    labels = (
+        'operation="chat"',
+        'dialect="openai"',
+        'tier="L1"',
+        'model="gpt-4o-mini"',
+        'provider="openai"',
+    )
     before = series("edge_requests_total", *labels, 'status="200"')
     r = oa.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert r.usage is not None
