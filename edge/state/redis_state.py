@@ -96,6 +96,7 @@ local id = ARGV[2]
 redis.call('ZREM', KEYS[2], id)
 for i = 4, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), id) end
+if KEYS[4] ~= '' then redis.call('ZADD', KEYS[4], 0, id) end
 return 1
 """
 
@@ -274,10 +275,16 @@ class RedisState:
         flat: list[Any] = []
         for k, v in fields.items():
             flat += [k, _enc(v)]
+        final = fields["status"] if fields["status"] in ("done", "failed") else ""
         return bool(
             self._do(
                 self._if_owner,
-                keys=[self._job_key(job_id), f"{P}jobs:leases", f"{P}jobs:ready"],
+                keys=[
+                    self._job_key(job_id),
+                    f"{P}jobs:leases",
+                    f"{P}jobs:ready",
+                    f"{P}jobs:status:{final}" if final else "",
+                ],
                 args=[owner, job_id, "" if requeue_at is None else repr(requeue_at), *flat],
             )
         )
@@ -357,6 +364,7 @@ class RedisState:
         )
         pipe.zrem(f"{P}jobs:ready", job_id)
         pipe.zrem(f"{P}jobs:leases", job_id)
+        pipe.zadd(f"{P}jobs:status:cancelled", {job_id: 0})
         self._do(pipe.execute)
         return True
 
@@ -371,6 +379,7 @@ class RedisState:
                      "finished_at": "", "notified": "0", "updated_at": repr(now)},
         )  # fmt: skip
         pipe.zadd(f"{P}jobs:ready", {job_id: now})
+        pipe.zrem(f"{P}jobs:status:{job['status']}", job_id)
         self._do(pipe.execute)
         return True
 
@@ -391,12 +400,14 @@ class RedisState:
         return out
 
     def job_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for raw in self._do(self.r.zrange, f"{P}jobs:all", 0, -1):
-            s = self._do(self.r.hget, self._job_key(raw.decode()), "status")
-            if s:
-                counts[s.decode()] = counts.get(s.decode(), 0) + 1
-        return counts
+        """Jobs by status, from the status sets (constant time: it is read at every scrape)."""
+        pipe = self.r.pipeline(transaction=False)
+        names = ("queued", "running", "done", "failed", "cancelled")
+        pipe.zcard(f"{P}jobs:ready")
+        pipe.zcard(f"{P}jobs:leases")
+        for name in names[2:]:
+            pipe.zcard(f"{P}jobs:status:{name}")
+        return {n: c for n, c in zip(names, self._do(pipe.execute), strict=True) if c}
 
     def purge_jobs(self, finished_before: float) -> int:
         gone = 0
@@ -409,6 +420,7 @@ class RedisState:
             ):
                 self._do(self.r.delete, self._job_key(job["id"]))
                 self._do(self.r.zrem, f"{P}jobs:all", job["id"])
+                self._do(self.r.zrem, f"{P}jobs:status:{job['status']}", job["id"])
                 gone += 1
         return gone
 

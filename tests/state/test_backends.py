@@ -87,27 +87,31 @@ def test_settling_releases_the_reservation_and_counts_the_real_cost(
     assert report[0]["requests"] == 1 and report[0]["output_tokens"] == 5
 
 
+def state_job(now: float) -> dict[str, Any]:
+    return {
+        "id": "job_1",
+        "created_at": now,
+        "updated_at": now,
+        "status": "queued",
+        "tenant": "t",
+        "key_id": "k",
+        "tier": "L1",
+        "dialect": "openai",
+        "path": "/v1/chat/completions",
+        "headers": "{}",
+        "body": b"{}",
+        "reason": "test",
+        "next_run_at": now,
+    }
+
+
 def test_a_job_is_finished_only_by_its_lease_holder(new: Callable[[], Backend]) -> None:
     state, other = new(), new()
     now = time.time()
-    state.put_job(
-        {
-            "id": "job_1",
-            "created_at": now,
-            "updated_at": now,
-            "status": "queued",
-            "tenant": "t",
-            "key_id": "k",
-            "tier": "L1",
-            "dialect": "openai",
-            "path": "/v1/chat/completions",
-            "headers": "{}",
-            "body": b"{}",
-            "reason": "test",
-            "next_run_at": now,
-        }
-    )
+    state.put_job(state_job(now))
+    assert state.job_counts() == {"queued": 1}
     a = state.claim_job("a", now, lease_s=5)
+    assert other.job_counts() == {"running": 1}
     assert a is not None and a["attempts"] == 1
     assert other.claim_job("b", now + 1, lease_s=5) is None  # a holds it
     b = other.claim_job("b", now + 6, lease_s=5)  # a's lease ran out: b takes over
@@ -119,7 +123,12 @@ def test_a_job_is_finished_only_by_its_lease_holder(new: Callable[[], Backend]) 
     assert job is not None and job["status"] == "done" and job["result_body"] == b"ok"
     assert not state.cancel_job("job_1", now + 8)  # done is final
     assert state.job_counts() == {"done": 1}
+    second = {**state_job(now), "id": "job_2"}
+    state.put_job(second)
+    assert other.cancel_job("job_2", now) and state.job_counts() == {"done": 1, "cancelled": 1}
+    assert state.requeue_job("job_2", now) and other.job_counts() == {"done": 1, "queued": 1}
     assert state.purge_jobs(now + 8) == 1 and state.get_job("job_1") is None
+    assert state.job_counts() == {"queued": 1}
 
 
 def test_rollouts_are_one_state_for_every_handle(new: Callable[[], Backend]) -> None:
