@@ -42,6 +42,7 @@ import orjson
 
 from edge.observe.log import Log
 from edge.state import State
+from edge.state.redis_state import ControllerBusy
 
 STAGES = (1, 10, 50, 100)
 TRANSITIONS: dict[tuple[str, str], str] = {
@@ -250,7 +251,10 @@ class Rollouts:
         """Evaluate the live rollout's current stage and act (one worker at a time)."""
         self.flush()
         state = self.state
-        state.begin()
+        try:
+            state.begin()
+        except ControllerBusy:
+            return  # another instance's turn; ours comes at the next tick
         try:
             live = state.live_rollout()
             if live is None or live["status"] != "running":

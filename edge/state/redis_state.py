@@ -21,7 +21,6 @@ and the gateway degrades (see ``edge/server/app.py``).
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,6 +41,10 @@ P = "edge:"
 
 class StateUnavailable(RuntimeError):
     """The shared state backend cannot be reached."""
+
+
+class ControllerBusy(RuntimeError):
+    """Another instance holds the rollout controller's turn (try at the next tick)."""
 
 
 _RESERVE = """
@@ -515,13 +518,11 @@ class RedisState:
         return out
 
     def begin(self) -> None:
-        """The rollout controller's turn: one instance at a time (a short lock)."""
+        """The rollout controller's turn: one instance at a time (a short lock, never waited
+        for: the event loop must not block; the next tick tries again)."""
         token = secrets.token_hex(8)
-        deadline = time.monotonic() + 2.0
-        while not self._do(self.r.set, f"{P}rollout:lock", token, nx=True, px=5000):
-            if time.monotonic() > deadline:
-                raise StateUnavailable("the rollout controller lock is held elsewhere")
-            time.sleep(0.01)
+        if not self._do(self.r.set, f"{P}rollout:lock", token, nx=True, px=5000):
+            raise ControllerBusy("another instance is evaluating the rollout")
         self._lock = token
 
     def commit(self) -> None:

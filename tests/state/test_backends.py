@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edge.state.embedded import EmbeddedState, LedgerRow, Settlement, periods
-from edge.state.redis_state import RedisState
+from edge.state.redis_state import ControllerBusy, RedisState
 from tests.conftest import RedisServer
 
 NOW = 1_795_000_000.0  # 2026-11-18
@@ -152,7 +152,12 @@ def test_rollouts_are_one_state_for_every_handle(new: Callable[[], Backend]) -> 
     a.add_rollout_events([("ro_1", 1, "canary", NOW, 1, 12.5, 0.001, 1, 0)])
     assert b.rollout_events("ro_1", 1, "canary") == [(1, 12.5, 0.001, 1, 0)]
     a.begin()
+    if isinstance(b, RedisState):  # another instance's controller skips its turn, never waits
+        with pytest.raises(ControllerBusy):
+            b.begin()
     a.commit()
+    b.begin()  # free again
+    b.commit()
     assert b.move_rollout("ro_1", ("running",), "rolled_back", NOW + 3, reason="r", report="{}")
     assert a.live_rollout() is None
     last = a.last_rollout()
