@@ -89,6 +89,7 @@ class JobRunner:
         webhook_url: str = "",
         notify: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         on_finish: Callable[[str], None] | None = None,
+        available: Callable[[], bool] = lambda: True,
     ) -> None:
         self.state = state
         self.execute = execute
@@ -97,6 +98,7 @@ class JobRunner:
         self.webhook_url = webhook_url
         self.notify = notify
         self.on_finish = on_finish
+        self.available = available  # False while the shared state is known to be down
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._wake = asyncio.Event()
@@ -130,7 +132,8 @@ class JobRunner:
                 if now - self._last_purge > 3600:
                     self._last_purge = now
                     self.state.purge_jobs(now - s.retention_s)
-                job = self.state.claim_job(self.owner, now, s.lease_s)
+                if self.available():
+                    job = self.state.claim_job(self.owner, now, s.lease_s)
             except StateUnavailable as exc:
                 self.log.event("warning", "job queue unavailable", error=str(exc))
             finally:

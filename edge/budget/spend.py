@@ -77,6 +77,9 @@ class Spend:
         reservation = uuid.uuid4().hex
         limit = min(budget.day_usd, budget.month_usd)
         try:
+            if not self.available:
+                # known down: no call (each would wait for a timeout); a tick looks for it
+                raise StateUnavailable("the shared state is down")
             fraction = self.state.reserve(
                 reservation,
                 tenant,
@@ -137,8 +140,8 @@ class Spend:
 
     def flush(self) -> None:
         self._timer = None
-        if not self._settlements and not self._ledger:
-            return
+        if (not self._settlements and not self._ledger) or not self.available:
+            return  # nothing to write, or kept until a tick finds the state again
         try:
             self.state.settle(self._settlements, self._ledger)
         except StateUnavailable as exc:

@@ -185,6 +185,7 @@ class Gateway:
             policy.webhook_url,
             self._notify,
             self.metrics.job_finished,
+            lambda: self.spend.available,
         )
         self.metrics.watch_jobs(self._job_counts)
         self.metrics.watch_quality(lambda: self.router.quality)
@@ -286,6 +287,8 @@ class Gateway:
         self.log.event("info", "quality scores from gold report", path=path, scores=scores)
 
     def _job_counts(self) -> dict[str, int]:
+        if not self.spend.available:
+            return {}
         try:
             return self.state.job_counts()
         except StateUnavailable as exc:

@@ -139,6 +139,8 @@ class RedisState:
         self._if_owner = self.r.register_script(_IF_OWNER)
         self._renew = self.r.register_script(_RENEW)
         self._move = self.r.register_script(_MOVE)
+        # the liveness probe of a lost Redis: quick to say no, so a tick never stalls on it
+        self._probe = redis.Redis.from_url(url, socket_timeout=0.1, socket_connect_timeout=0.1)
         self._lock = ""
 
     def _do(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -148,10 +150,11 @@ class RedisState:
             raise StateUnavailable(f"redis at {self.url}: {exc}") from None
 
     def ping(self) -> None:
-        self._do(self.r.ping)
+        self._do(self._probe.ping)
 
     def close(self) -> None:
         self.r.close()
+        self._probe.close()
 
     # -- budgets
 
