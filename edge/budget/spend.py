@@ -70,7 +70,10 @@ class Spend:
         self.errors = 0
         self.on_change: Callable[[bool, str], None] | None = None
 
-    def hold(self, tenant: str, estimate_usd: float) -> Hold:
+    def hold(self, tenant: str, estimate_usd: float, never_block: bool = False) -> Hold:
+        """Check and reserve the estimate. ``never_block`` (a tier that never blocks, a job
+        running now): past the block threshold the request is still reserved and counted, and
+        answered degraded."""
         budget = self.policy.budget_for(tenant)
         if budget is None:
             return NO_BUDGET
@@ -86,7 +89,7 @@ class Spend:
                 budget.day_usd,
                 budget.month_usd,
                 estimate_usd,
-                budget.block,
+                float("inf") if never_block else budget.block,
                 self.clock(),
             )
             self.up()
@@ -100,28 +103,13 @@ class Spend:
             self.local[tenant] = self.local.get(tenant, 0.0) + estimate_usd
             fraction = self.known.get(tenant, 0.0) + self.local[tenant] / limit
         if fraction >= budget.block:
+            if never_block:
+                return Hold("degrade", fraction, reservation, True)
             return Hold("block", fraction, "", True)
         action = (
             "degrade" if fraction >= budget.degrade else "warn" if fraction >= budget.warn else "ok"
         )
         return Hold(action, fraction, reservation, True)
-
-    def force(self, tenant: str, estimate_usd: float) -> str:
-        """Reserve past the block threshold (a tier that never blocks, a job): still counted."""
-        budget = self.policy.budget_for(tenant)
-        if budget is None:
-            return ""
-        reservation = uuid.uuid4().hex
-        self.state.reserve(
-            reservation,
-            tenant,
-            budget.day_usd,
-            budget.month_usd,
-            estimate_usd,
-            float("inf"),
-            self.clock(),
-        )
-        return reservation
 
     def settle(self, hold: Hold, tenant: str, cost_usd: float, rows: list[LedgerRow]) -> None:
         """Count a finished request (its cost is 0 when it failed); written within FLUSH_S."""

@@ -30,21 +30,54 @@ from prometheus_client.registry import Collector
 from edge.budget.pricing import Tokens
 from hotpath.sketch import LatencySketch
 
-COUNTERS = (
-    "requests",
-    "errors",
-    "tokens",
-    "attempts",
-    "hedges",
-    "waste_tokens",
-    "transitions",
-    "costs",
-    "actions",
-    "jobs_done",
-    "rollbacks",
-    "tier_requests",
-)
 SKETCH_WINDOW_S, SKETCH_SLOTS = 300.0, 10
+SERIES_LABELS = ["operation", "dialect", "tier", "provider", "model"]
+# (attribute, family, help, labels): every plain counter, exported the same way
+COUNTER_FAMILIES = (
+    ("requests", "edge_requests", "Requests answered", [*SERIES_LABELS, "status"]),
+    (
+        "errors",
+        "edge_request_errors",
+        "Requests that ended in an error",
+        ["operation", "dialect", "error_type"],
+    ),
+    ("tokens", "edge_tokens", "Tokens by direction", ["provider", "model", "direction"]),
+    (
+        "attempts",
+        "edge_attempts",
+        "Upstream attempts by how they ended",
+        ["provider", "model", "outcome"],
+    ),
+    ("hedges", "edge_hedges", "Hedged attempts by how they ended", ["tier", "outcome"]),
+    (
+        "waste_tokens",
+        "edge_hedge_waste_tokens",
+        "Tokens of attempts that did not serve the answer (lost, cancelled, failed)",
+        ["provider", "model", "direction"],
+    ),
+    (
+        "transitions",
+        "edge_breaker_transitions",
+        "Circuit breaker state changes",
+        ["provider", "model", "from_state", "to_state"],
+    ),
+    (
+        "costs",
+        "edge_cost_usd",
+        "Real cost of answers from provider usage, USD",
+        ["provider", "model", "tier"],
+    ),
+    (
+        "actions",
+        "edge_budget_actions",
+        "Cost actions taken (scope: the request's estimate, or the key's budget)",
+        ["action", "scope"],
+    ),
+    ("jobs_done", "edge_jobs_finished", "Async jobs finished", ["outcome"]),
+    ("rollbacks", "edge_rollout_rollbacks", "Automatic rollout rollbacks", ["reason"]),
+)
+# what a worker shares with the others: the exported counters and the stats' per-tier counts
+COUNTERS = (*(f[0] for f in COUNTER_FAMILIES), "tier_requests")
 
 # OpenTelemetry GenAI duration buckets, extended to two minutes: LLM calls are slow.
 DURATION_BUCKETS = (
@@ -125,18 +158,20 @@ class Metrics:
         self.transitions: dict[tuple[str, str, str, str], int] = {}
         self.costs: dict[tuple[str, str, str], float] = {}
         self.actions: dict[tuple[str, str], int] = {}
-        self.jobs_done: dict[str, int] = {}
+        self.jobs_done: dict[tuple[str], int] = {}
         self._jobs: Callable[[], dict[str, int]] | None = None
         self._quality: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
-        self.rollbacks: dict[str, int] = {}
+        self.rollbacks: dict[tuple[str], int] = {}
         self._state: Callable[[], tuple[bool, int]] | None = None
         self.tier_requests: dict[tuple[str, str], int] = {}
         # latency and TTFT sketches by ("tier", tier) and ("model", provider, model): the stats'
         # quantiles, mergeable across workers
         self.latency: dict[tuple[str, ...], LatencySketch] = {}
         self.first_token: dict[tuple[str, ...], LatencySketch] = {}
-        self._static: dict[str, object] = {}
+        # another worker's gauges, summed (pool) or at their most open (breakers), when absorbed
+        self.pool_totals: dict[str, int] = {}
+        self.breaker_worst: dict[tuple[str, str], int] = {}
         self.workers = 1
         self.in_flight = 0
         self._pool: Callable[[], dict[str, int]] | None = None
@@ -187,14 +222,18 @@ class Metrics:
 
     # -- across workers
 
+    def pool_figures(self) -> dict[str, int] | None:
+        return self._pool() if self._pool is not None else (self.pool_totals or None)
+
+    def breaker_figures(self) -> list[tuple[str, str, int]]:
+        if self._breakers is not None:
+            return self._breakers()
+        return [(p, m, st) for (p, m), st in self.breaker_worst.items()]
+
     def snapshot(self) -> dict[str, object]:
         return {
             "counters": {
-                name: [
-                    [list(k) if isinstance(k, tuple) else [k], v]
-                    for k, v in getattr(self, name).items()
-                ]
-                for name in COUNTERS
+                name: [[list(k), v] for k, v in getattr(self, name).items()] for name in COUNTERS
             },
             "hists": {
                 name: [[list(k), h.counts, h.total] for k, h in getattr(self, name).items()]
@@ -205,8 +244,8 @@ class Metrics:
                 for name in ("latency", "first_token")
             },
             "in_flight": self.in_flight,
-            "pool": self._pool() if self._pool is not None else None,
-            "breakers": self._breakers() if self._breakers is not None else [],
+            "pool": self.pool_figures(),
+            "breakers": self.breaker_figures(),
         }
 
     def absorb(self, snap: dict[str, Any]) -> None:
@@ -215,12 +254,7 @@ class Metrics:
         for name, rows in snap["counters"].items():
             target = getattr(self, name)
             for key, value in rows:
-                k = (
-                    tuple(key)
-                    if len(key) > 1 or (name != "jobs_done" and name != "rollbacks")
-                    else key[0]
-                )
-                target[k] = target.get(k, 0) + value
+                target[tuple(key)] = target.get(tuple(key), 0) + value
         for name, rows in snap["hists"].items():
             target = getattr(self, name)
             for key, counts, total in rows:
@@ -238,21 +272,10 @@ class Metrics:
                 other.load(dump)
                 _sketch(target, tuple(key)).merge(other)
         self.in_flight += snap["in_flight"]
-        pool = snap.get("pool")
-        if pool:
-            mine = dict(self._static.get("pool") or {})  # type: ignore[call-overload]
-            for k, v in pool.items():
-                mine[k] = mine.get(k, 0) + v
-            self._static["pool"] = mine
-            self._pool = lambda: dict(self._static["pool"])  # type: ignore[call-overload]
-        worst: dict[tuple[str, str], int] = {
-            (p, m): st
-            for p, m, st in self._static.get("breakers", [])  # type: ignore[attr-defined]
-        }
+        for k, v in (snap.get("pool") or {}).items():
+            self.pool_totals[k] = self.pool_totals.get(k, 0) + v
         for p, m, st in snap.get("breakers", []):
-            worst[(p, m)] = max(worst.get((p, m), 0), st)
-        self._static["breakers"] = [(p, m, st) for (p, m), st in worst.items()]
-        self._breakers = lambda: list(self._static["breakers"])  # type: ignore[call-overload]
+            self.breaker_worst[(p, m)] = max(self.breaker_worst.get((p, m), 0), st)
 
     def error(self, operation: str, dialect: str, error_type: str) -> None:
         key = (operation, dialect, error_type)
@@ -280,10 +303,10 @@ class Metrics:
             self.actions[key] = self.actions.get(key, 0) + 1
 
     def job_finished(self, outcome: str) -> None:
-        self.jobs_done[outcome] = self.jobs_done.get(outcome, 0) + 1
+        self.jobs_done[(outcome,)] = self.jobs_done.get((outcome,), 0) + 1
 
     def rollback(self, reason: str) -> None:
-        self.rollbacks[reason] = self.rollbacks.get(reason, 0) + 1
+        self.rollbacks[(reason,)] = self.rollbacks.get((reason,), 0) + 1
 
     def watch_rollout(self, view: Callable[[], tuple[int, dict[tuple[str, str], int]]]) -> None:
         """Export the rollout's stage and per-arm outcomes, read at scrape time."""
@@ -344,27 +367,11 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
-        series_labels = ["operation", "dialect", "tier", "provider", "model"]
-        requests = CounterMetricFamily(
-            "edge_requests", "Requests answered", labels=[*series_labels, "status"]
-        )
-        for key, n in m.requests.items():
-            requests.add_metric(list(key), n)
-        yield requests
-        errors = CounterMetricFamily(
-            "edge_request_errors",
-            "Requests that ended in an error",
-            labels=["operation", "dialect", "error_type"],
-        )
-        for ekey, n in m.errors.items():
-            errors.add_metric(list(ekey), n)
-        yield errors
-        tokens = CounterMetricFamily(
-            "edge_tokens", "Tokens by direction", labels=["provider", "model", "direction"]
-        )
-        for tkey, n in m.tokens.items():
-            tokens.add_metric(list(tkey), n)
-        yield tokens
+        for attr, name, doc, labels in COUNTER_FAMILIES:
+            counter = CounterMetricFamily(name, doc, labels=labels)
+            for key, n in getattr(m, attr).items():
+                counter.add_metric(list(key), n)
+            yield counter
         for name, doc, series in (
             ("edge_request_duration_seconds", "Time from request to last byte", m.duration),
             (
@@ -373,55 +380,10 @@ class _Collector(Collector):
                 m.ttft,
             ),
         ):
-            fam = HistogramMetricFamily(name, doc, labels=series_labels)
+            fam = HistogramMetricFamily(name, doc, labels=SERIES_LABELS)
             for skey, hist in series.items():
                 fam.add_metric(list(skey), hist.cumulative(), hist.total)
             yield fam
-        for name, doc, labels, counts in (
-            (
-                "edge_attempts",
-                "Upstream attempts by how they ended",
-                ["provider", "model", "outcome"],
-                m.attempts,
-            ),
-            ("edge_hedges", "Hedged attempts by how they ended", ["tier", "outcome"], m.hedges),
-            (
-                "edge_hedge_waste_tokens",
-                "Tokens of attempts that did not serve the answer (lost, cancelled, failed)",
-                ["provider", "model", "direction"],
-                m.waste_tokens,
-            ),
-            (
-                "edge_breaker_transitions",
-                "Circuit breaker state changes",
-                ["provider", "model", "from_state", "to_state"],
-                m.transitions,
-            ),
-        ):
-            counter = CounterMetricFamily(name, doc, labels=labels)
-            for ckey, n in counts.items():
-                counter.add_metric(list(ckey), n)
-            yield counter
-        cost = CounterMetricFamily(
-            "edge_cost_usd",
-            "Real cost of answers from provider usage, USD",
-            labels=["provider", "model", "tier"],
-        )
-        for ckey, usd in m.costs.items():
-            cost.add_metric(list(ckey), usd)
-        yield cost
-        actions = CounterMetricFamily(
-            "edge_budget_actions",
-            "Cost actions taken (scope: the request's estimate, or the key's budget)",
-            labels=["action", "scope"],
-        )
-        for akey, n in m.actions.items():
-            actions.add_metric(list(akey), n)
-        yield actions
-        done = CounterMetricFamily("edge_jobs_finished", "Async jobs finished", labels=["outcome"])
-        for outcome, n in m.jobs_done.items():
-            done.add_metric([outcome], n)
-        yield done
         if m._jobs is not None:
             depth = GaugeMetricFamily("edge_jobs", "Async jobs by status", labels=["status"])
             by_status = m._jobs()
@@ -436,12 +398,6 @@ class _Collector(Collector):
             yield CounterMetricFamily(
                 "edge_state_errors", "Calls the state backend failed", value=failed
             )
-        rollbacks = CounterMetricFamily(
-            "edge_rollout_rollbacks", "Automatic rollout rollbacks", labels=["reason"]
-        )
-        for reason, n in m.rollbacks.items():
-            rollbacks.add_metric([reason], n)
-        yield rollbacks
         if m._rollout is not None:
             percent, arms = m._rollout()
             yield GaugeMetricFamily(
@@ -464,20 +420,19 @@ class _Collector(Collector):
             for model, q in m._quality().items():
                 quality.add_metric([model], q)
             yield quality
-        if m._breakers is not None:
-            states = GaugeMetricFamily(
-                "edge_breaker_state",
-                "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-                labels=["provider", "model"],
-            )
-            for provider, model, state in m._breakers():
-                states.add_metric([provider, model], state)
-            yield states
+        states = GaugeMetricFamily(
+            "edge_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            labels=["provider", "model"],
+        )
+        for provider, model, state in m.breaker_figures():
+            states.add_metric([provider, model], state)
+        yield states
         yield GaugeMetricFamily(
             "edge_requests_in_flight", "Requests being served", value=m.in_flight
         )
-        if m._pool is not None:
-            s = m._pool()
+        s = m.pool_figures()
+        if s is not None:
             conns = GaugeMetricFamily(
                 "edge_upstream_connections", "Upstream connections", labels=["state"]
             )

@@ -51,7 +51,7 @@ def fleet_stats(gw: Gateway, m: Metrics) -> dict[str, Any]:
             },
         }
     models: dict[str, Any] = {}
-    breakers = {(p, mo): st for p, mo, st in (m._breakers() if m._breakers else [])}
+    breakers = {(p, mo): st for p, mo, st in m.breaker_figures()}
     for (_, _, _, provider, model, status), count in m.requests.items():
         if model == "-":
             continue

@@ -152,20 +152,6 @@ class RaceEvents(Protocol):
     def censored_ttft(self, model: str, seconds: float, now: float) -> None: ...
 
 
-class NoEvents:
-    def attempt(self, provider: str, model: str, outcome: str) -> None:
-        pass
-
-    def hedge(self, tier: str, outcome: str) -> None:
-        pass
-
-    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
-        pass
-
-    def censored_ttft(self, model: str, seconds: float, now: float) -> None:
-        pass
-
-
 @dataclass(slots=True)
 class Shared:
     """What every race of a worker shares."""

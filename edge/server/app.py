@@ -29,7 +29,7 @@ import orjson
 import hotpath.http
 import hotpath.sse
 from edge.budget.jobs import KEPT_HEADERS, JobRunner, JobSettings, new_job_id
-from edge.budget.pricing import Tokens, cost_usd, split_usage
+from edge.budget.pricing import Tokens, cost_usd
 from edge.budget.spend import ORDER, Hold, Spend, stronger
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
@@ -295,9 +295,6 @@ class Gateway:
             self.spend.down(exc)
             return {}
 
-    def _put_job(self, job: dict[str, Any]) -> None:
-        self.state.put_job(job)
-
     def _state_changed(self, available: bool, why: str) -> None:
         if available:
             self.log.event("warning", "shared state is back: budgets and jobs are shared again")
@@ -491,8 +488,8 @@ class Gateway:
             error=out.error or None,
             latency_ms=round(duration * 1000, 2),
             ttft_ms=round(out.ttft * 1000, 2) if out.ttft is not None else None,
-            prompt_tokens=out.prompt_tokens,
-            completion_tokens=out.completion_tokens,
+            prompt_tokens=out.tokens.prompt,
+            completion_tokens=out.tokens.output,
             cost_usd=round(cost, 8) if cost else None,
             budget_action=out.action if out.action != "ok" else None,
             tenant=out.tenant or None,
@@ -501,9 +498,7 @@ class Gateway:
 
     def _settle(self, req: Request, out: Outcome, now: float) -> float:
         """Real usage -> cost, tokens by kind, the ledger, the key's budget; the learned output."""
-        model = out.served_by
-        tokens = split_usage(out.usage) if model is not None else Tokens()
-        cost = cost_usd(model, tokens) if model is not None else 0.0
+        model, tokens, cost = out.served_by, out.tokens, out.cost_usd
         if model is not None:
             self.metrics.add_tokens(out.provider, out.model, tokens)
             self.metrics.cost(out.provider, out.model, out.tier, cost)
@@ -591,10 +586,9 @@ class Gateway:
                 engine = self.canary
         plan = self._plan(engine, req, dialect, tenant, "cheapest" if job else "")
         out.tier = plan.tier.name
-        hold = self.spend.hold(tenant.tenant, plan.decision.cost_usd)
-        if hold.action == "block" and (plan.tier.never_block or job):
-            hold.action = "degrade"  # answered now, on the cheapest route; the spend is counted
-            hold.reservation = self.spend.force(tenant.tenant, plan.decision.cost_usd)
+        hold = self.spend.hold(
+            tenant.tenant, plan.decision.cost_usd, never_block=plan.tier.never_block or job
+        )
         out.hold = hold
         action = stronger(plan.decision.action, hold.action)
         if ORDER[hold.action] > ORDER[plan.decision.action] and hold.action != "warn" and not job:
@@ -649,7 +643,7 @@ class Gateway:
             headers["x-edge-tenant"] = tenant.tenant
         job_id = new_job_id()
         try:
-            self._put_job(
+            self.state.put_job(
                 {
                     "id": job_id,
                     "created_at": now,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from edge.budget.pricing import cost_usd, split_usage
+from edge.budget.pricing import Tokens, cost_usd, split_usage
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
@@ -94,14 +94,13 @@ class Outcome:
     status: int = 0
     error: str = ""
     ttft: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     stream: bool = False
     upstream_request_id: str = ""
     attempts: int = 0
     hedged: bool = False
     tier: str = ""
-    usage: dict[str, Any] | None = None  # the serving provider's own usage object
+    tokens: Tokens = field(default_factory=Tokens)  # the serving attempt's real usage, by kind
+    cost_usd: float = 0.0  # and its price
     served_by: Model | None = None
     wasted: list[tuple[Model, int, int]] = field(default_factory=list)
     tenant: str = ""
@@ -339,16 +338,11 @@ def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes,
     return out
 
 
-def _usage_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
-    if not usage:
-        return 0, 0
-    if "prompt_tokens" in usage:
-        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    prompt = sum(
-        int(usage.get(k) or 0)
-        for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-    )
-    return prompt, int(usage.get("output_tokens") or 0)
+def _served(out: Outcome, winner: Attempt) -> None:
+    """The serving attempt's usage split by kind and priced, once for the header, the log,
+    the metrics and the ledger (a broken stream is billed for what it produced)."""
+    out.tokens = split_usage(winner.state.usage)
+    out.cost_usd = cost_usd(winner.call.model, out.tokens)
 
 
 async def relay_chat(
@@ -415,14 +409,12 @@ async def relay_chat(
             finally:
                 timer.cancel()
             race.finished(winner)
-            out.usage = winner.state.usage
-            out.prompt_tokens, out.completion_tokens = _usage_counts(winner.state.usage)
+            _served(out, winner)
             out.status = 200
-            cost = cost_usd(winner.call.model, split_usage(out.usage))
             if plan.needs & NEEDS_JSON:
                 out.json_asked, out.json_valid = True, json_answer_ok(answer, plan.dialect)
             headers = answer_headers(plan, winner, race)
-            headers.append((b"x-edge-cost-usd", b"%.8f" % cost))
+            headers.append((b"x-edge-cost-usd", b"%.8f" % out.cost_usd))
             proto.respond(200, JSON_HEADERS + headers, answer)
             return
     finally:
@@ -465,15 +457,13 @@ async def _stream(plan: Plan, race: Race, winner: Attempt, proto: Sink, out: Out
     except UpstreamError as err:
         # bytes reached the client: no retry, and never a clean end on a truncated answer
         race.broke(winner, err)
-        out.usage = state.usage  # a broken stream is billed for what it produced
-        out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
+        _served(out, winner)
         out.status, out.error = 502, type(err).__name__
         await proto.send(state.error_event(err))
         proto.end()
         return
     race.finished(winner)
-    out.usage = state.usage
-    out.prompt_tokens, out.completion_tokens = _usage_counts(state.usage)
+    _served(out, winner)
     out.status = 200
     proto.end()
 

@@ -66,8 +66,9 @@ def test_two_instances_enforce_one_budget(sim: SimClient, redis: RedisServer) ->
             results = list(pool.map(lambda i: post(a if i % 2 else b, ACME, "K"), range(40)))
         statuses = [r.status_code for r in results]
         assert statuses.count(202) > 0 and statuses.count(200) > 0
-        served = {r.headers.get("x-edge-budget-used") for r in results if r.status_code == 200}
-        assert served  # both instances reported shares of the one budget
+        # every answer, from either instance, reports its share of the one budget
+        shares = [float(r.headers["x-edge-budget-used"]) for r in results if r.status_code == 200]
+        assert shares and all(0 < f < 1.0 for f in shares)
         time.sleep(0.6)  # settlements are written every 250 ms
         state = RedisState(redis.url)
         spent = state.spent("acme", periods(time.time())[0])
