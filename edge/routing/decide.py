@@ -50,22 +50,12 @@ class Router:
         self.names = sorted(policy.models)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.table = route.CandidateTable(len(self.names))
-        for i, name in enumerate(self.names):
-            m = policy.models[name]
-            # the estimate counts cl100k_base tokens; a model that tokenises differently pays for its own count
-            self.table.set_model(
-                i,
-                m.input_usd_per_mtok * m.token_factor,
-                m.output_usd_per_mtok,
-                m.quality,
-                m.context_window,
-                ALL_CAPS,
-            )
+        self.quality: dict[str, float] = {}
+        self.set_quality({})  # the policy's scores until a gold report says otherwise
         self.pools = {
             name: [self.index[m] for m in tier.pool] for name, tier in policy.tiers.items()
         }
         self.ttft = {name: LatencySketch(window_s=window_s, slots=10) for name in self.names}
-        self.quality = {name: policy.models[name].quality for name in self.names}
         self.p95_ms = [0.0] * len(self.names)
         # output tokens per (tier, model) and per tier ("" model): the expected output of a
         # request that sets no max_tokens is the learned P95, refreshed with the rest
@@ -187,6 +177,8 @@ class Router:
             m = self.policy.models[name]
             q = scores.get(name, m.quality)
             self.quality[name] = q
+            # the estimate counts cl100k_base tokens; a model that tokenises differently pays
+            # for its own count
             self.table.set_model(
                 i, m.input_usd_per_mtok * m.token_factor, m.output_usd_per_mtok, q,
                 m.context_window, ALL_CAPS,

@@ -552,16 +552,21 @@ class Race:
     def _has_candidates(self) -> bool:
         return any(m.context_window > self.min_window for m in self.queue)
 
-    def _failed(self, attempt: Attempt, err: EdgeError, now: float) -> None:
+    def _verdict(self, attempt: Attempt, err: EdgeError, now: float) -> str:
+        """A failed attempt: its breaker told, a fresh try allowed if it may help, closed and
+        accounted; what the race does next."""
         counts, then, label = classify(err)
-        breaker = attempt.breaker
         if counts:
             after = retry_after_s(err) if isinstance(err, UpstreamStatus) else 0.0
-            breaker.failure(attempt.admit, now, after)
+            attempt.breaker.failure(attempt.admit, now, after)
             self._again(attempt.call.model)
         else:
-            breaker.release(attempt.admit)
+            attempt.breaker.release(attempt.admit)
         self._end(attempt, label, now, verdict=True)
+        return then
+
+    def _failed(self, attempt: Attempt, err: EdgeError, now: float) -> None:
+        then = self._verdict(attempt, err, now)
         if then == WIDER:
             self.min_window = max(self.min_window, attempt.call.model.context_window)
             if not self._has_candidates():
@@ -637,14 +642,7 @@ class Race:
         """The winner failed after its first token; a retry (non-streaming only) may follow."""
         if winner.accounted:
             return
-        now = self.shared.clock()
-        counts, _, label = classify(err)
-        if counts:
-            winner.breaker.failure(winner.admit, now)
-            self._again(winner.call.model)
-        else:
-            winner.breaker.release(winner.admit)
-        self._end(winner, label, now, verdict=True)
+        self._verdict(winner, err, self.shared.clock())
         self.last_error = err
 
     def abandoned(self, winner: Attempt) -> None:
