@@ -3,14 +3,17 @@
     EdgeError                      status  OpenAI type            Anthropic type
      +- InvalidRequest             400     invalid_request_error  invalid_request_error
      |   +- MalformedJSON          400
+     |   +- OverCostCap            400     (a request over its tier's block threshold, sync)
      +- Unauthorized               401     invalid_request_error  authentication_error
- +- Forbidden                  403     invalid_request_error  permission_error
+     +- Forbidden                  403     invalid_request_error  permission_error
+     |   +- TierForbidden          403     (a tier above the key's entitlement)
      +- NotFound                   404     invalid_request_error  not_found_error
      +- MethodNotAllowed           405     invalid_request_error  invalid_request_error
      +- RequestTimeout             408     invalid_request_error  timeout_error
      +- PayloadTooLarge            413     invalid_request_error  request_too_large
      +- UnsupportedMediaType       415     invalid_request_error  invalid_request_error
      +- HeadersTooLarge            431     invalid_request_error  invalid_request_error
+     +- OverBudget                 429     insufficient_quota     rate_limit_error
      +- ServiceUnavailable         503     server_error           overloaded_error
      +- UpstreamError              502     server_error           api_error
          +- UpstreamUnavailable    503     server_error           overloaded_error
@@ -68,6 +71,11 @@ class MalformedJSON(InvalidRequest):
     pass
 
 
+class OverCostCap(InvalidRequest):
+    """The request's estimate is over its tier's block threshold and it did not ask to run
+    asynchronously: a retry of the same request cannot help."""
+
+
 class Unauthorized(EdgeError):
     status = 401
     openai_type = "invalid_request_error"
@@ -78,6 +86,10 @@ class Forbidden(EdgeError):
     status = 403
     openai_type = "invalid_request_error"
     anthropic_type = "permission_error"
+
+
+class TierForbidden(Forbidden):
+    """The request asked for a tier above its key's entitlement."""
 
 
 class NotFound(EdgeError):
@@ -114,6 +126,16 @@ class HeadersTooLarge(EdgeError):
     status = 431
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
+
+
+class OverBudget(EdgeError):
+    """The key's spend budget is used up for the period: a 429 the SDKs raise as their
+    rate-limit error, told not to retry (``retry-after`` says when the period turns),
+    like a provider's own ``insufficient_quota``."""
+
+    status = 429
+    openai_type = "insufficient_quota"
+    anthropic_type = "rate_limit_error"
 
 
 class ServiceUnavailable(EdgeError):

@@ -18,9 +18,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.routing.capabilities import CAPABILITIES, KIND_DEFAULTS, bits
+
 KINDS = ("openai", "anthropic")
 STRATEGIES = ("quality", "value", "latency")
 ALIASES = ("auto", "L0", "L1", "L2")
+FAMILIES = ("cl100k", "o200k", "claude")
+TOKENIZERS = {"openai": "o200k", "anthropic": "claude"}  # a model's default estimator family
 
 
 class PolicyError(ValueError):
@@ -85,7 +89,9 @@ class Model:
     default_max_tokens: int
     fallbacks: tuple[str, ...]
     upstream_model: str
-    token_factor: float = 1.0  # this model's tokens per cl100k_base token (the estimator's unit)
+    token_factor: float = 1.0  # this model's tokens per token of its family's estimate
+    capabilities: int = 0  # CAP_* bits (edge.routing.capabilities): what it can carry
+    tokenizer: str = "o200k"  # the estimator family: cl100k | o200k | claude
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ class Tier:
     degrade_mode: str = "model"  # model | max_tokens
     never_block: bool = False  # answer over-threshold requests now (degraded), never as a job
     expected_output_tokens: int = 512  # until the tier has learned its P95 output length
+    rank: int = 0  # entitlement order: a key allowed rank r may use tiers of rank >= r (L0 = 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,7 @@ class Budget:
     warn: float = 0.8
     degrade: float = 0.9
     block: float = 1.0
+    overdraft: float = 0.0  # a share past ``block`` that never-block tiers may still spend
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +255,18 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         factor = _get(t, "token_factor", where, float, 1.0)
         if not 0.2 <= factor <= 5.0:
             raise PolicyError(f"{where}.token_factor: must be between 0.2 and 5")
+        kind = providers[provider].kind
+        caps = _get(t, "capabilities", where, list, list(KIND_DEFAULTS[kind]))
+        for cap in caps:
+            if cap not in CAPABILITIES:
+                raise PolicyError(
+                    f"{where}.capabilities: unknown capability {cap!r}; known: {sorted(CAPABILITIES)}"
+                )
+        tokenizer = _get(t, "tokenizer", where, str, TOKENIZERS[kind])
+        if tokenizer not in FAMILIES:
+            raise PolicyError(f"{where}.tokenizer: must be one of {FAMILIES}")
+        if max_out < 1 or default_max < 1 or default_max > max_out:
+            raise PolicyError(f"{where}: need 1 <= default_max_tokens <= max_output_tokens")
         models[name] = Model(
             name,
             provider,
@@ -261,6 +281,8 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             fallbacks,
             _get(t, "upstream_model", where, str, name),
             factor,
+            bits(caps),
+            tokenizer,
         )
     for m in models.values():
         for fb in m.fallbacks:
@@ -270,9 +292,10 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             raise PolicyError(f"models.{m.name}: the name is a route alias")
 
     tiers: dict[str, Tier] = {}
-    for name, t in dict(data.get("tiers", {})).items():
+    for position, (name, t) in enumerate(dict(data.get("tiers", {})).items()):
         where = f"tiers.{name}"
         values: dict[str, Any] = {
+            "rank": _get(t, "rank", where, int, _default_rank(name, position)),
             "pool": tuple(_get(t, "pool", where, list)),
             "strategy": _get(t, "strategy", where, str, "value"),
             "soft_timeout_ms": _get(t, "soft_timeout_ms", where, int, 1500),
@@ -328,6 +351,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             _get(t, "warn", where, float, 0.8),
             _get(t, "degrade", where, float, 0.9),
             _get(t, "block", where, float, 1.0),
+            _get(t, "overdraft", where, float, 0.0),
         )
         if b.day_usd == float("inf") and b.month_usd == float("inf"):
             raise PolicyError(f"{where}: set day_usd, month_usd or both")
@@ -335,6 +359,8 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             raise PolicyError(f"{where}: budgets must be greater than 0")
         if not 0 < b.warn <= b.degrade <= b.block:
             raise PolicyError(f"{where}: thresholds must satisfy 0 < warn <= degrade <= block")
+        if not 0.0 <= b.overdraft <= 1.0:
+            raise PolicyError(f"{where}.overdraft: must be between 0 and 1")
         budgets[tenant] = b
     jobs = dict(data.get("jobs", {}))
     if unknown_jobs := set(jobs) - {"webhook_url"}:
@@ -353,6 +379,13 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         budgets,
         webhook,
     )
+
+
+def _default_rank(name: str, position: int) -> int:
+    """``L<n>`` ranks n (L0 highest); other names rank by their place in the file."""
+    if len(name) > 1 and name[0] == "L" and name[1:].isdigit():
+        return int(name[1:])
+    return position
 
 
 def load_policy(path: str = "", env: Mapping[str, str] | None = None) -> Policy:

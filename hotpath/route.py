@@ -18,5 +18,10 @@ QUALITY, VALUE, LATENCY = _constants.QUALITY, _constants.VALUE, _constants.LATEN
 OK, WARN, DEGRADE, BLOCK = _constants.OK, _constants.WARN, _constants.DEGRADE, _constants.BLOCK
 DEGRADE_MODEL, DEGRADE_MAX_TOKENS = _constants.DEGRADE_MODEL, _constants.DEGRADE_MAX_TOKENS
 CAP_TOOLS, CAP_VISION, CAP_JSON = _constants.CAP_TOOLS, _constants.CAP_VISION, _constants.CAP_JSON
+CAP_THINKING, CAP_LOGPROBS = _constants.CAP_THINKING, _constants.CAP_LOGPROBS
+CAP_MULTI_N, CAP_SEED, CAP_TOP_K = _constants.CAP_MULTI_N, _constants.CAP_SEED, _constants.CAP_TOP_K
+CAP_STOP_MANY, CAP_SERVER_TOOLS = _constants.CAP_STOP_MANY, _constants.CAP_SERVER_TOOLS
+CAP_CACHE, CAP_PREFILL = _constants.CAP_CACHE, _constants.CAP_PREFILL
+CAP_DOCUMENTS = _constants.CAP_DOCUMENTS
 
 __all__ = ["COMPILED", "CandidateTable", "decide"]

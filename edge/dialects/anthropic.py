@@ -137,10 +137,12 @@ class AnthropicStream:
         "done",
         "finished",
         "first_token",
+        "output",
         "usage",
     )
 
     def __init__(self, *, stream: bool) -> None:
+        self.output = bytearray()  # the generated text, thinking and tool input, to estimate tokens
         self.aggregate = not stream
         self.first_token = False
         self.finished = False
@@ -157,8 +159,13 @@ class AnthropicStream:
         kind = obj.get("type") or name.decode("latin-1")
         if kind == "content_block_delta":
             self.first_token = True
+            delta = obj.get("delta") or {}
+            for key in ("text", "partial_json", "thinking"):
+                piece = delta.get(key)
+                if isinstance(piece, str):
+                    self.output += piece.encode()
             if self.aggregate:
-                self._delta(obj.get("index", 0), obj.get("delta") or {})
+                self._delta(obj.get("index", 0), delta)
         elif kind == "message_start":
             self._message = obj.get("message") or {}
             self.usage = dict(self._message.get("usage") or {})

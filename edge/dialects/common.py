@@ -62,7 +62,8 @@ class StreamState(Protocol):
 
     first_token: bool
     finished: bool
-    usage: dict[str, Any] | None
+    usage: dict[str, Any] | None  # the provider's usage as far as it came (final once complete)
+    output: bytearray  # the generated text so far: the estimate when the usage never came
 
     @property
     def complete(self) -> bool:
@@ -84,51 +85,53 @@ class StreamState(Protocol):
         ...
 
 
-# Capability bits a request needs from a model (the same values as hotpath.route).
-NEEDS_TOOLS, NEEDS_VISION, NEEDS_JSON = 1, 2, 4
-
-
-def _content_parts(content: Any, parts: list[bytes]) -> int:
-    """Append the text of a message's content; return capability bits it needs (images)."""
+def _content_parts(content: Any, parts: list[bytes]) -> None:
+    """Append the text of a message's content (media are counted apart)."""
     if isinstance(content, str):
         parts.append(content.encode())
-        return 0
-    needs = 0
-    for block in content or ():
+        return
+    if not isinstance(content, list):
+        return
+    for block in content:
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text":
+        if kind in ("text", "input_text"):
             parts.append(str(block.get("text", "")).encode())
-        elif kind in ("image_url", "image"):
-            needs |= NEEDS_VISION
         elif kind == "tool_result":
-            needs |= _content_parts(block.get("content"), parts)
+            _content_parts(block.get("content"), parts)
         elif kind == "tool_use":
             parts.append(orjson.dumps(block.get("input") or {}))
-    return needs
 
 
-def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, int, int | None]:
-    """The text parts a request sends (both dialects), its message count, the capabilities it
-    needs and the max output it asked for: the inputs of the token estimate and the decision."""
+def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, int | None]:
+    """The text parts a request sends (both dialects), its message count and the max output it
+    asked for (None when it set none): the inputs of the token estimate and the decision."""
     parts: list[bytes] = []
-    needs = 0
     system = body.get("system")
     if system:
-        needs |= _content_parts(system, parts)
-    messages = body.get("messages") or ()
+        _content_parts(system, parts)
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        messages = []
     for msg in messages:
-        needs |= _content_parts(msg.get("content"), parts)
+        if not isinstance(msg, dict):
+            continue
+        _content_parts(msg.get("content"), parts)
         for call in msg.get("tool_calls") or ():
+            if not isinstance(call, dict):
+                continue
             fn = call.get("function") or {}
-            parts.append(str(fn.get("name", "")).encode() + str(fn.get("arguments", "")).encode())
+            if isinstance(fn, dict):
+                parts.append(
+                    str(fn.get("name", "")).encode() + str(fn.get("arguments", "")).encode()
+                )
     tools = body.get("tools")
     if tools:
-        needs |= NEEDS_TOOLS
         parts.append(orjson.dumps(tools))
-    fmt = body.get("response_format") or (body.get("output_config") or {}).get("format")
-    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
-        needs |= NEEDS_JSON
-    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
-    return parts, len(messages), needs, max_out if isinstance(max_out, int) else None
+    max_out = body.get("max_completion_tokens")
+    if max_out is None:
+        max_out = body.get("max_tokens")
+    if not isinstance(max_out, int) or isinstance(max_out, bool):
+        max_out = None
+    return parts, len(messages), max_out

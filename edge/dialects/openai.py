@@ -133,6 +133,20 @@ def _chunk(data: bytes) -> dict[str, Any]:
     return obj
 
 
+def _produced(delta: dict[str, Any], out: bytearray) -> None:
+    for key in ("content", "refusal"):
+        piece = delta.get(key)
+        if isinstance(piece, str):
+            out += piece.encode()
+    for tc in delta.get("tool_calls") or ():
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if isinstance(fn, dict):
+            for key in ("name", "arguments"):
+                piece = fn.get(key)
+                if isinstance(piece, str):
+                    out += piece.encode()
+
+
 class _Choice:
     __slots__ = ("content", "finish_reason", "logprobs", "refusal", "role", "tool_calls")
 
@@ -156,10 +170,12 @@ class OpenAIStream:
         "finished",
         "first_token",
         "include_usage",
+        "output",
         "usage",
     )
 
     def __init__(self, *, stream: bool, include_usage: bool) -> None:
+        self.output = bytearray()  # the generated text and tool arguments, to estimate tokens
         self.aggregate = not stream
         self.include_usage = include_usage
         self.first_token = False
@@ -179,6 +195,7 @@ class OpenAIStream:
             delta = choice.get("delta") or {}
             if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
                 self.first_token = True
+                _produced(delta, self.output)
             if choice.get("finish_reason"):
                 self.finished = True
             if self.aggregate:

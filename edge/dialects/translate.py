@@ -29,6 +29,7 @@ class TranslatingStream:
         "done",
         "finished",
         "first_token",
+        "output",
         "usage",
     )
 
@@ -47,6 +48,7 @@ class TranslatingStream:
             )
         self.aggregate = not stream
         self._answer = Answer()
+        self.output = bytearray()  # the generated text and tool arguments, to estimate tokens
         self.first_token = False
         self.finished = False
         self.done = False
@@ -58,6 +60,8 @@ class TranslatingStream:
             kind = ev[0]
             if kind in ("text", "tool_start", "tool_args"):
                 self.first_token = True
+                if kind != "tool_start" and isinstance(ev[-1], str):
+                    self.output += ev[-1].encode()
             elif kind == "finish":
                 self.finished = True
             elif kind == "usage":

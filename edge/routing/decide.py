@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge.budget.prompt_cache import Prefix, PrefixMemory
 from edge.policy import Model, Policy, Tier
 from edge.routing.breaker import BreakerConfig, Breakers, Listener, State
 from hotpath import route
@@ -26,17 +27,18 @@ from hotpath.tokens import estimate_request_tokens
 
 STRATEGIES = {"quality": route.QUALITY, "value": route.VALUE, "latency": route.LATENCY}
 ACTIONS = {route.OK: "ok", route.WARN: "warn", route.DEGRADE: "degrade", route.BLOCK: "block"}
-ALL_CAPS = route.CAP_TOOLS | route.CAP_VISION | route.CAP_JSON
 
 
 @dataclass(slots=True)
 class Decision:
-    order: list[Model]  # the primary first, then hedges and fallbacks
+    order: list[Model]  # the primary first, then hedges and fallbacks: all within the cap
     action: str  # ok | warn | degrade | block
-    max_tokens: int
+    max_tokens: int  # the expected output, or the lowered ceiling of a degrade by max_tokens
     input_tokens: int
     cost_usd: float  # estimated cost of the primary
     degraded: str = ""  # what a degrade did: "model" (a cheaper primary), "max_tokens=N" or "none"
+    cap_usd: float = 0.0  # no attempt of this request may be estimated above it
+    capped: int = 0  # healthy candidates left out because they cost more than the cap
 
 
 class Router:
@@ -63,6 +65,12 @@ class Router:
         self.expected: dict[tuple[str, str], int] = {}
         self._window_s = window_s
         self.listeners: list[Listener] = []
+        # the prompt prefixes each model holds in its cache, as far as this worker sent them
+        self.prefixes = PrefixMemory()
+        self.explicit_only = [
+            policy.providers[policy.models[n].provider].kind == "anthropic" for n in self.names
+        ]
+        self.caches = [bool(policy.models[n].capabilities & route.CAP_CACHE) for n in self.names]
         self.breakers = Breakers(self.names, breaker_config or BreakerConfig(), self._transition)
 
     def _transition(self, model: str, old: State, new: State, now: float) -> None:
@@ -84,64 +92,69 @@ class Router:
         needs: int,
         max_output: int,
         force: str = "",
+        input_tokens: int | None = None,
+        prefixes: list[Prefix] | None = None,
+        now: float = 0.0,
     ) -> Decision:
-        """``force``: ``cheapest`` degrades to the cheapest candidate meeting the floor whatever
+        """The candidates in order and the cost action for one request; ``max_output`` is the
+        expected output (already capped by the request's max_tokens).
+
+        ``force``: ``cheapest`` degrades to the cheapest candidate meeting the floor whatever
         the cost (a key over its degrade threshold, a queued job); ``block`` blocks (a key over
-        its block threshold) unless the tier never blocks."""
-        input_tokens = estimate_request_tokens(parts, messages)
+        its block threshold) unless the tier never blocks. Whatever the action, the cap that
+        results binds every candidate (see ``hotpath._route_py``). ``prefixes``: the request's
+        cacheable prefixes; a model that holds one (at ``now``) is priced for a cache read."""
+        if input_tokens is None:
+            input_tokens = self.estimate(parts, messages)
         pool = self.pools.get(tier.name, [])
-        head: list[int] = []
+        pinned = 0
         if model is not None:
-            # a named model is the primary, its own fallbacks next; the cost action is its own
+            # a named model is the primary, its own fallbacks next, then the tier's pool
             head = [self.index[model.name]] + [self.index[f] for f in model.fallbacks]
-            pool = [i for i in pool if i not in head]
-            fits, action, max_tokens, cost = self._run(
-                tier, head[:1], input_tokens, max_output, 0, force=force
-            )
-            if (
-                not fits
-            ):  # over the model's context window: the provider will say so; price it anyway
-                cost = self.table.cost(head[0], input_tokens, max_output)
-        order, pool_action, pool_max, pool_cost = self._run(
-            tier, pool, input_tokens, max_output, needs, force=force
+            pool = head + [i for i in pool if i not in head]
+            pinned = len(head)
+        cached = None
+        if prefixes:
+            memory = self.prefixes
+            cached = [
+                memory.cached(self.names[i], self.explicit_only[i], prefixes, now)
+                if self.caches[i]
+                else 0
+                for i in pool
+            ]
+        order, action, max_tokens, cost, capped = self._run(
+            tier, pool, pinned, input_tokens, max_output, needs, force, cached
         )
-        if model is None:
-            action, max_tokens, cost = pool_action, pool_max, pool_cost
-        chosen = head + order
         degraded = ""
         if action == route.DEGRADE:
             if tier.degrade_mode == "max_tokens" and force != "cheapest":
                 degraded = f"max_tokens={max_tokens}"
-            elif model is None:
-                # decide moved the cheapest candidate meeting the floor first, if it was not
-                plain = self._run(tier, pool, input_tokens, max_output, needs, degrade=False)[0]
-                degraded = "model" if plain[:1] != order[:1] else "none"
             else:
-                # the named model is over the degrade threshold: the cheapest of its fallbacks
-                # and the pool that meets the floor and the request's needs serves instead
-                alt, _, _, alt_cost = self._run(
-                    tier, chosen, input_tokens, max_output, needs, force=force or "model"
-                )
-                if alt and alt[0] != chosen[0]:
-                    chosen.remove(alt[0])
-                    chosen.insert(0, alt[0])
-                    cost = alt_cost
-                    degraded = "model"
-                else:
-                    degraded = "none"  # nothing cheaper meets the floor
-        models = [self.policy.models[self.names[i]] for i in chosen]
-        return Decision(models, ACTIONS[action], max_tokens, input_tokens, cost, degraded)
+                plain = self._run(
+                    tier, pool, pinned, input_tokens, max_output, needs, "", cached, False
+                )[0]
+                degraded = "model" if plain[:1] != order[:1] else "none"
+        cap = 0.0
+        if action != route.BLOCK:
+            floor = tier.degrade_usd
+            cap = cost if cost > floor else floor
+        models = [self.policy.models[self.names[i]] for i in order]
+        return Decision(
+            models, ACTIONS[action], max_tokens, input_tokens, cost, degraded, cap, capped
+        )
 
     def _run(
         self,
         tier: Tier,
         pool: list[int],
+        pinned: int,
         input_tokens: int,
         max_output: int,
         needs: int,
+        force: str,
+        cached: list[int] | None = None,
         degrade: bool = True,
-        force: str = "",
-    ) -> tuple[list[int], int, int, float]:
+    ) -> tuple[list[int], int, int, float, int]:
         inf = float("inf")
         degrade_usd = tier.degrade_usd if degrade else inf
         block_usd = tier.block_usd if degrade else inf
@@ -152,24 +165,36 @@ class Router:
             degrade_usd, block_usd, mode = 0.0, inf, route.DEGRADE_MODEL
         elif force == "block":
             block_usd = 0.0
-        elif force == "model":
-            mode = route.DEGRADE_MODEL
-        result: tuple[list[int], int, int, float] = route.decide(
+        result: tuple[list[int], int, int, float, int] = route.decide(
             self.table,
             pool,
+            pinned,
             STRATEGIES[tier.strategy],
             tier.quality_floor,
             float(tier.p95_target_ms),
             tier.warn_usd,
             degrade_usd,
             block_usd,
+            tier.degrade_usd,
             tier.never_block,
             mode,
             input_tokens,
             max_output,
             needs,
+            cached,
         )
         return result
+
+    def sent(self, model: Model, prefixes: list[Prefix], now: float) -> None:
+        """``model`` took a request with these prefixes: its provider caches them."""
+        i = self.index.get(model.name)
+        if prefixes and i is not None and self.caches[i]:
+            self.prefixes.sent(model.name, self.explicit_only[i], prefixes, now)
+
+    def estimate(self, parts: list[bytes], messages: int) -> int:
+        """Input tokens of a request, in the estimator's unit (each model's ``token_factor``
+        is in its input price in the table)."""
+        return estimate_request_tokens(parts, messages)
 
     def set_quality(self, scores: dict[str, float]) -> None:
         """Quality scores measured by a gold run; models it did not score keep the policy's."""
@@ -181,14 +206,16 @@ class Router:
             # for its own count
             self.table.set_model(
                 i, m.input_usd_per_mtok * m.token_factor, m.output_usd_per_mtok, q,
-                m.context_window, ALL_CAPS,
+                m.context_window, m.capabilities, m.cached_input_usd_per_mtok * m.token_factor,
             )  # fmt: skip
 
-    def expected_output(self, tier: Tier, model: Model | None) -> int:
-        """Output tokens to price a request without max_tokens: the learned P95 for this
-        model in this tier (or for the tier, for a route alias), else the policy's default."""
+    def expected_output(self, tier: Tier, model: Model | None, max_tokens: int | None) -> int:
+        """Output tokens to price a request: the learned P95 for this model in this tier (or
+        for the tier, for a route alias), else the policy's prior; never more than the
+        request's max_tokens, which is a ceiling and not an expectation."""
         learned = self.expected.get((tier.name, model.name if model is not None else ""))
-        return learned or tier.expected_output_tokens
+        expected = learned or tier.expected_output_tokens
+        return min(expected, max_tokens) if max_tokens else expected
 
     def record_output(self, tier: str, model: str, tokens: int, now: float) -> None:
         if tokens <= 0:

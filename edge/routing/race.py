@@ -46,6 +46,7 @@ from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
+from edge.budget.pricing import Tokens, cost_usd
 from edge.dialects.common import StreamBroken, StreamState
 from edge.errors import (
     EdgeError,
@@ -54,6 +55,7 @@ from edge.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
+from edge.routing.account import ANSWER, RELEASE, SUCCESS, TABLE, WASTE, End, Phase, billed
 from edge.routing.breaker import Admit, Breaker, Breakers
 from hotpath.sse import SSEError, SSEScanner
 
@@ -85,6 +87,20 @@ class Call:
     body: bytes
     upstream_dialect: ModuleType
     state: StreamState
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One attempt's row in the bill (see ``edge.routing.account``)."""
+
+    model: Model
+    kind: str  # answer | waste
+    tokens: Tokens
+    charged: bool  # counts against the key's budget
+
+    @property
+    def cost_usd(self) -> float:
+        return cost_usd(self.model, self.tokens)
 
 
 Connect = Callable[[Call, float], Awaitable[Upstream]]  # (call, idle timeout in s)
@@ -220,8 +236,8 @@ class Attempt:
         "hedge_checked",
         "held",
         "kind",
-        "output_events",
         "overdue",
+        "phase",
         "scanner",
         "sent",
         "started",
@@ -250,7 +266,7 @@ class Attempt:
         self.expired = False
         self.hedge_checked = False
         self.overdue = False  # past its first-token deadline with no replacement
-        self.output_events = 0
+        self.phase = Phase.NEVER_SENT  # how far it got: what a provider may have billed
         self.accounted = False
 
     @property
@@ -261,6 +277,7 @@ class Attempt:
         """Connect, send, and read until the first content token or the end of the answer."""
         try:
             self.upstream = await connect(self.call, idle_timeout_s)
+            self.phase = Phase.CONNECTING
             head = await self.upstream.head()
             for name, value in head.headers:
                 if name in (b"x-request-id", b"request-id"):
@@ -271,8 +288,11 @@ class Attempt:
                     head.status_code, raw, list(head.headers)
                 )
             self.sent = True
+            self.phase = Phase.SENT
             while not self.state.first_token and not self.ended:
                 self.held.append(await self.step())
+            if self.state.first_token:
+                self.phase = Phase.FIRST_TOKEN
         except BaseException:
             self.close()
             raise
@@ -301,13 +321,10 @@ class Attempt:
         except SSEError as exc:
             raise StreamBroken(f"provider stream: {exc}") from None
         out = []
-        had_token = state.first_token
         for name, data in events:
             piece = state.feed(name, data)
             if piece:
                 out.append(piece)
-            if had_token:
-                self.output_events += 1
         return b"".join(out)
 
     def take_held(self) -> bytes:
@@ -367,6 +384,8 @@ class Race:
         input_tokens: int,
         started: float,
         first_call: Call | None = None,
+        capped: int = 0,
+        cap_usd: float = 0.0,
     ) -> None:
         self.shared = shared
         self.queue = list(candidates)
@@ -387,10 +406,10 @@ class Race:
         self.last_error: EdgeError | None = None
         self.stop_error: EdgeError | None = None
         self.hedged = False
+        self.capped = capped  # healthy candidates the cost cap left out
+        self.cap_usd = cap_usd
         self._wake: asyncio.Future[None] | None = None
-        self.wasted: list[
-            tuple[Model, int, int]
-        ] = []  # (model, input, output) of non-serving attempts
+        self.charges: list[Charge] = []  # every attempt's row, once each
         shared.budget.note_request(shared.clock())
 
     # -- launching
@@ -506,9 +525,9 @@ class Race:
                 self._deadlines(now)
         except BaseException:
             now = clock()
-            outcome = "timeout" if now >= self.deadline else "cancelled"
+            end = End.TIMEOUT if now >= self.deadline else End.CANCELLED
             for attempt in self.live:
-                self._end(attempt, outcome, now)
+                self._settle(attempt, end, now)
             self.live.clear()
             raise
 
@@ -552,21 +571,8 @@ class Race:
     def _has_candidates(self) -> bool:
         return any(m.context_window > self.min_window for m in self.queue)
 
-    def _verdict(self, attempt: Attempt, err: EdgeError, now: float) -> str:
-        """A failed attempt: its breaker told, a fresh try allowed if it may help, closed and
-        accounted; what the race does next."""
-        counts, then, label = classify(err)
-        if counts:
-            after = retry_after_s(err) if isinstance(err, UpstreamStatus) else 0.0
-            attempt.breaker.failure(attempt.admit, now, after)
-            self._again(attempt.call.model)
-        else:
-            attempt.breaker.release(attempt.admit)
-        self._end(attempt, label, now, verdict=True)
-        return then
-
     def _failed(self, attempt: Attempt, err: EdgeError, now: float) -> None:
-        then = self._verdict(attempt, err, now)
+        then = self._settle(attempt, End.FAILED, now, err)
         if then == WIDER:
             self.min_window = max(self.min_window, attempt.call.model.context_window)
             if not self._has_candidates():
@@ -588,6 +594,22 @@ class Race:
     def _final_error(self) -> EdgeError:
         if self.stop_error is not None:
             return self.stop_error
+        if self.capped:
+            # dearer models were healthy, but the request's cost cap keeps them out: say so,
+            # and when to come back, rather than pass on the last cheap model's failure
+            now = self.shared.clock()
+            reopen = [
+                self.shared.breakers[m.name].open_until - now
+                for m in self.denied
+                if self.shared.breakers[m.name].open_until > now
+            ]
+            wait = max(1, int(min(reopen) + 0.999)) if reopen else 5
+            return ServiceUnavailable(
+                f"no model within this request's cost cap (${self.cap_usd:.4f} estimated) can "
+                f"serve it right now; {self.capped} dearer model(s) were not tried",
+                code="no_model_within_cap",
+                headers=[(b"retry-after", b"%d" % wait)],
+            )
         if self.last_error is not None:
             return self.last_error
         return ServiceUnavailable("no configured model can serve this request right now")
@@ -596,55 +618,83 @@ class Race:
         if winner.kind == "hedge":
             self.shared.events.hedge(self.tier, "won")
         for attempt in self.live:
-            self._end(attempt, "lost", now)
+            self._settle(attempt, End.LOST, now)
             if attempt.kind == "hedge":
                 self.shared.events.hedge(self.tier, "lost")
         self.live.clear()
 
-    def _end(self, attempt: Attempt, outcome: str, now: float, verdict: bool = False) -> None:
-        """Close an attempt that will not serve the answer, and account for it (once)."""
+    def _settle(self, attempt: Attempt, end: End, now: float, err: EdgeError | None = None) -> str:
+        """Close an attempt and account for it, once, by ``account.TABLE``: the breaker's
+        verdict, the ledger row and budget charge, the metrics. Returns what the race does
+        next after a failure (``NEXT`` otherwise)."""
         attempt.close()
         if attempt.accounted:
-            return
+            return NEXT
         attempt.accounted = True
-        if not verdict:
+        rule = TABLE[end]
+        model = attempt.call.model
+        events = self.shared.events
+        label, then = rule.outcome, NEXT
+        if rule.breaker == SUCCESS:
+            attempt.breaker.success(attempt.admit, now)
+        elif rule.breaker == RELEASE:
             attempt.breaker.release(attempt.admit)
             if attempt.first_token_at is None:
                 # it was still waiting: a lower bound of its time to first token keeps the
                 # sketch honest about a model whose slow attempts always lose
-                self.shared.events.censored_ttft(
-                    attempt.call.model.name, now - attempt.started, now
-                )
-            if outcome in ("cancelled", "timeout") and attempt.kind == "hedge":
-                self.shared.events.hedge(self.tier, "cancelled")
-        model = attempt.call.model
-        self.shared.events.attempt(model.provider, model.name, outcome)
-        if attempt.sent or outcome in ("lost", "cancelled", "timeout"):
-            self.shared.events.waste(
-                model.provider, model.name, self.input_tokens, attempt.output_events
+                events.censored_ttft(model.name, now - attempt.started, now)
+            if end in (End.CANCELLED, End.TIMEOUT) and attempt.kind == "hedge":
+                events.hedge(self.tier, "cancelled")
+        else:
+            assert err is not None
+            counts, then, error_label = classify(err)
+            label = label or error_label
+            if counts:
+                after = retry_after_s(err) if isinstance(err, UpstreamStatus) else 0.0
+                attempt.breaker.failure(attempt.admit, now, after)
+                self._again(model)
+            else:
+                attempt.breaker.release(attempt.admit)
+        events.attempt(model.provider, model.name, label)
+        if attempt.phase >= Phase.SENT:
+            state = attempt.state
+            tokens = billed(
+                attempt.phase,
+                state.usage,
+                state.complete,
+                bytes(state.output),
+                int(self.input_tokens * model.token_factor + 0.5),
             )
-            self.wasted.append((model, self.input_tokens, attempt.output_events))
+            self.charges.append(Charge(model, rule.ledger, tokens, rule.charged))
+            if rule.ledger == WASTE:
+                events.waste(model.provider, model.name, tokens.prompt, tokens.output)
+        return then
 
     # -- after the winner
 
     def finished(self, winner: Attempt) -> None:
         """The winner's answer reached the client whole."""
-        winner.close()
-        if winner.accounted:
-            return
-        winner.accounted = True
-        now = self.shared.clock()
-        winner.breaker.success(winner.admit, now)
-        model = winner.call.model
-        self.shared.events.attempt(model.provider, model.name, "ok")
+        winner.phase = Phase.SERVED
+        self._settle(winner, End.SERVED, self.shared.clock())
 
     def broke(self, winner: Attempt, err: EdgeError) -> None:
-        """The winner failed after its first token; a retry (non-streaming only) may follow."""
-        if winner.accounted:
-            return
-        self._verdict(winner, err, self.shared.clock())
+        """The winner failed after its first token, before the client saw any of it: it is
+        waste, and a retry may follow (non-streaming only)."""
+        self._settle(winner, End.BROKEN, self.shared.clock(), err)
+        self.last_error = err
+
+    def delivered(self, winner: Attempt, err: EdgeError) -> None:
+        """The winner failed after bytes of it reached the client: billed as the answer."""
+        self._settle(winner, End.DELIVERED, self.shared.clock(), err)
         self.last_error = err
 
     def abandoned(self, winner: Attempt) -> None:
-        """The client left while the winner was streaming."""
-        self._end(winner, "cancelled", self.shared.clock())
+        """The client left while the winner was being served: still the key's answer."""
+        self._settle(winner, End.LEFT, self.shared.clock())
+
+    def answer(self) -> Charge | None:
+        """The row of the attempt that served (or was serving) the answer, if any."""
+        for charge in self.charges:
+            if charge.kind == ANSWER:
+                return charge
+        return None

@@ -29,7 +29,6 @@ import orjson
 import hotpath.http
 import hotpath.sse
 from edge.budget.jobs import KEPT_HEADERS, JobRunner, JobSettings, new_job_id
-from edge.budget.pricing import Tokens, cost_usd
 from edge.budget.spend import ORDER, Hold, Spend, stronger
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
@@ -504,45 +503,27 @@ class Gateway:
             self.metrics.cost(out.provider, out.model, out.tier, cost)
             if out.status == 200 and tokens.output:
                 self.router.record_output(out.tier, model.name, tokens.output, now)
-        if out.hold is None and model is None and not out.wasted:
+        if out.hold is None and not out.charges:
             return cost
         wall = time.time()
-        rows = []
-        if model is not None:
-            rows.append(
-                LedgerRow(
-                    wall,
-                    out.tenant,
-                    out.tier,
-                    out.provider,
-                    out.model,
-                    "answer",
-                    tokens.input,
-                    tokens.cache_read,
-                    tokens.cache_write,
-                    tokens.output,
-                    cost,
-                    req.request_id,
-                )
+        rows = [
+            LedgerRow(
+                wall,
+                out.tenant,
+                out.tier,
+                c.model.provider,
+                c.model.name,
+                c.kind,
+                c.tokens.input,
+                c.tokens.cache_read,
+                c.tokens.cache_write,
+                c.tokens.output,
+                c.cost_usd,
+                req.request_id,
             )
-        for wasted, n_in, n_out in out.wasted:
-            waste_cost = cost_usd(wasted, Tokens(n_in, 0, 0, n_out))
-            rows.append(
-                LedgerRow(
-                    wall,
-                    out.tenant,
-                    out.tier,
-                    wasted.provider,
-                    wasted.name,
-                    "waste",
-                    n_in,
-                    0,
-                    0,
-                    n_out,
-                    waste_cost,
-                    req.request_id,
-                )
-            )
+            for c in out.charges
+        ]
+        cost = sum(c.cost_usd for c in out.charges if c.charged)
         self.spend.settle(out.hold or Hold("ok", 0.0, "", False), out.tenant, cost, rows)
         return cost
 

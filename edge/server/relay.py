@@ -12,23 +12,35 @@ error event: a truncated answer is never presented as complete.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from edge.budget.pricing import Tokens, cost_usd, split_usage
+from edge.budget.pricing import Tokens
+from edge.budget.prompt_cache import MIN_TOKENS as MIN_CACHED
+from edge.budget.prompt_cache import Prefix, prefix_of
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import NEEDS_JSON, ChatInfo, StreamState, estimate_inputs
+from edge.dialects.common import ChatInfo, StreamState, estimate_inputs
 from edge.dialects.translate import TranslatingStream
-from edge.errors import InvalidRequest, MalformedJSON, NotFound, UnsupportedMediaType, UpstreamError
+from edge.errors import (
+    InvalidRequest,
+    MalformedJSON,
+    NotFound,
+    TierForbidden,
+    UnsupportedMediaType,
+    UpstreamError,
+)
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
+from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
-from edge.routing.race import Attempt, Call, Race, Shared, Timing
-from hotpath.tokens import estimate_request_tokens
+from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing
+from hotpath.route import CAP_JSON
+from hotpath.tokens import estimate_request_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
     from edge.server.protocol import EdgeProtocol, Request
@@ -99,10 +111,10 @@ class Outcome:
     attempts: int = 0
     hedged: bool = False
     tier: str = ""
-    tokens: Tokens = field(default_factory=Tokens)  # the serving attempt's real usage, by kind
+    tokens: Tokens = field(default_factory=Tokens)  # the serving attempt's usage, by kind
     cost_usd: float = 0.0  # and its price
     served_by: Model | None = None
-    wasted: list[tuple[Model, int, int]] = field(default_factory=list)
+    charges: list[Charge] = field(default_factory=list)  # every attempt's row, the answer's too
     tenant: str = ""
     hold: Hold | None = None
     action: str = "ok"  # the cost action taken: ok | warn | degrade | block
@@ -127,7 +139,9 @@ class Plan:
     )
     budget_used: float | None = None  # projected share of the key's budget, when it has one
     arm: str = ""  # baseline | canary while a rollout is live
-    needs: int = 0  # capability bits the request needs (tools, vision, JSON)
+    needs: int = 0  # capability bits the request needs (edge.routing.capabilities)
+    prefixes: list[Prefix] = field(default_factory=list)  # its cacheable prompt prefixes
+    router: Router | None = None  # told which models took the prefixes
 
     @property
     def timing(self) -> Timing:
@@ -174,8 +188,9 @@ def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tu
     return headers
 
 
-def tier_for(policy: Policy, req: Request, key_tier: str | None) -> str:
-    """The request's tier: the ``x-edge-tier`` header, else the key's default, else the policy's."""
+def tier_for(policy: Policy, req: Request, asked_model: str, key_tier: str | None) -> str:
+    """The request's tier: the ``x-edge-tier`` header or a tier alias as the model, else the
+    key's tier, else the policy's default (an unknown tier in the header is a 400)."""
     asked = req.headers.get(b"x-edge-tier")
     if asked is not None:
         name = asked.decode("latin-1")
@@ -184,10 +199,31 @@ def tier_for(policy: Policy, req: Request, key_tier: str | None) -> str:
                 f"x-edge-tier: unknown tier {name!r}; configured: {', '.join(sorted(policy.tiers))}",
                 param="x-edge-tier",
             )
+        if asked_model in ALIASES and asked_model in policy.tiers and asked_model != name:
+            raise InvalidRequest(
+                f"model {asked_model!r} names a tier, and x-edge-tier names another ({name!r})",
+                param="model",
+            )
         return name
+    if asked_model in ALIASES and asked_model in policy.tiers:
+        return asked_model  # a tier alias as the model ("L0") names the tier itself
     if key_tier and key_tier in policy.tiers:
         return key_tier
     return policy.default_tier
+
+
+def check_entitled(policy: Policy, tier: str, ceiling: str | None) -> None:
+    """A key's tier is the highest it may use: an equal or lower tier is fine, a higher one is
+    a 403 (``ceiling`` None: the gateway runs without keys, on loopback)."""
+    if ceiling is None or ceiling not in policy.tiers:
+        return
+    if policy.tiers[tier].rank < policy.tiers[ceiling].rank:
+        raise TierForbidden(
+            f"this key may use tier {ceiling} and lower tiers, not {tier}; "
+            "ask the operator for a key with a higher tier",
+            param="x-edge-tier",
+            code="tier_not_allowed",
+        )
 
 
 def resolve_model(policy: Policy, name: str, tier: str) -> Model:
@@ -223,25 +259,51 @@ def plan_chat(
     dialect: ModuleType,
     key_tier: str | None = None,
     *,
+    ceiling: str | None = None,
     max_attempts: int = 3,
     hedging: bool = True,
     force: str = "",
 ) -> Plan:
-    """Everything about the upstream calls, decided before any I/O."""
+    """Everything about the upstream calls, decided before any I/O: the tier (within the
+    key's entitlement), the limits the provider would enforce, the candidates that can carry
+    the request within its cost cap, the first call."""
     body = parse_json(req)
     info: ChatInfo = dialect.check_request(body)
-    tier = tier_for(policy, req, key_tier)
-    if info.model in ALIASES and info.model in policy.tiers:
-        tier = info.model  # a tier alias as the model ("L0") names the tier itself
+    tier = tier_for(policy, req, info.model, key_tier)
+    check_entitled(policy, tier, ceiling)
     first = resolve_model(policy, info.model, tier)  # the named model, or the alias's first in pool
     named = None if info.model in ALIASES else first
-    parts, messages, needs, max_out = estimate_inputs(body)
+    parts, messages, max_out = estimate_inputs(body)
+    needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
-    expected = max_out or router.expected_output(tier_, named)
-    decision = router.decide(tier_, named, parts, messages, needs, expected, force)
+    pool = [policy.models[m] for m in tier_.pool]
+    if named is not None:  # the named model, its fallbacks, then the tier's pool
+        pool = [named, *(policy.models[f] for f in named.fallbacks), *pool]
+    input_tokens = router.estimate(parts, messages)
+    check_limits(pool, named, needs, max_out, input_tokens)
+    expected = router.expected_output(tier_, named, max_out)
+    prefixes = prefix_of(body, estimate_text_tokens) if input_tokens >= MIN_CACHED else []
+    decision = router.decide(
+        tier_,
+        named,
+        parts,
+        messages,
+        needs,
+        expected,
+        force,
+        input_tokens=input_tokens,
+        prefixes=prefixes,
+        now=time.monotonic(),
+    )
+    if not decision.order:
+        raise InvalidRequest(
+            f"no model of tier {tier} can carry this request (it needs: "
+            f"{', '.join(names_of(needs)) or 'nothing special'}) within the context window",
+            param="model",
+        )
     if decision.degraded.startswith("max_tokens="):
         body = with_max_tokens(body, dialect, decision.max_tokens)
-    candidates = decision.order or [first]
+    candidates = decision.order
     call = build_call(policy, req, dialect, info, body, candidates[0])
     return Plan(
         info,
@@ -254,7 +316,51 @@ def plan_chat(
         max_attempts,
         hedging,
         needs=needs,
+        prefixes=prefixes,
+        router=router,
     )
+
+
+# The estimate errs by a few percent; only a request surely past a limit is refused before the
+# call (the provider's own context-length answer moves the rest to a wider model).
+WINDOW_MARGIN = 1.10
+
+
+def check_limits(
+    pool: list[Model], named: Model | None, needs: int, max_tokens: int | None, input_tokens: int
+) -> None:
+    """The 400s a provider would give, before any call: max_tokens past every candidate's
+    output limit, a prompt surely past every candidate's context window, a named model that
+    cannot carry what the request needs. (Within them, each candidate's own limits decide
+    whether it is tried: ``Router.decide``, ``build_call``.)"""
+    if max_tokens is not None and max_tokens < 1:
+        raise InvalidRequest(
+            f"max_tokens: {max_tokens} is not a valid value; it must be at least 1",
+            param="max_tokens",
+        )
+    top_out = max(m.max_output_tokens for m in pool)
+    if max_tokens is not None and max_tokens > top_out:
+        who = f"model {named.name} or its fallbacks" if named is not None else "this tier"
+        raise InvalidRequest(
+            f"max_tokens: {max_tokens} > {top_out}, which is the maximum allowed number of "
+            f"output tokens for {who}",
+            param="max_tokens",
+        )
+    window = max(m.context_window for m in pool)
+    if input_tokens > window * WINDOW_MARGIN:
+        raise InvalidRequest(
+            f"prompt is too long: about {input_tokens} tokens > {window} maximum "
+            "(this model's maximum context length)",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if named is not None and needs & ~named.capabilities:
+        missing = names_of(needs & ~named.capabilities)
+        raise InvalidRequest(
+            f"{PARAMS[missing[0]]}: not supported by model {named.name} (it cannot carry "
+            f"{', '.join(missing)}); name another model or a tier (auto, L0, L1, L2)",
+            param=PARAMS[missing[0]],
+        )
 
 
 def with_max_tokens(body: dict[str, Any], dialect: ModuleType, max_tokens: int) -> dict[str, Any]:
@@ -279,6 +385,11 @@ def build_call(
     dialect; raises ``InvalidRequest`` when the candidate cannot honour the request."""
     provider = policy.providers[model.provider]
     upstream = _DIALECTS[provider.kind]
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(asked, int) and asked > model.max_output_tokens:
+        # a ceiling above this candidate's own limit: its limit (the answer's finish reason
+        # still says when it was reached)
+        body = with_max_tokens(body, dialect, model.max_output_tokens)
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
     else:
@@ -338,11 +449,12 @@ def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes,
     return out
 
 
-def _served(out: Outcome, winner: Attempt) -> None:
-    """The serving attempt's usage split by kind and priced, once for the header, the log,
-    the metrics and the ledger (a broken stream is billed for what it produced)."""
-    out.tokens = split_usage(winner.state.usage)
-    out.cost_usd = cost_usd(winner.call.model, out.tokens)
+def _served(out: Outcome, race: Race) -> None:
+    """The answer's row, once for the header, the log, the metrics and the ledger (see
+    ``edge.routing.account``: a broken or abandoned answer is billed for what it produced)."""
+    answer = race.answer()
+    if answer is not None:
+        out.tokens, out.cost_usd = answer.tokens, answer.cost_usd
 
 
 async def relay_chat(
@@ -386,6 +498,8 @@ async def relay_chat(
         input_tokens=plan.decision.input_tokens,
         started=req.received_at,
         first_call=plan.first,
+        capped=plan.decision.capped,
+        cap_usd=plan.decision.cap_usd,
     )
     loop = asyncio.get_running_loop()
     try:
@@ -409,16 +523,21 @@ async def relay_chat(
             finally:
                 timer.cancel()
             race.finished(winner)
-            _served(out, winner)
+            _served(out, race)
             out.status = 200
-            if plan.needs & NEEDS_JSON:
+            if plan.needs & CAP_JSON:
                 out.json_asked, out.json_valid = True, json_answer_ok(answer, plan.dialect)
             headers = answer_headers(plan, winner, race)
             headers.append((b"x-edge-cost-usd", b"%.8f" % out.cost_usd))
             proto.respond(200, JSON_HEADERS + headers, answer)
             return
     finally:
-        out.attempts, out.hedged, out.wasted = len(race.attempts), race.hedged, race.wasted
+        out.attempts, out.hedged, out.charges = len(race.attempts), race.hedged, race.charges
+        _served(out, race)
+        if plan.prefixes and plan.router is not None:
+            now = time.monotonic()
+            for charge in race.charges:  # each provider that took the request caches its prefix
+                plan.router.sent(charge.model, plan.prefixes, now)
 
 
 def json_answer_ok(body: bytes, dialect: ModuleType) -> bool:
@@ -456,14 +575,12 @@ async def _stream(plan: Plan, race: Race, winner: Attempt, proto: Sink, out: Out
                 await proto.send(piece)
     except UpstreamError as err:
         # bytes reached the client: no retry, and never a clean end on a truncated answer
-        race.broke(winner, err)
-        _served(out, winner)
+        race.delivered(winner, err)
         out.status, out.error = 502, type(err).__name__
         await proto.send(state.error_event(err))
         proto.end()
         return
     race.finished(winner)
-    _served(out, winner)
     out.status = 200
     proto.end()
 
@@ -505,5 +622,5 @@ async def relay_count_tokens(
 
 def estimate_input_tokens(body: dict[str, Any], model: Model) -> int:
     """The compiled estimator's count (cl100k_base units) in the model's own tokens."""
-    parts, messages, _, _ = estimate_inputs(body)
+    parts, messages, _ = estimate_inputs(body)
     return max(1, estimate_request_tokens(parts, messages, model.token_factor))

@@ -42,7 +42,16 @@ def test_live_latency_moves_a_slow_model_back() -> None:
 def test_cost_actions_are_reported() -> None:
     r = Router(POLICY)
     huge = [b"word " * 40000]
-    assert r.decide(POLICY.tiers["L1"], POLICY.models["gpt-4o"], huge, 1, 0, 4096).action == "block"
+    # gpt-4o would cost $0.14 (over L1's $0.05 block): the cheapest meeting the floor serves
+    d = r.decide(POLICY.tiers["L1"], POLICY.models["gpt-4o"], huge, 1, 0, 4096)
+    assert d.action == "degrade" and d.degraded == "model" and names(d)[0] == "gpt-4o-mini"
+    assert "gpt-4o" not in names(d) and all(
+        r.table.cost(r.index[n], d.input_tokens, 4096) <= d.cap_usd for n in names(d)
+    )
+    # even the cheapest is over it: block
+    huger = [b"word " * 400_000]
+    d = r.decide(POLICY.tiers["L1"], POLICY.models["gpt-4.1"], huger, 1, 0, 4096)
+    assert d.action == "block"
     assert r.decide(POLICY.tiers["L2"], None, [b"hi"], 1, 0, 16).action == "ok"
 
 

@@ -263,7 +263,8 @@ def test_hedge_fires_at_the_soft_timeout_and_the_first_token_wins() -> None:
         assert w.events.hedges == ["won"]
         assert ("a", "lost") in w.events.attempts and ("b", "ok") in w.events.attempts
         assert w.events.censored and w.events.censored[0][0] == "a"  # its wait is remembered
-        assert w.events.wasted == [("a", 7, 0)]  # the provider had the prompt
+        # no answer head came: the provider never took the request, nothing is billed
+        assert w.events.wasted == [] and [c.kind for c in race.charges] == ["answer"]
 
     run(main)
 
@@ -590,6 +591,9 @@ def test_cancelling_while_streaming_the_winner_closes_it() -> None:
             await step
         race.abandoned(winner)
         assert a.closed and w.events.attempts == [("a", "cancelled")]
+        # the client left, the answer was still being made for it: billed as its answer
+        (charge,) = race.charges
+        assert charge.kind == "answer" and charge.charged and charge.tokens.output >= 1
 
     run(main)
 

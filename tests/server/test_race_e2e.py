@@ -303,11 +303,17 @@ def test_context_length_goes_to_a_larger_window(
     long = [{"role": "user", "content": "tell me about llamas " * 40}]
     answer = oa.chat.completions.create(model="small-ctx", messages=long)
     assert answer.model == "healthy-an"
-    # small-ctx-2 has the same 40-token window: skipped, never tried
-    assert [(m, o) for m, o, *_ in seen(rsim, since)] == [
-        ("small-ctx", "error"),
-        ("healthy-an", "ok"),
-    ]
+    # the estimate says the prompt cannot fit small-ctx's (or small-ctx-2's) 40-token window:
+    # neither is tried, the wider fallback serves at once (a provider's own context-length
+    # answer moving the race to a wider model: tests/routing/test_race.py)
+    assert [(m, o) for m, o, *_ in seen(rsim, since)] == [("healthy-an", "ok")]
+    # past every candidate's window: the provider's 400, before any call
+    since = rsim.seq()
+    with pytest.raises(openai.BadRequestError) as err:
+        oa.chat.completions.create(
+            model="small-ctx", messages=[{"role": "user", "content": "llamas " * 300_000}]
+        )
+    assert err.value.code == "context_length_exceeded" and seen(rsim, since) == []
 
 
 def test_a_content_filter_rejection_is_returned_with_the_providers_reason(
@@ -358,4 +364,7 @@ def test_hedge_and_attempt_metrics_are_exported(gw: Proc) -> None:
     ):
         assert re.search(rf"^{name}\{{", text, re.M), name
     assert metric(gw, "edge_breaker_state", model="ok-an") == 0
-    assert metric(gw, "edge_hedge_waste_tokens_total", model="hang", direction="input") > 0
+    # a silent provider never took the request (no answer head): nothing billed, no waste;
+    # a slow one did (its head came at once) and lost its race: its prompt is waste
+    assert metric(gw, "edge_hedge_waste_tokens_total", model="hang", direction="input") == 0
+    assert metric(gw, "edge_hedge_waste_tokens_total", model="slow-ft", direction="input") > 0
