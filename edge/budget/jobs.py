@@ -13,9 +13,12 @@ Lifecycle (``TRANSITIONS``; the backend's conditional updates enforce it)::
       |                 |  '--cancel--> cancelled --retry--> queued
       '----backoff------'   (queued --cancel--> cancelled)
 
-A job runs on the cheapest acceptable route (the tier's cheapest candidate
-that meets its quality floor), never blocks again, and is retried with
-exponential backoff when the provider fails. Its result is kept for
+A job runs in its own tier on the cheapest acceptable route (the tier's
+cheapest candidate that meets its quality floor and can carry it), within
+the cap that route sets for every attempt; it reserves against its key's
+budget like any request, and a budget still used up defers it (``Deferred``)
+to the start of the period that blocked it. It is retried with exponential
+backoff when the provider fails. Its result is kept for
 ``retention_s``; the policy's ``jobs.webhook_url`` (never a URL from the
 request) is told when a job ends. Each worker runs a ``JobRunner`` with its
 own concurrency and rate limits, off the request path.
@@ -73,6 +76,15 @@ class JobSettings:
 # (status, headers, body) of a job's answer, in its dialect
 Result = tuple[int, list[tuple[bytes, bytes]], bytes]
 Execute = Callable[[dict[str, Any]], Awaitable[Result]]
+
+
+class Deferred(Exception):
+    """The job cannot run yet (its key's budget is used up): queued again for ``until``."""
+
+    def __init__(self, until: float, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.reason = reason
 
 
 def retryable(status: int) -> bool:
@@ -200,6 +212,13 @@ class JobRunner:
                 self.state.mark_notified(job["id"])
         except asyncio.CancelledError:
             raise
+        except Deferred as later:
+            self.state.retry_job_later(
+                job["id"], self.owner, later.until, later.reason, time.time()
+            )
+            self.log.event(
+                "info", "job deferred", job=job["id"], until=later.until, why=later.reason
+            )
         except StateUnavailable as exc:
             # the result cannot be recorded: the lease runs out and the job runs again
             self.log.event("warning", "job result not recorded", job=job["id"], error=str(exc))

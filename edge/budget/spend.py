@@ -23,6 +23,7 @@ kept and written when it returns, and ``available`` says so.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import time
 import uuid
 from collections.abc import Callable
@@ -47,9 +48,20 @@ class Hold:
     fraction: float  # projected share of the tighter budget
     reservation: str  # "" when nothing was reserved
     budgeted: bool
+    period: str = ""  # when blocked: the budget that blocked it, "day" or "month"
+    resets_at: float = 0.0  # and when that period turns (UTC, unix seconds)
 
 
 NO_BUDGET = Hold("ok", 0.0, "", False)
+
+
+def period_end(period: str, now: float) -> float:
+    """The start of the next UTC day or month after ``now``."""
+    if period == "day":
+        return (int(now // 86400) + 1) * 86400.0
+    t = time.gmtime(now)
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return float(calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)))
 
 
 class Spend:
@@ -70,15 +82,17 @@ class Spend:
         self.errors = 0
         self.on_change: Callable[[bool, str], None] | None = None
 
-    def hold(self, tenant: str, estimate_usd: float, never_block: bool = False) -> Hold:
-        """Check and reserve the estimate. ``never_block`` (a tier that never blocks, a job
-        running now): past the block threshold the request is still reserved and counted, and
-        answered degraded."""
+    def hold(self, tenant: str, estimate_usd: float, overdraft: bool = False) -> Hold:
+        """Check and reserve the estimate. A key's budget is hard at every tier: past its
+        block threshold the request is refused (or queued, if it asked to be). ``overdraft``
+        (a tier that never blocks): the budget's own ``overdraft`` share past the threshold
+        is still allowed, degraded; an operator's explicit choice, 0 unless set."""
         budget = self.policy.budget_for(tenant)
         if budget is None:
             return NO_BUDGET
         reservation = uuid.uuid4().hex
         limit = min(budget.day_usd, budget.month_usd)
+        block_at = budget.block + (budget.overdraft if overdraft else 0.0)
         try:
             if not self.available:
                 # known down: no call (each would wait for a timeout); a tick looks for it
@@ -89,7 +103,7 @@ class Spend:
                 budget.day_usd,
                 budget.month_usd,
                 estimate_usd,
-                float("inf") if never_block else budget.block,
+                block_at,
                 self.clock(),
             )
             self.up()
@@ -102,14 +116,31 @@ class Spend:
             reservation = ""
             self.local[tenant] = self.local.get(tenant, 0.0) + estimate_usd
             fraction = self.known.get(tenant, 0.0) + self.local[tenant] / limit
+        if fraction >= block_at:
+            period = self._blocking_period(tenant, budget.month_usd, estimate_usd, block_at)
+            return Hold("block", fraction, "", True, period, period_end(period, self.clock()))
         if fraction >= budget.block:
-            if never_block:
-                return Hold("degrade", fraction, reservation, True)
-            return Hold("block", fraction, "", True)
+            return Hold("degrade", fraction, reservation, True)  # within the overdraft
         action = (
             "degrade" if fraction >= budget.degrade else "warn" if fraction >= budget.warn else "ok"
         )
         return Hold(action, fraction, reservation, True)
+
+    def _blocking_period(
+        self, tenant: str, month_usd: float, estimate_usd: float, block_at: float
+    ) -> str:
+        """Which budget blocked: the month's, if it alone is past the threshold, else the day's
+        (a check that reserves nothing: a threshold of 0 never admits)."""
+        if month_usd == float("inf") or not self.available:
+            return "day"
+        try:
+            month = self.state.reserve(
+                "", tenant, float("inf"), month_usd, estimate_usd, 0.0, self.clock()
+            )
+        except StateUnavailable as exc:
+            self.down(exc)
+            return "day"
+        return "month" if month >= block_at else "day"
 
     def settle(self, hold: Hold, tenant: str, cost_usd: float, rows: list[LedgerRow]) -> None:
         """Count a finished request (its cost is 0 when it failed); written within FLUSH_S."""

@@ -2,9 +2,12 @@
 
 Keys come from ``EDGE_KEYS`` (comma-separated) and ``EDGE_KEYS_FILE`` (one per
 line, ``#`` comments), each ``KEY`` or ``sha256:HEX`` (so the plain key need
-not be stored), optionally ``=TIER`` and ``@TENANT`` (``KEY=L1@acme``,
-``KEY=@acme``): the tenant names the key in budgets and spend reports
-(default: the key id, the digest's first 12 hex digits). Only SHA-256 digests are kept; a
+not be stored), optionally ``=TIER``, ``@TENANT`` and ``;async``
+(``KEY=L1@acme``, ``KEY=@acme``, ``KEY=L2@batch;async``): the tier is the
+highest the key may use (and its default); a key without one may use the
+policy's default tier and lower ones; the tenant names the key in budgets
+and spend reports (default: the key id, the digest's first 12 hex digits);
+``async`` makes a request refused for its cost a job (202) without asking. Only SHA-256 digests are kept; a
 presented key is hashed and compared with ``hmac.compare_digest``. Keys are
 accepted as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. With no key
 configured the gateway runs open, which the server allows on loopback only.
@@ -28,13 +31,22 @@ class Tenant:
     key_id: str  # first 12 hex of the digest: enough to tell keys apart in logs, useless as a credential
     tier: str | None
     name: str = ""  # the tenant budgets and spend are kept for
+    async_jobs: bool = False  # a request over its cost threshold runs as a job, unasked
 
     @property
     def tenant(self) -> str:
         return self.name or self.key_id
 
+    def ceiling(self, default_tier: str) -> str | None:
+        """The highest tier this key may use: its own, else the policy's default; none on a
+        gateway that runs without keys (loopback only)."""
+        if self.key_id == OPEN_ID:
+            return None
+        return self.tier or default_tier
 
-OPEN = Tenant(key_id="open", tier=None)
+
+OPEN_ID = "open"
+OPEN = Tenant(key_id=OPEN_ID, tier=None)
 
 
 class Keyring:
@@ -45,6 +57,9 @@ class Keyring:
             entry = raw.strip()
             if not entry or entry.startswith("#"):
                 continue
+            entry, _, option = entry.partition(";")
+            if option.strip() not in ("", "async"):
+                raise KeysError(f"a key entry has an unknown option {option.strip()!r}")
             key, _, rest = entry.partition("=")
             tier, _, name = rest.partition("@")
             key = key.strip()
@@ -57,7 +72,9 @@ class Keyring:
                     raise KeysError("a sha256: key entry is not 64 hex digits")
             else:
                 digest = hashlib.sha256(key.encode()).digest()
-            tenant = Tenant(digest.hex()[:12], tier.strip() or None, name.strip())
+            tenant = Tenant(
+                digest.hex()[:12], tier.strip() or None, name.strip(), option.strip() == "async"
+            )
             self._by_digest[digest] = tenant
             self._digest_of[tenant] = digest
 
@@ -71,6 +88,10 @@ class Keyring:
             except OSError as exc:
                 raise KeysError(f"EDGE_KEYS_FILE {keys_file}: {exc.strerror}") from None
         return cls(entries)
+
+    def tiers(self) -> set[str]:
+        """Every tier a key declares (the start checks them against the policy)."""
+        return {t.tier for t in self._by_digest.values() if t.tier}
 
     @property
     def open(self) -> bool:

@@ -52,6 +52,11 @@ def run(settings: Settings) -> int:
     try:
         policy = load_policy(settings.policy)
         keys = Keyring.load(settings.keys, settings.keys_file)
+        if unknown := keys.tiers() - set(policy.tiers):
+            raise KeysError(
+                f"EDGE_KEYS: keys declare tiers the policy does not have: {sorted(unknown)}; "
+                f"configured: {sorted(policy.tiers)}"
+            )
         if settings.simulate != "off":
             from edge.simulate.behaviour import ProfileError, load_profile
 
