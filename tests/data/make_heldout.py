@@ -135,7 +135,9 @@ def code() -> Iterator[Source]:
                 yield "code", f"sh:{path.name}", text
     for path in sorted(SITE.rglob("*.js")):
         text = path.read_text(errors="replace")
-        if max(map(len, text.splitlines()), default=0) < 200:  # minified bundles are not code people send
+        if (
+            max(map(len, text.splitlines()), default=0) < 200
+        ):  # minified bundles are not code people send
             yield "code", f"js:{path.relative_to(SITE)}", text
 
 
@@ -261,7 +263,7 @@ def generated_numbers(rng: random.Random, n: int) -> list[str]:
                 )
         elif kind == 3:  # metric samples, Prometheus style
             lines = [
-                f"latency_seconds_bucket{{le=\"{rng.choice(['0.005', '0.01', '0.025', '0.1', '0.5', '1', '2.5'])}\"}} "
+                f'latency_seconds_bucket{{le="{rng.choice(["0.005", "0.01", "0.025", "0.1", "0.5", "1", "2.5"])}"}} '
                 f"{rng.randint(0, 10**7)} {rng.randint(1_700_000_000_000, 1_800_000_000_000)}"
                 for _ in range(rows)
             ]
@@ -308,14 +310,24 @@ def generated_json(rng: random.Random, n: int) -> list[str]:
                         "finish_reason": "tool_calls",
                     }
                 ],
-                "usage": {"prompt_tokens": rng.randint(10, 9000), "completion_tokens": rng.randint(1, 900)},
+                "usage": {
+                    "prompt_tokens": rng.randint(10, 9000),
+                    "completion_tokens": rng.randint(1, 900),
+                },
             }
         elif kind == 1:
             obj = {
                 "order": rng.randint(10**5, 10**6),
-                "customer": {"name": rng.choice(names), "email": f"user{rng.randint(1, 999)}@example.com"},
+                "customer": {
+                    "name": rng.choice(names),
+                    "email": f"user{rng.randint(1, 999)}@example.com",
+                },
                 "lines": [
-                    {"sku": f"SKU-{rng.randint(1000, 9999)}", "qty": rng.randint(1, 5), "price": round(rng.uniform(1, 300), 2)}
+                    {
+                        "sku": f"SKU-{rng.randint(1000, 9999)}",
+                        "qty": rng.randint(1, 5),
+                        "price": round(rng.uniform(1, 300), 2),
+                    }
                     for _ in range(rng.randint(1, 8))
                 ],
                 "paid": rng.random() < 0.5,
@@ -331,7 +343,9 @@ def generated_json(rng: random.Random, n: int) -> list[str]:
                 }
                 for _ in range(rng.randint(3, 15))
             ]
-        docs.append(json.dumps(obj, indent=rng.choice([None, 2, 4]), ensure_ascii=rng.random() < 0.5))
+        docs.append(
+            json.dumps(obj, indent=rng.choice([None, 2, 4]), ensure_ascii=rng.random() < 0.5)
+        )
     return docs
 
 
@@ -381,7 +395,10 @@ def chat_transcripts(
             fence = "```" + rng.choice(["python", "json", "", "bash"]) + "\n" + body + "\n```"
             ask = rng.choice(asks)
             turns.append(f"**User:** {ask}\n\n{fence if rng.random() < 0.6 else body}")
-            items = [rng.choice(pools["english"])[: rng.randint(40, 160)] for _ in range(rng.randint(2, 5))]
+            items = [
+                rng.choice(pools["english"])[: rng.randint(40, 160)]
+                for _ in range(rng.randint(2, 5))
+            ]
             listing = "\n".join(f"{j + 1}. {it.strip()}" for j, it in enumerate(items))
             turns.append(f"**Assistant:** {rng.choice(replies)}\n\n{listing}")
         docs.append("\n\n".join(turns))
@@ -417,7 +434,11 @@ def build(seed: int) -> dict[str, list[tuple[str, str, str]]]:
                 if category == "json":
                     pieces = json_slices(text, rng, MAX_PER_SOURCE)
                 else:
-                    lo, hi = (300, 3000) if category in CATEGORIES[:3] + ("chat", "numbers") else (150, 1200)
+                    lo, hi = (
+                        (300, 3000)
+                        if category in (*CATEGORIES[:3], "chat", "numbers")
+                        else (150, 1200)
+                    )
                     found = chunks(text, rng, lo, hi)
                     pieces = rng.sample(found, min(MAX_PER_SOURCE, len(found)))
                 picked += [(category, name, p) for p in pieces]
@@ -443,9 +464,13 @@ def build(seed: int) -> dict[str, list[tuple[str, str, str]]]:
             for j, t in enumerate(texts):
                 docs.append((category, f"written:{attr}:{j}", t))
             for j in range(len(texts) // 2):
-                docs.append((category, f"written:{attr}:join{j}", "\n\n".join(rng.sample(texts, 3))))
+                docs.append(
+                    (category, f"written:{attr}:join{j}", "\n\n".join(rng.sample(texts, 3)))
+                )
         gen = random.Random(seed + (1 if which == "heldout" else 2))
-        docs += [("numbers", f"gen:numbers:{j}", t) for j, t in enumerate(generated_numbers(gen, 15))]
+        docs += [
+            ("numbers", f"gen:numbers:{j}", t) for j, t in enumerate(generated_numbers(gen, 15))
+        ]
         docs += [("json", f"gen:json:{j}", t) for j, t in enumerate(generated_json(gen, 12))]
         if which == "heldout":
             asks, replies = heldout_texts.CHAT_ASKS, heldout_texts.CHAT_REPLIES
@@ -488,9 +513,13 @@ def main() -> int:
     corpus = [json.loads(line)["text"] for line in (ROOT / "tests/data/corpus.jsonl").open()]
     # boilerplate lines (licence headers, repeated doc strings) recur across files: a
     # held-out document that shares one with the training side is left out, not kept as a leak
-    shared = overlap([t for _, _, t in sides["heldout"]], [t for _, _, t in sides["train"]] + corpus)
+    shared = overlap(
+        [t for _, _, t in sides["heldout"]], [t for _, _, t in sides["train"]] + corpus
+    )
     clean = [d for d in sides["heldout"] if not any(s in d[2] for s in shared)]
-    print(f"held-out candidates left out for a line shared with training: {len(sides['heldout']) - len(clean)}")
+    print(
+        f"held-out candidates left out for a line shared with training: {len(sides['heldout']) - len(clean)}"
+    )
     sides["heldout"] = cap(clean, PER_CATEGORY["heldout"])
     encoders = {
         "cl100k": bpe_openai.get_encoding("cl100k_base"),
