@@ -1,55 +1,157 @@
-/* Byte-class counts for the token estimate (see _tokens_py.py for the model).
+/* Feature counts for the token estimate (see _tokens_py.py for the model).
  *
- * count_features() fills out[NFEAT] with how many bytes of d[0..n) have each
- * feature; a feature looks at the byte, the one before and the one after
- * (0 beyond either end). The scalar loop is the reference; on x86-64 the
- * middle of the buffer is done 16 bytes at a time with SSE2, counting into
- * per-lane byte counters that are summed every 255 blocks. Both paths give
- * the same counts.
+ * count_features() fills out[NFEAT] for d[0..n). Features 0-28 are byte
+ * classes: each looks at a byte, the one before and the one after (0 beyond
+ * either end). Features 29-43 are per character: tc_char() decodes the two-
+ * or three-byte UTF-8 character whose lead byte it is given, and reads the
+ * character tables (a byte per BMP code point, two pair bitmaps) that the
+ * module copies in at import from the twin.
+ *
+ * The scalar loop is the reference; on x86-64 the middle of the buffer is
+ * done 16 bytes at a time with SSE2, counting into per-lane byte counters
+ * that are summed every 255 blocks. Blocks with no byte >= 0x80 in them or
+ * just before them (most of any ASCII text) skip the non-ASCII features; in
+ * the others each lead byte is handed to tc_char(). Both paths give the same
+ * counts.
  */
 #ifndef EDGE_TOKCOUNT_H
 #define EDGE_TOKCOUNT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
-#define NFEAT 19
+#define NFEAT 44
+#define TC_BIGRAM_BITS 15
+
+/* filled once at import (hotpath/_tokens.pyx) */
+static unsigned char tc_char_table[0x10000 - 0x80];
+static unsigned char tc_bigram_cl[1 << (TC_BIGRAM_BITS - 3)];
+static unsigned char tc_bigram_o[1 << (TC_BIGRAM_BITS - 3)];
 
 static inline int tc_letter(unsigned x) { return ((x | 32u) - 97u) < 26u; }
 static inline int tc_digit(unsigned x) { return (x - 48u) < 10u; }
 static inline int tc_space(unsigned x) { return x == 32u || x == 9u; }
 static inline int tc_newline(unsigned x) { return x == 10u || x == 13u; }
-
-static inline void tc_scalar(unsigned p, unsigned a, unsigned x, long long *o)
+static inline int tc_punct(unsigned x)
 {
-    int L = tc_letter(a), Lp = tc_letter(p), Ln = tc_letter(x);
-    int D = tc_digit(a), Dp = tc_digit(p), Dn = tc_digit(x);
-    int S = tc_space(a), Sp = tc_space(p);
-    int N = tc_newline(a), Np = tc_newline(p);
-    int P = a < 128u && !(L || D || S || N);
-    int fw = a == 0xEFu && (x - 0xBCu) < 4u;
-    o[0] += L && !Lp && Sp;
-    o[1] += L && !Lp && !Sp;
-    o[2] += L;
-    o[3] += D;
-    o[4] += D && !Dp;
-    o[5] += P;
-    o[6] += P && Ln;
-    o[7] += S;
-    o[8] += S && Sp;
-    o[9] += S && Dn;
-    o[10] += N && !Np;
-    o[11] += N;
-    o[12] += a == 0xE3u || fw;
-    o[13] += (a - 0xE4u) < 6u;
-    o[14] += (a - 0xE0u) < 3u || a == 0xEEu || (a == 0xEFu && !fw);
-    o[15] += a >= 0xF0u;
-    o[16] += (a - 65u) < 26u && (p - 97u) < 26u;
-    o[17] += (a - 0xC0u) < 32u;
-    o[18] += (a - 0xEAu) < 4u;
+    return x < 128u && !(tc_letter(x) || tc_digit(x) || tc_space(x) || tc_newline(x));
+}
+static inline int tc_cont(unsigned x) { return (x & 0xC0u) == 0x80u; }
+
+static inline uint32_t tc_slot(uint32_t first, uint32_t second)
+{
+    return ((first * 0x9E3779B1u) ^ (second * 0x85EBCA77u)) >> (32 - TC_BIGRAM_BITS);
+}
+
+/* features 29-43 of the character whose lead byte (0xC2..0xEF) is d[i] */
+static void tc_char(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, long long *o)
+{
+    unsigned a = d[i], cp, pcp = 0, t;
+    if (a < 0xE0u) {
+        if (i + 1 >= n || !tc_cont(d[i + 1]))
+            return;
+        cp = ((a & 0x1Fu) << 6) | (d[i + 1] & 0x3Fu);
+    } else {
+        if (i + 2 >= n || !tc_cont(d[i + 1]) || !tc_cont(d[i + 2]))
+            return;
+        cp = ((a & 0x0Fu) << 12) | ((d[i + 1] & 0x3Fu) << 6) | (d[i + 2] & 0x3Fu);
+        if (cp < 0x80u)
+            return;
+    }
+    if (cp - 0x3040u <= 0xBFu) {
+        o[29]++;
+        o[30] += cp <= 0x309Fu;
+    } else if (cp - 0x3000u <= 0x3Fu) {
+        o[31]++;
+    } else if (cp - 0xFF00u <= 0xEFu) {
+        o[32]++;
+    } else if (cp - 0x900u <= 0x7Fu) {
+        o[34]++;
+        if (cp - 0x904u <= 0x35u) {
+            o[35]++;
+        } else if (cp <= 0x903u || cp - 0x93Au <= 0x15u) {
+            o[36]++;
+            o[37] += cp == 0x94Du;
+        }
+        o[38] += i > 0 && tc_space(d[i - 1]);
+    } else if (cp >= 0x800u && !(cp - 0x3000u <= 0xAFFFu)) {
+        o[33]++;
+    }
+    t = tc_char_table[cp - 0x80u];
+    o[39] += (t & 3u) + 1;
+    o[40] += (t >> 2) & 3u;
+    o[41] += (t >> 4) & 3u;
+    if (i >= 2 && tc_cont(d[i - 1])) {
+        unsigned b = d[i - 2];
+        if (b - 0xC2u <= 0x1Du)
+            pcp = ((b & 0x1Fu) << 6) | (d[i - 1] & 0x3Fu);
+        else if (i >= 3 && tc_cont(b) && d[i - 3] - 0xE0u <= 0x0Fu)
+            pcp = ((d[i - 3] & 0x0Fu) << 12) | ((b & 0x3Fu) << 6) | (d[i - 1] & 0x3Fu);
+        if (pcp >= 0x80u) {
+            uint32_t h = tc_slot(pcp, cp);
+            o[42] += (tc_bigram_cl[h >> 3] >> (h & 7)) & 1u;
+            o[43] += (tc_bigram_o[h >> 3] >> (h & 7)) & 1u;
+        }
+    }
+}
+
+/* features 0-28 of byte a (p before it, x after it), and 29-43 when it leads a character */
+static inline void tc_scalar(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, long long *o)
+{
+    unsigned a = d[i], p = i ? d[i - 1] : 0u, x = i + 1 < n ? d[i + 1] : 0u;
+    int Sp = tc_space(p), Pp = i > 0 && tc_punct(p); /* the start of text is no punctuation */
+    if (tc_letter(a)) {
+        o[2]++;
+        if (!tc_letter(p))
+            o[Sp ? 0 : 1]++;
+        o[16] += (a - 65u) < 26u && (p - 65u) < 26u && (x - 97u) < 26u;
+    } else if (tc_digit(a)) {
+        o[3]++;
+        o[4] += !tc_digit(p);
+    } else if (tc_space(a)) {
+        o[7]++;
+        if (Sp) {
+            o[8]++;
+            o[14] += !tc_space(x);
+        }
+        o[9] += tc_digit(x);
+        o[17] += a == 9u;
+    } else if (tc_newline(a)) {
+        o[11]++;
+        o[10] += !tc_newline(p);
+        o[15] += Pp;
+    } else if (a < 128u) {
+        o[5]++;
+        o[6] += tc_letter(x);
+        o[12] += !Pp;
+        o[13] += Sp;
+    }
+    if (a < 0x80u) {
+        o[19] += tc_cont(p);
+        return;
+    }
+    if (a < 0xC0u)
+        return;
+    o[18] += p < 0x80u && !Sp;
+    if (a < 0xE0u) {
+        o[20] += !tc_cont(p);
+        o[21] += Sp;
+        o[22] += a - 0xC2u <= 8u;
+        o[23] += a - 0xCDu <= 2u;
+        o[24] += a - 0xD0u <= 4u;
+        o[25] += a >= 0xD6u;
+    } else if (a >= 0xF0u) {
+        o[26]++;
+    } else {
+        o[27] += a - 0xEAu <= 3u;
+        o[28] += a - 0xE4u <= 5u;
+    }
+    if (a - 0xC2u <= 0x2Du)
+        tc_char(d, n, i, o);
 }
 
 #if defined(__SSE2__)
@@ -74,14 +176,14 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
     memset(o, 0, NFEAT * sizeof(long long));
     if (n <= 0)
         return;
-    tc_scalar(0, d[0], n > 1 ? d[1] : 0, o);
+    tc_scalar(d, n, 0, o);
     i = 1;
 #if defined(__SSE2__)
     {
         const __m128i case_bit = _mm_set1_epi8(32);
-        __m128i acc[NFEAT];
+        __m128i acc[29];
         int k, blocks = 0;
-        for (k = 0; k < NFEAT; k++)
+        for (k = 0; k < 29; k++)
             acc[k] = _mm_setzero_si128();
         while (i + 17 <= n) {
             __m128i p = _mm_loadu_si128((const __m128i *)(d + i - 1));
@@ -93,11 +195,15 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
             __m128i D = tc_range(a, 48, 10), Dp = tc_range(p, 48, 10), Dn = tc_range(x, 48, 10);
             __m128i S = _mm_or_si128(tc_eq(a, 32), tc_eq(a, 9));
             __m128i Sp = _mm_or_si128(tc_eq(p, 32), tc_eq(p, 9));
+            __m128i Sn = _mm_or_si128(tc_eq(x, 32), tc_eq(x, 9));
             __m128i N = _mm_or_si128(tc_eq(a, 10), tc_eq(a, 13));
             __m128i Np = _mm_or_si128(tc_eq(p, 10), tc_eq(p, 13));
             __m128i ascii = _mm_cmpgt_epi8(a, _mm_set1_epi8(-1));
+            __m128i ascii_p = _mm_cmpgt_epi8(p, _mm_set1_epi8(-1));
             __m128i P = _mm_andnot_si128(_mm_or_si128(_mm_or_si128(L, D), _mm_or_si128(S, N)), ascii);
+            __m128i Pp = _mm_andnot_si128(_mm_or_si128(_mm_or_si128(Lp, Dp), _mm_or_si128(Sp, Np)), ascii_p);
             __m128i start = _mm_andnot_si128(Lp, L);
+            __m128i SS = _mm_and_si128(S, Sp);
             acc[0] = _mm_sub_epi8(acc[0], _mm_and_si128(start, Sp));
             acc[1] = _mm_sub_epi8(acc[1], _mm_andnot_si128(Sp, start));
             acc[2] = _mm_sub_epi8(acc[2], L);
@@ -106,36 +212,54 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
             acc[5] = _mm_sub_epi8(acc[5], P);
             acc[6] = _mm_sub_epi8(acc[6], _mm_and_si128(P, Ln));
             acc[7] = _mm_sub_epi8(acc[7], S);
-            acc[8] = _mm_sub_epi8(acc[8], _mm_and_si128(S, Sp));
+            acc[8] = _mm_sub_epi8(acc[8], SS);
             acc[9] = _mm_sub_epi8(acc[9], _mm_and_si128(S, Dn));
             acc[10] = _mm_sub_epi8(acc[10], _mm_andnot_si128(Np, N));
             acc[11] = _mm_sub_epi8(acc[11], N);
-            acc[16] = _mm_sub_epi8(acc[16], _mm_and_si128(tc_range(a, 65, 26), tc_range(p, 97, 26)));
-            if (_mm_movemask_epi8(a)) { /* only blocks with non-ASCII bytes pay for these */
-                __m128i ef = tc_eq(a, 0xEF);
-                __m128i fw = _mm_and_si128(ef, tc_range(x, 0xBC, 4));
-                acc[12] = _mm_sub_epi8(acc[12], _mm_or_si128(tc_eq(a, 0xE3), fw));
-                acc[13] = _mm_sub_epi8(acc[13], tc_range(a, 0xE4, 6));
-                acc[14] = _mm_sub_epi8(acc[14], _mm_or_si128(_mm_or_si128(tc_range(a, 0xE0, 3), tc_eq(a, 0xEE)), _mm_andnot_si128(fw, ef)));
-                acc[15] = _mm_sub_epi8(acc[15], tc_range(a, 0xF0, 16));
-                acc[17] = _mm_sub_epi8(acc[17], tc_range(a, 0xC0, 32));
-                acc[18] = _mm_sub_epi8(acc[18], tc_range(a, 0xEA, 4));
+            acc[12] = _mm_sub_epi8(acc[12], _mm_andnot_si128(Pp, P));
+            acc[13] = _mm_sub_epi8(acc[13], _mm_and_si128(P, Sp));
+            acc[14] = _mm_sub_epi8(acc[14], _mm_andnot_si128(Sn, SS));
+            acc[15] = _mm_sub_epi8(acc[15], _mm_and_si128(N, Pp));
+            acc[16] = _mm_sub_epi8(acc[16], _mm_and_si128(_mm_and_si128(tc_range(a, 65, 26), tc_range(p, 65, 26)), tc_range(x, 97, 26)));
+            acc[17] = _mm_sub_epi8(acc[17], tc_eq(a, 9));
+            if (_mm_movemask_epi8(_mm_or_si128(a, p))) { /* only blocks near non-ASCII bytes pay for these */
+                __m128i cont_p = tc_range(p, 0x80, 0x40);
+                __m128i lead = tc_range(a, 0xC0, 0x40);
+                __m128i lead2 = tc_range(a, 0xC0, 0x20);
+                unsigned chars;
+                acc[18] = _mm_sub_epi8(acc[18], _mm_andnot_si128(Sp, _mm_and_si128(lead, ascii_p)));
+                acc[19] = _mm_sub_epi8(acc[19], _mm_and_si128(ascii, cont_p));
+                acc[20] = _mm_sub_epi8(acc[20], _mm_andnot_si128(cont_p, lead2));
+                acc[21] = _mm_sub_epi8(acc[21], _mm_and_si128(lead2, Sp));
+                acc[22] = _mm_sub_epi8(acc[22], tc_range(a, 0xC2, 9));
+                acc[23] = _mm_sub_epi8(acc[23], tc_range(a, 0xCD, 3));
+                acc[24] = _mm_sub_epi8(acc[24], tc_range(a, 0xD0, 5));
+                acc[25] = _mm_sub_epi8(acc[25], tc_range(a, 0xD6, 10));
+                acc[26] = _mm_sub_epi8(acc[26], tc_range(a, 0xF0, 16));
+                acc[27] = _mm_sub_epi8(acc[27], tc_range(a, 0xEA, 4));
+                acc[28] = _mm_sub_epi8(acc[28], tc_range(a, 0xE4, 6));
+                chars = (unsigned)_mm_movemask_epi8(tc_range(a, 0xC2, 0x2E));
+                while (chars) {
+                    int j = __builtin_ctz(chars);
+                    tc_char(d, n, i + j, o);
+                    chars &= chars - 1;
+                }
             }
             i += 16;
             if (++blocks == 255) {
-                for (k = 0; k < NFEAT; k++) {
+                for (k = 0; k < 29; k++) {
                     o[k] += (long long)tc_hsum(acc[k]);
                     acc[k] = _mm_setzero_si128();
                 }
                 blocks = 0;
             }
         }
-        for (k = 0; k < NFEAT; k++)
+        for (k = 0; k < 29; k++)
             o[k] += (long long)tc_hsum(acc[k]);
     }
 #endif
     for (; i < n; i++)
-        tc_scalar(d[i - 1], d[i], i + 1 < n ? d[i + 1] : 0, o);
+        tc_scalar(d, n, i, o);
 }
 
 #endif

@@ -1,35 +1,61 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled token estimator: the feature counts of ``hotpath/_tokens_py.py``,
 16 bytes at a time (SSE2 where the compiler has it; the same counts from a
-scalar loop elsewhere), and the same integer weights, read from the twin.
+scalar loop elsewhere). The weights of every family and the character tables
+are copied from the twin at import, so the two can never disagree on them.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memcpy
 
 from hotpath import _tokens_py as _twin
 
 
 cdef extern from "_tokcount.h":
     enum: NFEAT
+    unsigned char tc_char_table[0xFF80]
+    unsigned char tc_bigram_cl[4096]
+    unsigned char tc_bigram_o[4096]
     void count_features(const unsigned char* d, Py_ssize_t n, long long* out) nogil
 
 
-cdef long long WEIGHTS[NFEAT]
-for _i, _w in enumerate(_twin.WEIGHTS):
-    WEIGHTS[_i] = _w
+cdef enum:
+    NFAMILIES = 3
+
+cdef long long WEIGHTS[NFAMILIES][NFEAT]
+if len(_twin.WEIGHTS) != NFAMILIES or any(len(w) != NFEAT for w in _twin.WEIGHTS):
+    raise ImportError("hotpath._tokens_py has a different feature or family count")
+for _f, _ws in enumerate(_twin.WEIGHTS):
+    for _i, _w in enumerate(_ws):
+        WEIGHTS[_f][_i] = _w
 
 
-cpdef long estimate_text_tokens(bytes text) except -1:
-    """Estimated cl100k_base tokens of one UTF-8 text."""
+cdef void _copy_table(unsigned char* dst, bytes src, Py_ssize_t size) except *:
+    if PyBytes_GET_SIZE(src) != size:
+        raise ImportError("hotpath._tokens_tables does not match _tokcount.h")
+    memcpy(dst, PyBytes_AS_STRING(src), size)
+
+
+_copy_table(tc_char_table, _twin.CHAR_TABLE, 0xFF80)
+_copy_table(tc_bigram_cl, _twin.BIGRAM_CL100K, 4096)
+_copy_table(tc_bigram_o, _twin.BIGRAM_O200K, 4096)
+
+
+cpdef long estimate_text_tokens(bytes text, int family=0) except -1:
+    """Estimated tokens of one UTF-8 text; ``family`` 0 cl100k, 1 o200k, 2 claude."""
     cdef long long counts[NFEAT]
     cdef long long total = 0
+    cdef long long* w
     cdef int k
     cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(text)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(text)
+    if family < 0 or family >= NFAMILIES:
+        raise ValueError(f"unknown family index {family}")
+    w = WEIGHTS[family]
     with nogil:
         count_features(data, n, counts)
         for k in range(NFEAT):
-            total += WEIGHTS[k] * counts[k]
+            total += w[k] * counts[k]
     if total < 0:
         return 0
     return <long>((total + 500) // 1000)
