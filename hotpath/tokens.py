@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hotpath._select import load
+from hotpath._tokens_py import CLAUDE_OVER_O200K as _ratio
 
 _impl, COMPILED = load("hotpath._tokens", "hotpath._tokens_py")
 
@@ -29,6 +30,13 @@ _INDEX = {name: i for i, name in enumerate(FAMILIES)}
 # prompts fit the same shape within a token or two).
 PER_MESSAGE = 3
 PER_REQUEST = 3
+
+
+# The router prices every candidate from one estimate, in o200k's tokens; a family's tokens
+# per o200k token: Claude's published ratio; cl100k cuts English much like o200k (other
+# scripts differ: a model's policy ``token_factor`` corrects it).
+BASE_FAMILY = "o200k"
+OVER_BASE = {"o200k": 1.0, "cl100k": 1.0, "claude": _ratio[0] / _ratio[1]}
 
 
 def family_index(family: str) -> int:
@@ -59,8 +67,10 @@ def estimate_request_tokens(
 
 
 __all__ = [
+    "BASE_FAMILY",
     "COMPILED",
     "FAMILIES",
+    "OVER_BASE",
     "estimate_request_tokens",
     "estimate_text_tokens",
     "family_index",

@@ -85,8 +85,11 @@ class StreamState(Protocol):
         ...
 
 
-def _content_parts(content: Any, parts: list[bytes]) -> None:
-    """Append the text of a message's content (media are counted apart)."""
+_MEDIA = ("image", "image_url", "input_image", "document", "file", "input_file")
+
+
+def _content_parts(content: Any, parts: list[bytes], media: list[dict[str, Any]]) -> None:
+    """Append the text of a message's content, and its media blocks (priced apart)."""
     if isinstance(content, str):
         parts.append(content.encode())
         return
@@ -98,26 +101,32 @@ def _content_parts(content: Any, parts: list[bytes]) -> None:
         kind = block.get("type")
         if kind in ("text", "input_text"):
             parts.append(str(block.get("text", "")).encode())
+        elif kind in _MEDIA:
+            media.append(block)
         elif kind == "tool_result":
-            _content_parts(block.get("content"), parts)
+            _content_parts(block.get("content"), parts, media)
         elif kind == "tool_use":
             parts.append(orjson.dumps(block.get("input") or {}))
 
 
-def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, int | None]:
-    """The text parts a request sends (both dialects), its message count and the max output it
-    asked for (None when it set none): the inputs of the token estimate and the decision."""
+def estimate_inputs(
+    body: dict[str, Any],
+) -> tuple[list[bytes], int, list[dict[str, Any]], int | None]:
+    """The text parts a request sends (both dialects), its message count, its media blocks
+    (images, documents) and the max output it asked for (None when it set none): the inputs
+    of the token estimate and the decision."""
     parts: list[bytes] = []
+    media: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        _content_parts(system, parts)
+        _content_parts(system, parts, media)
     messages = body.get("messages")
     if not isinstance(messages, list):
         messages = []
     for msg in messages:
         if not isinstance(msg, dict):
             continue
-        _content_parts(msg.get("content"), parts)
+        _content_parts(msg.get("content"), parts, media)
         for call in msg.get("tool_calls") or ():
             if not isinstance(call, dict):
                 continue
@@ -134,4 +143,4 @@ def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, int | None]
         max_out = body.get("max_tokens")
     if not isinstance(max_out, int) or isinstance(max_out, bool):
         max_out = None
-    return parts, len(messages), max_out
+    return parts, len(messages), media, max_out

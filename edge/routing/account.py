@@ -89,7 +89,12 @@ TABLE: dict[End, Rule] = {
 
 
 def billed(
-    phase: Phase, usage: dict[str, Any] | None, final: bool, output: bytes, input_tokens: int
+    phase: Phase,
+    usage: dict[str, Any] | None,
+    final: bool,
+    output: bytes,
+    input_tokens: int,
+    family: str = "o200k",
 ) -> Tokens:
     """What the provider billed for an attempt that reached ``phase``: its usage when ``final``
     (the stream got as far as its usage), else the estimate (see the module doc)."""
@@ -100,6 +105,6 @@ def billed(
         got = Tokens(input_tokens, 0, 0, got.output)
     if final and usage:
         return got  # the provider's final figure
-    produced = estimate_text_tokens(output) if output else 0
+    produced = estimate_text_tokens(output, family) if output else 0
     out = got.output if got.output > produced else produced
     return Tokens(got.input, got.cache_read, got.cache_write, out)

@@ -17,13 +17,15 @@ fallbacks, then the rest of the tier's pool as decided; a route alias
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from edge.budget.media import media_tokens
 from edge.budget.prompt_cache import Prefix, PrefixMemory
 from edge.policy import Model, Policy, Tier
 from edge.routing.breaker import BreakerConfig, Breakers, Listener, State
 from hotpath import route
 from hotpath.sketch import LatencySketch
-from hotpath.tokens import estimate_request_tokens
+from hotpath.tokens import BASE_FAMILY, OVER_BASE, estimate_request_tokens
 
 STRATEGIES = {"quality": route.QUALITY, "value": route.VALUE, "latency": route.LATENCY}
 ACTIONS = {route.OK: "ok", route.WARN: "warn", route.DEGRADE: "degrade", route.BLOCK: "block"}
@@ -191,10 +193,17 @@ class Router:
         if prefixes and i is not None and self.caches[i]:
             self.prefixes.sent(model.name, self.explicit_only[i], prefixes, now)
 
-    def estimate(self, parts: list[bytes], messages: int) -> int:
-        """Input tokens of a request, in the estimator's unit (each model's ``token_factor``
-        is in its input price in the table)."""
-        return estimate_request_tokens(parts, messages)
+    def estimate(
+        self, parts: list[bytes], messages: int, media: list[dict[str, Any]] | None = None
+    ) -> int:
+        """Input tokens of a request in the router's unit, o200k's (the family of the OpenAI
+        models): its text, and its images and documents by OpenAI's formula. A model of
+        another family pays for its own count through its price in the table (``OVER_BASE``
+        times the policy's ``token_factor``)."""
+        tokens = estimate_request_tokens(parts, messages, family=BASE_FAMILY)
+        for block in media or ():
+            tokens += media_tokens(block, BASE_FAMILY)
+        return tokens
 
     def set_quality(self, scores: dict[str, float]) -> None:
         """Quality scores measured by a gold run; models it did not score keep the policy's."""
@@ -202,11 +211,12 @@ class Router:
             m = self.policy.models[name]
             q = scores.get(name, m.quality)
             self.quality[name] = q
-            # the estimate counts cl100k_base tokens; a model that tokenises differently pays
-            # for its own count
+            # the estimate counts o200k tokens; a model that tokenises differently pays for its
+            # own count
+            factor = OVER_BASE[m.tokenizer] * m.token_factor
             self.table.set_model(
-                i, m.input_usd_per_mtok * m.token_factor, m.output_usd_per_mtok, q,
-                m.context_window, m.capabilities, m.cached_input_usd_per_mtok * m.token_factor,
+                i, m.input_usd_per_mtok * factor, m.output_usd_per_mtok, q,
+                m.context_window, m.capabilities, m.cached_input_usd_per_mtok * factor,
             )  # fmt: skip
 
     def expected_output(self, tier: Tier, model: Model | None, max_tokens: int | None) -> int:

@@ -58,6 +58,7 @@ from edge.errors import (
 from edge.routing.account import ANSWER, RELEASE, SUCCESS, TABLE, WASTE, End, Phase, billed
 from edge.routing.breaker import Admit, Breaker, Breakers
 from hotpath.sse import SSEError, SSEScanner
+from hotpath.tokens import OVER_BASE
 
 if TYPE_CHECKING:
     from edge.policy import Model, Provider
@@ -663,7 +664,8 @@ class Race:
                 state.usage,
                 state.complete,
                 bytes(state.output),
-                int(self.input_tokens * model.token_factor + 0.5),
+                int(self.input_tokens * OVER_BASE[model.tokenizer] * model.token_factor + 0.5),
+                model.tokenizer,
             )
             self.charges.append(Charge(model, rule.ledger, tokens, rule.charged))
             if rule.ledger == WASTE:

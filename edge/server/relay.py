@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from edge.budget.media import media_tokens
 from edge.budget.pricing import Tokens
 from edge.budget.prompt_cache import MIN_TOKENS as MIN_CACHED
 from edge.budget.prompt_cache import Prefix, prefix_of
@@ -273,16 +274,16 @@ def plan_chat(
     check_entitled(policy, tier, ceiling)
     first = resolve_model(policy, info.model, tier)  # the named model, or the alias's first in pool
     named = None if info.model in ALIASES else first
-    parts, messages, max_out = estimate_inputs(body)
+    parts, messages, media, max_out = estimate_inputs(body)
     needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
     pool = [policy.models[m] for m in tier_.pool]
     if named is not None:  # the named model, its fallbacks, then the tier's pool
         pool = [named, *(policy.models[f] for f in named.fallbacks), *pool]
-    input_tokens = router.estimate(parts, messages)
+    input_tokens = router.estimate(parts, messages, media)
     check_limits(pool, named, needs, max_out, input_tokens)
     expected = router.expected_output(tier_, named, max_out)
-    prefixes = prefix_of(body, estimate_text_tokens) if input_tokens >= MIN_CACHED else []
+    prefixes = prefix_of(body, _o200k) if input_tokens >= MIN_CACHED else []
     decision = router.decide(
         tier_,
         named,
@@ -620,7 +621,13 @@ async def relay_count_tokens(
     proto.respond(200, JSON_HEADERS, raw)
 
 
+def _o200k(data: bytes) -> int:
+    return estimate_text_tokens(data, "o200k")
+
+
 def estimate_input_tokens(body: dict[str, Any], model: Model) -> int:
-    """The compiled estimator's count (cl100k_base units) in the model's own tokens."""
-    parts, messages, _ = estimate_inputs(body)
-    return max(1, estimate_request_tokens(parts, messages, model.token_factor))
+    """The compiled estimator's count in the model's own tokenizer family."""
+    parts, messages, media, _ = estimate_inputs(body)
+    family = model.tokenizer
+    tokens = estimate_request_tokens(parts, messages, model.token_factor, family)
+    return max(1, tokens + sum(media_tokens(block, family) for block in media))

@@ -66,9 +66,7 @@ def oa(gw: Proc, key: str, **headers: str) -> openai.OpenAI:
 
 
 def an(gw: Proc, key: str, **headers: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=gw.url, api_key=key, max_retries=0, default_headers=headers
-    )
+    return anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, default_headers=headers)
 
 
 def models_seen(sim: SimClient, since: int) -> list[str]:
@@ -92,9 +90,7 @@ def metric(gw: Proc, name: str, **labels: str) -> float:
 def test_a_header_or_alias_above_the_keys_tier_is_refused_in_both_dialects(gw: Proc) -> None:
     before = metric(gw, "edge_request_errors_total", error_type="TierForbidden")
     with pytest.raises(openai.PermissionDeniedError) as err:
-        oa(gw, L2, **{"x-edge-tier": "L0"}).chat.completions.create(
-            model="auto", messages=HELLO
-        )
+        oa(gw, L2, **{"x-edge-tier": "L0"}).chat.completions.create(model="auto", messages=HELLO)
     assert err.value.code == "tier_not_allowed" and "L2" in err.value.message
     with pytest.raises(openai.PermissionDeniedError):
         oa(gw, L2).chat.completions.create(model="L0", messages=HELLO)  # the alias, too
@@ -108,9 +104,7 @@ def test_a_header_or_alias_above_the_keys_tier_is_refused_in_both_dialects(gw: P
     assert raw.headers["x-edge-tier"] == "L2"
     # a key without a declared tier gets the policy's default (L1) and nothing above it
     with pytest.raises(openai.PermissionDeniedError):
-        oa(gw, PLAIN, **{"x-edge-tier": "L0"}).chat.completions.create(
-            model="auto", messages=HELLO
-        )
+        oa(gw, PLAIN, **{"x-edge-tier": "L0"}).chat.completions.create(model="auto", messages=HELLO)
     raw = oa(gw, PLAIN, **{"x-edge-tier": "L2"}).chat.completions.with_raw_response.create(
         model="auto", messages=HELLO
     )
@@ -139,9 +133,7 @@ def test_a_degraded_request_fails_over_only_within_its_cap(gw: Proc, sim: SimCli
     sim.outage("int-cheap-a", 30.0, 503)
     try:
         since = sim.seq()
-        raw = oa(gw, PLAIN).chat.completions.with_raw_response.create(
-            model="dear", messages=HELLO
-        )
+        raw = oa(gw, PLAIN).chat.completions.with_raw_response.create(model="dear", messages=HELLO)
         assert raw.headers["x-edge-budget-action"] == "degrade"
         assert raw.headers["x-edge-model"] == "cheap-b"  # not dear, not mid
         seen = models_seen(sim, since)
@@ -187,6 +179,7 @@ def test_a_blocked_request_gets_a_typed_error_and_no_job(gw: Proc) -> None:
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_prefer_respond_async_gets_202_and_a_finished_job(gw: Proc, dialect: str) -> None:
+    body: dict[str, Any]
     if dialect == "openai":
         path, body = "/v1/chat/completions", {"model": "auto", "messages": HELLO}
     else:
@@ -204,7 +197,11 @@ def test_prefer_respond_async_gets_202_and_a_finished_job(gw: Proc, dialect: str
         time.sleep(0.05)
     assert done.status_code == 200
     answer = done.json()
-    assert answer["object"] == "chat.completion" if dialect == "openai" else answer["type"] == "message"
+    assert (
+        answer["object"] == "chat.completion"
+        if dialect == "openai"
+        else answer["type"] == "message"
+    )
 
 
 def test_an_async_key_gets_its_job_unasked(gw: Proc) -> None:
@@ -246,9 +243,7 @@ def spend_of(gw: Proc, tenant: str) -> list[dict[str, Any]]:
 
 
 def test_a_client_that_leaves_mid_stream_is_billed_for_its_answer(gw: Proc) -> None:
-    body = (
-        b'{"model":"auto","stream":true,"messages":[{"role":"user","content":"tell me"}]}'
-    )
+    body = b'{"model":"auto","stream":true,"messages":[{"role":"user","content":"tell me"}]}'
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
         b"authorization: Bearer " + BILLED.encode() + b"\r\nx-edge-tier: LS\r\n"
