@@ -493,6 +493,8 @@ class Gateway:
             budget_action=out.action if out.action != "ok" else None,
             tenant=out.tenant or None,
             upstream_request_id=out.upstream_request_id or None,
+            candidates=out.candidates or None,
+            cap_usd=round(out.cap_usd, 8) if out.cap_usd else None,
         )
 
     def _settle(self, req: Request, out: Outcome, now: float) -> float:

@@ -120,6 +120,8 @@ class Outcome:
     hold: Hold | None = None
     action: str = "ok"  # the cost action taken: ok | warn | degrade | block
     arm: str = ""  # the rollout arm that served it
+    candidates: list[str] = field(default_factory=list)  # the models it could be served by
+    cap_usd: float = 0.0  # the cap on every attempt's estimate
     json_asked: bool = False
     json_valid: bool = False
 
@@ -436,6 +438,8 @@ def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes,
         (b"x-edge-hedged", b"true" if race.hedged else b"false"),
         (b"x-edge-attempts", b"%d" % len(race.attempts)),
     ]
+    if d.cap_usd > 0:
+        out.append((b"x-edge-cost-cap-usd", b"%.6f" % d.cap_usd))
     action = plan.action or d.action
     if action != "ok":
         out.append((b"x-edge-budget-action", action.encode()))
@@ -473,6 +477,8 @@ async def relay_chat(
     winner that breaks later is raced again from the start on the candidates
     left; a streaming client has, so its stream ends with an error event."""
     out.stream, out.tier = plan.info.stream, plan.tier.name
+    out.candidates = [m.name for m in plan.candidates]
+    out.cap_usd = plan.decision.cap_usd
 
     async def connect(call: Call, idle_timeout_s: float) -> Exchange:
         p = call.provider

@@ -325,3 +325,14 @@ def test_twins_agree_exactly(
             )
         )
     assert results[0] == results[1]
+    # the cap binds every candidate: none is estimated above max(cap_min, the primary's cost)
+    order, action, max_tokens, cost, _ = results[1]
+    if order and action != R.BLOCK:
+        t = R.CandidateTable(len(models))
+        for i, (pin, pout, q, window, caps, *_) in enumerate(models):
+            t.set_model(i, pin, pout, q, window, caps, pin / 10)
+        rank = {i: r for r, i in reversed(list(enumerate(pool)))}
+        cap = max(cap_min, cost)
+        for i in order:
+            k = cached[rank[i]] if cached else 0
+            assert t.cost(i, input_tokens, max_tokens, k) <= cap
