@@ -168,6 +168,8 @@ def stream(a: Answer, ask: Ask, model: str, mid: str, created: int) -> StreamPar
         tokens=tokens,
         end=end,
         terminator=b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+        start_usage=True,
+        end_usage=True,
     )
 
 

@@ -132,7 +132,13 @@ def stream(a: Answer, ask: Ask, model: str, cid: str, created: int) -> StreamPar
     end = chunk({}, FINISH[a.finish])
     if ask.include_usage:
         end += b"data: " + head + b'[],"usage":' + orjson.dumps(_usage(a)) + b"}\n\n"
-    return StreamParts(preamble=b"", tokens=tokens, end=end, terminator=b"data: [DONE]\n\n")
+    return StreamParts(
+        preamble=b"",
+        tokens=tokens,
+        end=end,
+        terminator=b"data: [DONE]\n\n",
+        end_usage=ask.include_usage,
+    )
 
 
 def malformed(cid: str) -> bytes:

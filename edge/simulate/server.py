@@ -11,6 +11,11 @@ outage or fault), render it (``openai_wire`` / ``anthropic_wire``), turn it
 into steps (``script``), and execute the steps with ``call_later`` timers.
 Requests on one connection are answered in order; a closed connection stops
 its response at once and is recorded as a disconnect with the bytes sent.
+
+Billing (see ``recorder``): an accepted attempt's input is decided with the
+answer and billed by the write that carries the 200 head; each later write
+adds the output tokens it carries. A write is made only while the transport is open, so a token is
+billed exactly when it was handed to the connection.
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ class SimProtocol(asyncio.Protocol):
     __slots__ = (
         "_attempt",
         "_closed",
+        "_input",
         "_keep_alive",
         "_loop",
         "_paused",
@@ -133,6 +139,7 @@ class SimProtocol(asyncio.Protocol):
         self._steps: list[script.Step] | None = None
         self._step = 0
         self._attempt: Attempt | None = None
+        self._input = (0, 0, 0)  # the attempt's input: uncached, cache read, cache write
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._closed = False
@@ -376,6 +383,7 @@ class SimProtocol(asyncio.Protocol):
             err = dialect.error(400, code="context_length_exceeded", request_id=rid)
             self._send(400, err, JSON, dialect, rid=rid)
             return
+        self._input = (ans.input_tokens, 0, 0)  # the 200 head goes out with the next write
         rec.status = 200
         ttft = beh.ttft_s(sim.rng)
         gap = beh.gap_ms / 1000.0
@@ -449,7 +457,7 @@ class SimProtocol(asyncio.Protocol):
         if dialect is not None and not rid:
             rid = dialect.new_ids()[1]
         head = self._head(status, ctype, dialect, rid, len(body), extra)
-        self._start([(script.WRITE, head + body, 0), (script.DONE, b"", 0)])
+        self._start([(script.WRITE, head + body, 0, 0), (script.DONE, b"", 0, 0)])
 
     def _start(self, steps: list[script.Step]) -> None:
         self._steps = steps
@@ -467,14 +475,17 @@ class SimProtocol(asyncio.Protocol):
         while steps is not None and transport is not None and not self._closed:
             if self._paused:
                 return
-            op, payload, tokens = steps[self._step]
+            if transport.is_closing():
+                # closed under us (the peer left, connection_lost is on its way and ends
+                # the record): a write now would be dropped, so it must not be billed
+                return
+            op, payload, tokens, marks = steps[self._step]
             self._step += 1
             if op == script.WRITE:
                 assert isinstance(payload, bytes)
                 transport.write(payload)
                 if rec is not None:
-                    rec.bytes_sent += len(payload)
-                    rec.tokens_sent += tokens
+                    rec.wrote(len(payload), tokens, marks, self._input)
             elif op == script.SLEEP:
                 assert isinstance(payload, float)
                 self._timer = self._loop.call_later(payload, self._wake)
