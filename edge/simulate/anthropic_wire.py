@@ -49,10 +49,11 @@ def _tool_id(key: str) -> str:
 
 
 def _usage(a: Answer, output_tokens: int) -> dict[str, Any]:
+    # input_tokens excludes both cache figures: the three add up to the whole input
     return {
-        "input_tokens": a.input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": a.uncached_input,
+        "cache_creation_input_tokens": a.cache_write,
+        "cache_read_input_tokens": a.cache_read,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
@@ -156,9 +157,9 @@ def stream(a: Answer, ask: Ask, model: str, mid: str, created: int) -> StreamPar
             "type": "message_delta",
             "delta": {"stop_reason": STOP[a.finish], "stop_sequence": a.stop_sequence},
             "usage": {
-                "input_tokens": a.input_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "input_tokens": a.uncached_input,
+                "cache_creation_input_tokens": a.cache_write,
+                "cache_read_input_tokens": a.cache_read,
                 "output_tokens": a.output_tokens,
             },
         },
@@ -168,6 +169,8 @@ def stream(a: Answer, ask: Ask, model: str, mid: str, created: int) -> StreamPar
         tokens=tokens,
         end=end,
         terminator=b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+        start_usage=True,
+        end_usage=True,
     )
 
 

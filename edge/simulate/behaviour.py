@@ -31,6 +31,13 @@ Knob reference (also in docs/CONFIG.md):
   compliant answer; ``break_json_rate`` of JSON answers are cut into invalid
   JSON. Both are drawn from the request's seed: the same request always
   gets the same answer.
+- Prompt caching (``cache`` decides, ``prefix`` finds the prefixes):
+  ``cache_min_tokens`` is the shortest prefix cached (0: by model name, 2048
+  for a Haiku, 1024 otherwise, as Anthropic documents it for Haiku 3/3.5 and
+  Sonnet/Opus 4; OpenAI's automatic caching starts at 1024 too);
+  ``cache_ttl_s`` is how long an OpenAI-style automatic cache entry lives
+  after its last use (Anthropic's lifetime comes from each breakpoint's
+  ``ttl``).
 """
 
 from __future__ import annotations
@@ -78,6 +85,8 @@ class Behaviour:
     context_window: int = 200_000
     miss_refusal_rate: float = 0.0
     break_json_rate: float = 0.0
+    cache_min_tokens: int = 0
+    cache_ttl_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
@@ -95,7 +104,16 @@ class Behaviour:
         for name in ("error_rate", "fault_rate", "miss_refusal_rate", "break_json_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ProfileError(f"{name}: must be between 0 and 1")
-        for name in ("ttft_ms", "ttft_p50_ms", "ttft_p95_ms", "gap_ms", "stall_s", "outage_s"):
+        for name in (
+            "ttft_ms",
+            "ttft_p50_ms",
+            "ttft_p95_ms",
+            "gap_ms",
+            "stall_s",
+            "outage_s",
+            "cache_min_tokens",
+            "cache_ttl_s",
+        ):
             if getattr(self, name) < 0:
                 raise ProfileError(f"{name}: must not be negative")
         if self.output_tokens < 1:
@@ -110,6 +128,12 @@ class Behaviour:
             sigma = (math.log(self.ttft_p95_ms) - mu) / _Z95
             return rng.lognormvariate(mu, sigma) / 1000.0
         return self.ttft_ms / 1000.0
+
+    def cache_min(self, model: str) -> int:
+        """The shortest prefix this model caches, in tokens."""
+        if self.cache_min_tokens:
+            return self.cache_min_tokens
+        return 2048 if "haiku" in model.lower() else 1024
 
     def with_overrides(self, values: dict[str, Any]) -> Behaviour:
         return replace(self, **_coerce(values))

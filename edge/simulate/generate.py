@@ -24,6 +24,9 @@ Rules a test can rely on:
   message and 3 per request; output tokens are the pieces streamed (one per
   text token or JSON fragment, one per tool call for its name plus one per
   argument fragment). ``count_tokens`` reports the same input figure.
+- Prompt caching changes how the input is split, never its total:
+  ``Answer.input_tokens`` is the whole input; ``cache_read`` and
+  ``cache_write`` (set by the server from ``cache``) are parts of it.
 """
 
 from __future__ import annotations
@@ -79,12 +82,18 @@ class Answer:
     tool_calls: list[ToolCall]
     finish: str  # end | length | tool | stop_sequence
     stop_sequence: str | None
-    input_tokens: int
+    input_tokens: int  # the whole input, cached parts included
     output_tokens: int
+    cache_read: int = 0
+    cache_write: int = 0
 
     @property
     def text(self) -> str:
         return "".join(self.tokens)
+
+    @property
+    def uncached_input(self) -> int:
+        return self.input_tokens - self.cache_read - self.cache_write
 
 
 # ---------------------------------------------------------------- requests
@@ -95,7 +104,7 @@ def _require(cond: bool, message: str, param: str) -> None:
         raise InvalidRequest(message, param)
 
 
-def _texts_of(content: Any, where: str, out: list[str]) -> None:
+def texts_of(content: Any, where: str, out: list[str]) -> None:
     """Collect text parts; images and documents count as a fixed placeholder."""
     if content is None:
         return
@@ -115,7 +124,7 @@ def _texts_of(content: Any, where: str, out: list[str]) -> None:
         elif kind in ("image_url", "image", "document", "input_audio", "file"):
             out.append("[attachment]" * 64)
         elif kind == "tool_result":
-            _texts_of(part.get("content"), f"{where}[{i}].content", out)
+            texts_of(part.get("content"), f"{where}[{i}].content", out)
         elif kind == "tool_use":
             out.append(orjson.dumps(part.get("input", {})).decode())
         elif kind in ("refusal", "thinking", "redacted_thinking"):
@@ -181,13 +190,13 @@ def read_openai(body: Any) -> Ask:
             f"{where}.role: invalid role {role!r}",
             f"{where}.role",
         )
-        _texts_of(msg.get("content"), f"{where}.content", ask.texts)
+        texts_of(msg.get("content"), f"{where}.content", ask.texts)
         for call in msg.get("tool_calls") or []:
             fn = call.get("function", {}) if isinstance(call, dict) else {}
             ask.texts.append(str(fn.get("name", "")) + str(fn.get("arguments", "")))
         if role == "user":
             parts: list[str] = []
-            _texts_of(msg.get("content"), where, parts)
+            texts_of(msg.get("content"), where, parts)
             ask.last_user_text = "\n".join(parts)
         ask.after_tool_result = role == "tool"
     ask.n_messages = len(messages)
@@ -253,7 +262,7 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
     if not count_only:
         _require("max_tokens" in body, "max_tokens: Field required", "max_tokens")
         ask.max_tokens = _max_tokens(body.get("max_tokens"), "max_tokens")
-    _texts_of(body.get("system"), "system", ask.texts)
+    texts_of(body.get("system"), "system", ask.texts)
     for i, msg in enumerate(messages):
         where = f"messages.{i}"
         _require(isinstance(msg, dict), f"{where}: expected an object", where)
@@ -264,7 +273,7 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
             f"{where}.role",
         )
         _require("content" in msg, f"{where}.content: Field required", f"{where}.content")
-        _texts_of(msg["content"], f"{where}.content", ask.texts)
+        texts_of(msg["content"], f"{where}.content", ask.texts)
         content = msg["content"]
         if role == "user":
             parts: list[str] = []
@@ -273,13 +282,13 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
                 results = any(
                     isinstance(b, dict) and b.get("type") == "tool_result" for b in content
                 )
-                _texts_of(
+                texts_of(
                     [b for b in content if isinstance(b, dict) and b.get("type") == "text"],
                     where,
                     parts,
                 )
             else:
-                _texts_of(content, where, parts)
+                texts_of(content, where, parts)
             ask.last_user_text = "\n".join(parts)
             ask.after_tool_result = results
         else:
@@ -426,8 +435,17 @@ COMPLIANCE = "Sure. Step one: gather the materials. Step two: follow the procedu
 _PIECE = re.compile(r"\s*\S+|\s+")
 
 
+MESSAGE_TOKENS = 4  # overhead of each message
+REQUEST_TOKENS = 3  # overhead of each request
+
+
+def text_tokens(text: str) -> int:
+    """Input tokens of one text part: ceil(utf8 bytes / 4)."""
+    return (len(text.encode()) + 3) // 4
+
+
 def input_tokens(ask: Ask) -> int:
-    return sum((len(t.encode()) + 3) // 4 for t in ask.texts) + 4 * ask.n_messages + 3
+    return sum(text_tokens(t) for t in ask.texts) + MESSAGE_TOKENS * ask.n_messages + REQUEST_TOKENS
 
 
 def seed_of(ask: Ask) -> int:

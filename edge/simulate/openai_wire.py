@@ -39,7 +39,7 @@ def _usage(a: Answer) -> dict[str, Any]:
         "prompt_tokens": a.input_tokens,
         "completion_tokens": a.output_tokens,
         "total_tokens": a.input_tokens + a.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": a.cache_read, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -132,7 +132,13 @@ def stream(a: Answer, ask: Ask, model: str, cid: str, created: int) -> StreamPar
     end = chunk({}, FINISH[a.finish])
     if ask.include_usage:
         end += b"data: " + head + b'[],"usage":' + orjson.dumps(_usage(a)) + b"}\n\n"
-    return StreamParts(preamble=b"", tokens=tokens, end=end, terminator=b"data: [DONE]\n\n")
+    return StreamParts(
+        preamble=b"",
+        tokens=tokens,
+        end=end,
+        terminator=b"data: [DONE]\n\n",
+        end_usage=ask.include_usage,
+    )
 
 
 def malformed(cid: str) -> bytes:

@@ -11,6 +11,12 @@ outage or fault), render it (``openai_wire`` / ``anthropic_wire``), turn it
 into steps (``script``), and execute the steps with ``call_later`` timers.
 Requests on one connection are answered in order; a closed connection stops
 its response at once and is recorded as a disconnect with the bytes sent.
+
+Billing (see ``recorder``): an accepted attempt's input split is decided with
+the answer (``cache`` on the prompt's ``prefix`` points) and billed by the
+write that carries the 200 head; each later write adds the output tokens it
+carries. A write is made only while the transport is open, so a token is
+billed exactly when it was handed to the connection.
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from edge.simulate import anthropic_wire, openai_wire, script
+from edge.simulate import anthropic_wire, openai_wire, prefix, script
 from edge.simulate.behaviour import Behaviour, Profile, ProfileError, parse_override
+from edge.simulate.cache import PromptCache
 from edge.simulate.generate import Answer, Ask, InvalidRequest, answer, input_tokens, read_anthropic
 from edge.simulate.http1 import BadRequest, Request, RequestReader, response_head
 from edge.simulate.recorder import Attempt, Recorder
 
 JSON = b"application/json"
 SSE = b"text/event-stream; charset=utf-8"
+CACHE_STEP = 128  # OpenAI caches prefixes in 128-token increments
 
 
 class Simulator:
@@ -44,6 +52,7 @@ class Simulator:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self.recorder = Recorder()
+        self.cache = PromptCache()
         self.rng = random.Random(profile.seed)
         self._errors: dict[str, int] = {}
         self._faults: dict[str, int] = {}
@@ -55,6 +64,7 @@ class Simulator:
 
     def reset(self) -> None:
         self.recorder.reset()
+        self.cache.clear()
         self.rng = random.Random(self.profile.seed)
         self._errors.clear()
         self._faults.clear()
@@ -112,6 +122,7 @@ class SimProtocol(asyncio.Protocol):
     __slots__ = (
         "_attempt",
         "_closed",
+        "_input",
         "_keep_alive",
         "_loop",
         "_paused",
@@ -133,6 +144,7 @@ class SimProtocol(asyncio.Protocol):
         self._steps: list[script.Step] | None = None
         self._step = 0
         self._attempt: Attempt | None = None
+        self._input = (0, 0, 0)  # the attempt's input: uncached, cache read, cache write
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._closed = False
@@ -311,6 +323,7 @@ class SimProtocol(asyncio.Protocol):
             return
         try:
             ask: Ask = dialect.read(body)
+            points = prefix.anthropic(body) if dialect is anthropic_wire else []
             beh = sim.behaviour(ask.model, req.headers.get(b"x-sim"))
         except (InvalidRequest, ProfileError) as exc:
             param = getattr(exc, "param", None)
@@ -376,6 +389,16 @@ class SimProtocol(asyncio.Protocol):
             err = dialect.error(400, code="context_length_exceeded", request_id=rid)
             self._send(400, err, JSON, dialect, rid=rid)
             return
+        # the prompt is processed (and cached) now: the 200 head goes out with the next write
+        min_tokens = beh.cache_min(ask.model)
+        if dialect is openai_wire and ans.input_tokens >= min_tokens:
+            points = prefix.openai(body, first=min_tokens, step=CACHE_STEP, ttl_s=beh.cache_ttl_s)
+        if points:
+            split = sim.cache.use(
+                points, time.monotonic(), min_tokens=min_tokens, writes=dialect is anthropic_wire
+            )
+            ans.cache_read, ans.cache_write = split.read, split.write
+        self._input = (ans.uncached_input, ans.cache_read, ans.cache_write)
         rec.status = 200
         ttft = beh.ttft_s(sim.rng)
         gap = beh.gap_ms / 1000.0
@@ -449,7 +472,7 @@ class SimProtocol(asyncio.Protocol):
         if dialect is not None and not rid:
             rid = dialect.new_ids()[1]
         head = self._head(status, ctype, dialect, rid, len(body), extra)
-        self._start([(script.WRITE, head + body, 0), (script.DONE, b"", 0)])
+        self._start([(script.WRITE, head + body, 0, 0), (script.DONE, b"", 0, 0)])
 
     def _start(self, steps: list[script.Step]) -> None:
         self._steps = steps
@@ -467,14 +490,17 @@ class SimProtocol(asyncio.Protocol):
         while steps is not None and transport is not None and not self._closed:
             if self._paused:
                 return
-            op, payload, tokens = steps[self._step]
+            if transport.is_closing():
+                # closed under us (the peer left, connection_lost is on its way and ends
+                # the record): a write now would be dropped, so it must not be billed
+                return
+            op, payload, tokens, marks = steps[self._step]
             self._step += 1
             if op == script.WRITE:
                 assert isinstance(payload, bytes)
                 transport.write(payload)
                 if rec is not None:
-                    rec.bytes_sent += len(payload)
-                    rec.tokens_sent += tokens
+                    rec.wrote(len(payload), tokens, marks, self._input)
             elif op == script.SLEEP:
                 assert isinstance(payload, float)
                 self._timer = self._loop.call_later(payload, self._wake)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from edge.simulate import script
-from edge.simulate.script import CLOSE, DONE, SLEEP, WRITE, StreamParts
+from edge.simulate.script import (
+    ACCEPT,
+    CLOSE,
+    DONE,
+    INPUT_USAGE,
+    SLEEP,
+    USAGE,
+    WRITE,
+    StreamParts,
+)
 
 PARTS = StreamParts(preamble=b"P", tokens=[b"t1", b"t2", b"t3"], end=b"E", terminator=b"T")
 KW = {
@@ -54,5 +63,33 @@ def test_body_faults() -> None:
     assert ops(ok) == [SLEEP, WRITE, DONE] and ok[1][2] == 4
     cut = script.body_steps(b"H", b"{1234}", delay_s=0.0, tokens=4, fault="cut", stall_s=1.0)
     assert ops(cut) == [WRITE, CLOSE] and cut[0][1] == b"H{12"
-    assert script.fault_steps("reset") == [(script.RESET, b"", 0)]
+    assert script.fault_steps("reset") == [(script.RESET, b"", 0, 0)]
     assert script.fault_steps("cut") is None
+
+
+def test_writes_carry_their_tokens_and_billing_marks() -> None:
+    parts = StreamParts(
+        preamble=b"P",
+        tokens=[b"t1", b"t2", b"t3"],
+        end=b"E",
+        terminator=b"T",
+        start_usage=True,
+        end_usage=True,
+    )
+    slow = script.stream_steps(b"H", parts, **{**KW, "ttft_s": 0.5, "gap_s": 0.1})
+    writes = [(s[2], s[3]) for s in slow if s[0] == WRITE]
+    assert writes == [(0, ACCEPT | INPUT_USAGE), (1, 0), (1, 0), (1, INPUT_USAGE | USAGE)]
+    # merged writes keep every mark and every token
+    assert script.stream_steps(b"H", parts, **KW)[0][2:] == (3, ACCEPT | INPUT_USAGE | USAGE)
+    cut = script.stream_steps(b"H", parts, **{**KW, "fault": "cut", "fault_after": 2})
+    assert cut[0][2:] == (2, ACCEPT | INPUT_USAGE)
+    # OpenAI without include_usage: the head is accepted, no usage ever goes out
+    plain = script.stream_steps(b"H", PARTS, **KW)
+    assert plain[0][2:] == (3, ACCEPT)
+
+
+def test_body_write_bills_the_whole_answer_even_when_cut() -> None:
+    ok = script.body_steps(b"H", b"{}", delay_s=0.0, tokens=4, fault="none", stall_s=1.0)
+    assert ok[0][2:] == (4, ACCEPT | INPUT_USAGE | USAGE)
+    cut = script.body_steps(b"H", b"{1234}", delay_s=0.0, tokens=4, fault="cut", stall_s=1.0)
+    assert cut[0][2:] == (4, ACCEPT)
