@@ -11,8 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edge.quality.rollout import status as rollout_status
-from edge.state import StateUnavailable
-from edge.state.embedded import periods
+from edge.state.types import StateUnavailable, periods
 from hotpath.sketch import LatencySketch
 
 if TYPE_CHECKING:

@@ -67,8 +67,9 @@ from edge.server.relay import (
     relay_count_tokens,
 )
 from edge.settings import Settings
-from edge.state import RedisState, StateUnavailable, open_state
-from edge.state.embedded import LedgerRow, periods
+from edge.state import open_state
+from edge.state.redis_state import RedisState
+from edge.state.types import LedgerRow, StateUnavailable, periods
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
