@@ -773,7 +773,15 @@ class Gateway:
         self.spend.flush()
         self.rollouts.flush()
         scope = parse_qs(req.query.decode("latin-1")).get("scope", ["instance"])[0]
-        body = fleet_stats(self, self.fleet(instances=scope == "fleet"))
+        body = fleet_stats(
+            self.fleet(instances=scope == "fleet"),
+            self.policy,
+            self.state,
+            self.rollouts.config,
+            quality=self.router.quality,
+            jobs=self._job_counts(),
+            state_available=self.spend.available,
+        )
         body["scope"] = (
             "fleet" if scope == "fleet" and isinstance(self.state, RedisState) else "instance"
         )
