@@ -15,10 +15,8 @@ import hmac
 import os
 import socket
 import time
-import tomllib
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import resources
 from types import ModuleType
 from typing import Any
@@ -47,13 +45,10 @@ from edge.errors import (
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.observe.stats import fleet_stats
-from edge.policy import Policy, PolicyError, parse_policy
-from edge.quality.gold import quality_scores
+from edge.policy import Policy
+from edge.quality.engines import Engine, Engines
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
-from edge.routing.breaker import BreakerConfig, State
-from edge.routing.decide import Router
-from edge.routing.race import HedgeBudget, Shared
 from edge.server.auth import Keyring, Tenant
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import (
@@ -76,26 +71,6 @@ Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
 
 
-class RaceEvents:
-    """What races report, into the metrics and the routing sketches."""
-
-    def __init__(self, metrics: Metrics, router: Router) -> None:
-        self.metrics = metrics
-        self.router = router
-
-    def attempt(self, provider: str, model: str, outcome: str) -> None:
-        self.metrics.attempt(provider, model, outcome)
-
-    def hedge(self, tier: str, outcome: str) -> None:
-        self.metrics.hedge(tier, outcome)
-
-    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
-        self.metrics.waste(provider, model, input_tokens, output_tokens)
-
-    def censored_ttft(self, model: str, seconds: float, now: float) -> None:
-        self.router.record_ttft(model, seconds, now)
-
-
 def dialect_of(req: Request | None) -> Dialect:
     if req is None:
         return "openai"
@@ -104,16 +79,6 @@ def dialect_of(req: Request | None) -> Dialect:
     if req.path == b"/v1/models" and b"anthropic-version" in req.headers:
         return "anthropic"
     return "openai"
-
-
-@dataclass(slots=True)
-class Engine:
-    """A policy with its router and race state: the active one, or a rollout's candidate."""
-
-    policy: Policy
-    router: Router
-    race: Shared
-    rollout: str = ""  # the rollout id, for a candidate
 
 
 class Gateway:
@@ -139,25 +104,6 @@ class Gateway:
             ca_file=settings.upstream_ca_file,
         )
         self.metrics.watch_pool(self.pool.stats)
-        self.breaker_config = BreakerConfig(
-            failures=settings.breaker_failures,
-            window_s=settings.breaker_window_s,
-            cooldown_s=settings.breaker_cooldown_s,
-            cooldown_max_s=settings.breaker_cooldown_max_s,
-            probes=settings.breaker_probes,
-            successes=settings.breaker_successes,
-            enabled=settings.breakers,
-        )
-        self.engine = self._engine(policy)
-        self.router = self.engine.router
-        self.race = self.engine.race
-        self.canary: Engine | None = None  # the candidate policy of a live rollout
-        self.metrics.watch_breakers(
-            lambda: [
-                (policy.models[name].provider, name, int(b.state))
-                for name, b in self.router.breakers.by_model.items()
-            ]
-        )
         self._refresh: asyncio.TimerHandle | None = None
         self._health = orjson.dumps(
             {
@@ -188,8 +134,6 @@ class Gateway:
             self.metrics.job_finished,
             lambda: self.spend.available,
         )
-        self.metrics.watch_jobs(self._job_counts)
-        self.metrics.watch_quality(lambda: self.router.quality)
         self.rollouts = Rollouts(
             self.state,
             RolloutConfig(
@@ -206,10 +150,18 @@ class Gateway:
             log,
             self.metrics.rollback,
         )
+        self.engines = Engines(settings, policy, self.metrics, log, self.rollouts)
+        self.metrics.watch_breakers(
+            lambda: [
+                (policy.models[name].provider, name, int(b.state))
+                for name, b in self.engines.active.router.breakers.by_model.items()
+            ]
+        )
+        self.metrics.watch_jobs(self._job_counts)
+        self.metrics.watch_quality(lambda: self.engines.active.router.quality)
         self.metrics.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
         self.metrics.watch_state(lambda: (self.spend.available, self.spend.errors))
         self._snapshot_name = f"{socket.gethostname()}:{os.getpid()}"
-        self._gold_mtime = 0.0
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
             b"/v1/messages": {b"POST": self.messages},
@@ -228,64 +180,17 @@ class Gateway:
         """Copy live latency figures into the routing table every ``every_s`` seconds."""
 
         def tick() -> None:
-            now = time.monotonic()
-            self.router.refresh(now)
-            if self.canary is not None:
-                self.canary.router.refresh(now)
+            self.engines.refresh(time.monotonic())
             self._check_state()
-            self._watch_gold()
-            self._watch_rollout()
+            self.engines.watch_gold()
+            self.engines.watch_rollout(self.spend.available)
             self._publish_metrics()
             self._refresh = loop.call_later(every_s, tick)
 
-        self._watch_gold()
-        self._watch_rollout()
+        self.engines.watch_gold()
+        self.engines.watch_rollout(self.spend.available)
 
         self._refresh = loop.call_later(every_s, tick)
-
-    def _engine(self, policy: Policy, rollout: str = "") -> Engine:
-        router = Router(policy, breaker_config=self.breaker_config)
-        router.listeners.append(self._breaker_moved)
-        race = Shared(
-            router.breakers,
-            HedgeBudget(self.settings.hedge_budget_percent / 100.0, self.settings.hedge_budget_min),
-            RaceEvents(self.metrics, router),
-        )
-        return Engine(policy, router, race, rollout)
-
-    def _breaker_moved(self, model: str, old: State, new: State, now: float) -> None:
-        known = self.policy.models.get(model) or (
-            self.canary.policy.models.get(model) if self.canary is not None else None
-        )
-        provider = known.provider if known is not None else "-"
-        self.metrics.breaker_transition(provider, model, old.name.lower(), new.name.lower())
-        self.log.event(
-            "warning" if new is State.OPEN else "info",
-            "breaker",
-            provider=provider,
-            model=model,
-            from_state=old.name.lower(),
-            to_state=new.name.lower(),
-        )
-
-    def _watch_gold(self) -> None:
-        """The latest gold report's per-model success rates become the router's quality scores."""
-        path = self.settings.gold_report_path
-        try:
-            mtime = os.stat(path).st_mtime
-        except OSError:
-            return
-        if mtime == self._gold_mtime:
-            return
-        self._gold_mtime = mtime
-        try:
-            with open(path, "rb") as f:
-                scores = quality_scores(orjson.loads(f.read()))
-        except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
-            self.log.event("warning", "gold report unreadable", path=path, error=str(exc))
-            return
-        self.router.set_quality(scores)
-        self.log.event("info", "quality scores from gold report", path=path, scores=scores)
 
     def _job_counts(self) -> dict[str, int]:
         if not self.spend.available:
@@ -315,39 +220,6 @@ class Gateway:
                 return
             self.spend.up()
             self.spend.flush()
-
-    def _watch_rollout(self) -> None:
-        """Run the rollout controller, and serve the live rollout's candidate beside the policy."""
-        if not self.spend.available:
-            return  # the shared state is down: keep the rollout as last seen
-        try:
-            self.rollouts.control(time.time())
-        except Exception as exc:  # the state is busy or broken: keep serving, try next tick
-            self.log.event("warning", "rollout controller", error=repr(exc))
-        live = self.rollouts.live
-        if live is None:
-            if self.canary is not None:
-                self.log.event("info", "rollout ended: all traffic on the active policy")
-            self.canary = None
-            return
-        if self.canary is not None and self.canary.rollout == live["id"]:
-            return
-        try:
-            candidate = parse_policy(
-                tomllib.loads(live["policy_text"]), os.environ, live["policy_path"]
-            )
-        except (PolicyError, tomllib.TOMLDecodeError) as exc:
-            self.log.event("error", "rollout candidate policy invalid", error=str(exc))
-            return
-        if self.policy.simulated:
-            shared = {
-                n: p.base_url for n, p in self.policy.providers.items() if n in candidate.providers
-            }
-            candidate = candidate.with_base_urls(shared, simulated=True)
-        self.canary = self._engine(candidate, live["id"])
-        self.log.event(
-            "warning", "rollout candidate loaded", rollout=live["id"], stage=live["stage"]
-        )
 
     def start_jobs(self) -> None:
         self.jobs.start()
@@ -442,7 +314,7 @@ class Gateway:
         now = time.monotonic()
         duration = now - req.received_at
         if out.ttft is not None and out.model != "-":
-            self.router.record_ttft(out.model, out.ttft, now)
+            self.engines.active.router.record_ttft(out.model, out.ttft, now)
         cost = self._settle(req, out, now)
         if out.arm:
             self.rollouts.record(
@@ -504,7 +376,7 @@ class Gateway:
             self.metrics.add_tokens(out.provider, out.model, tokens)
             self.metrics.cost(out.provider, out.model, out.tier, cost)
             if out.status == 200 and tokens.output:
-                self.router.record_output(out.tier, model.name, tokens.output, now)
+                self.engines.active.router.record_output(out.tier, model.name, tokens.output, now)
         if out.hold is None and model is None and not out.wasted:
             return cost
         wall = time.time()
@@ -579,12 +451,12 @@ class Gateway:
             else self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
         )
         out.tenant = tenant.tenant
-        engine = self.engine
-        if self.canary is not None and not job:
+        engine = self.engines.active
+        if self.engines.canary is not None and not job:
             unit = req.headers.get(b"x-edge-session", b"").decode("latin-1") or req.request_id
             out.arm = self.rollouts.arm(tenant.key_id, unit)
             if out.arm == "canary":
-                engine = self.canary
+                engine = self.engines.canary
         plan = self._plan(engine, req, dialect, tenant, "cheapest" if job else "")
         out.tier = plan.tier.name
         hold = self.spend.hold(
@@ -778,7 +650,7 @@ class Gateway:
             self.policy,
             self.state,
             self.rollouts.config,
-            quality=self.router.quality,
+            quality=self.engines.active.router.quality,
             jobs=self._job_counts(),
             state_available=self.spend.available,
         )
@@ -870,7 +742,7 @@ class Gateway:
             return self.metrics
         agg = Metrics()
         agg.watch_jobs(self._job_counts)
-        agg.watch_quality(lambda: self.router.quality)
+        agg.watch_quality(lambda: self.engines.active.router.quality)
         agg.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
         for snap in snaps:
             agg.absorb(orjson.loads(orjson.dumps(snap)))
