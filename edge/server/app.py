@@ -10,10 +10,8 @@ log line and one metrics observation, however it ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import os
-import socket
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -42,6 +40,7 @@ from edge.errors import (
     Unauthorized,
     render,
 )
+from edge.observe.fleet import Fleet
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.observe.stats import fleet_stats
@@ -63,7 +62,6 @@ from edge.server.relay import (
 )
 from edge.settings import Settings
 from edge.state import open_state
-from edge.state.redis_state import RedisState
 from edge.state.types import LedgerRow, StateUnavailable, periods
 from edge.upstream.pool import Pool
 
@@ -157,11 +155,11 @@ class Gateway:
                 for name, b in self.engines.active.router.breakers.by_model.items()
             ]
         )
-        self.metrics.watch_jobs(self._job_counts)
-        self.metrics.watch_quality(lambda: self.engines.active.router.quality)
-        self.metrics.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
+        self._gauges(self.metrics)
         self.metrics.watch_state(lambda: (self.spend.available, self.spend.errors))
-        self._snapshot_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.fleet = Fleet(
+            self.metrics, self.state, settings.metrics_dir, self.spend, log, self._gauges
+        )
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
             b"/v1/messages": {b"POST": self.messages},
@@ -184,13 +182,19 @@ class Gateway:
             self._check_state()
             self.engines.watch_gold()
             self.engines.watch_rollout(self.spend.available)
-            self._publish_metrics()
+            self.fleet.publish()
             self._refresh = loop.call_later(every_s, tick)
 
         self.engines.watch_gold()
         self.engines.watch_rollout(self.spend.available)
 
         self._refresh = loop.call_later(every_s, tick)
+
+    def _gauges(self, m: Metrics) -> None:
+        """The gauges read from shared figures: on this worker's metrics, and on a merged view."""
+        m.watch_jobs(self._job_counts)
+        m.watch_quality(lambda: self.engines.active.router.quality)
+        m.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
 
     def _job_counts(self) -> dict[str, int]:
         if not self.spend.available:
@@ -229,7 +233,7 @@ class Gateway:
         await self.jobs.stop()
         self.spend.flush()
         self.rollouts.flush()
-        self._publish_metrics()  # a worker's counts outlive it: counters never go backwards
+        self.fleet.publish()  # a worker's counts outlive it: counters never go backwards
         self.state.close()
 
     def stop_refresh(self) -> None:
@@ -646,7 +650,7 @@ class Gateway:
         self.rollouts.flush()
         scope = parse_qs(req.query.decode("latin-1")).get("scope", ["instance"])[0]
         body = fleet_stats(
-            self.fleet(instances=scope == "fleet"),
+            self.fleet.merged(instances=scope == "fleet"),
             self.policy,
             self.state,
             self.rollouts.config,
@@ -654,9 +658,7 @@ class Gateway:
             jobs=self._job_counts(),
             state_available=self.spend.available,
         )
-        body["scope"] = (
-            "fleet" if scope == "fleet" and isinstance(self.state, RedisState) else "instance"
-        )
+        body["scope"] = "fleet" if scope == "fleet" and self.fleet.shared else "instance"
         proto.respond(200, [*JSON_HEADERS, (b"cache-control", b"no-store")], orjson.dumps(body))
 
     async def dashboard(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
@@ -714,64 +716,9 @@ class Gateway:
                 orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}),
             )
 
-    def fleet(self, instances: bool = False) -> Metrics:
-        """Every worker's metrics together: this one's live, the others' last snapshots; with
-        ``instances`` (and Redis), every instance's workers, as they published them."""
-        snaps = [self.metrics.snapshot()]
-        folder = self.settings.metrics_dir
-        if instances and isinstance(self.state, RedisState):
-            try:
-                for raw in self.state.snapshots():
-                    snap = orjson.loads(raw)
-                    if snap.get("name") != self._snapshot_name:  # this worker's is live above
-                        snaps.append(snap)
-            except StateUnavailable as exc:
-                self.spend.down(exc)
-        elif folder:
-            mine = f"{os.getpid()}.json"
-            with contextlib.suppress(OSError):
-                for name in os.listdir(folder):
-                    if name == mine or not name.endswith(".json"):
-                        continue
-                    with (
-                        contextlib.suppress(OSError, orjson.JSONDecodeError),
-                        open(os.path.join(folder, name), "rb") as f,
-                    ):
-                        snaps.append(orjson.loads(f.read()))
-        if len(snaps) == 1:
-            return self.metrics
-        agg = Metrics()
-        agg.watch_jobs(self._job_counts)
-        agg.watch_quality(lambda: self.engines.active.router.quality)
-        agg.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
-        for snap in snaps:
-            agg.absorb(orjson.loads(orjson.dumps(snap)))
-        agg.workers = len(snaps)
-        return agg
-
-    def _publish_metrics(self) -> None:
-        snap = self.metrics.snapshot()
-        snap["name"] = self._snapshot_name
-        data = orjson.dumps(snap)
-        if isinstance(self.state, RedisState) and self.spend.available:
-            try:  # the fleet's view: every instance's workers, breakers included
-                self.state.publish_snapshot(self._snapshot_name, data)
-            except StateUnavailable as exc:
-                self.spend.down(exc)
-        folder = self.settings.metrics_dir
-        if not folder:
-            return
-        path = os.path.join(folder, f"{os.getpid()}.json")
-        try:
-            with open(path + ".tmp", "wb") as f:
-                f.write(data)
-            os.replace(path + ".tmp", path)
-        except OSError as exc:
-            self.log.event("warning", "metrics snapshot not written", error=str(exc))
-
     async def prometheus(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         proto.respond(
             200,
             [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
-            self.fleet().render(),
+            self.fleet.merged().render(),
         )
