@@ -25,7 +25,7 @@ import orjson
 import hotpath.http
 import hotpath.sse
 from edge.budget.jobs import KEPT_HEADERS, JobRunner, JobSettings, new_job_id
-from edge.budget.pricing import Tokens, cost_usd
+from edge.budget.settle import settle
 from edge.budget.spend import ORDER, Hold, Spend, stronger
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
@@ -62,7 +62,7 @@ from edge.server.relay import (
 )
 from edge.settings import Settings
 from edge.state import open_state
-from edge.state.types import LedgerRow, StateUnavailable, periods
+from edge.state.types import StateUnavailable, periods
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
@@ -149,10 +149,11 @@ class Gateway:
             self.metrics.rollback,
         )
         self.engines = Engines(settings, policy, self.metrics, log, self.rollouts)
+        self.router = self.engines.active.router  # the active policy's, for the worker's life
         self.metrics.watch_breakers(
             lambda: [
                 (policy.models[name].provider, name, int(b.state))
-                for name, b in self.engines.active.router.breakers.by_model.items()
+                for name, b in self.router.breakers.by_model.items()
             ]
         )
         self._gauges(self.metrics)
@@ -193,7 +194,7 @@ class Gateway:
     def _gauges(self, m: Metrics) -> None:
         """The gauges read from shared figures: on this worker's metrics, and on a merged view."""
         m.watch_jobs(self._job_counts)
-        m.watch_quality(lambda: self.engines.active.router.quality)
+        m.watch_quality(lambda: self.router.quality)
         m.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
 
     def _job_counts(self) -> dict[str, int]:
@@ -318,8 +319,8 @@ class Gateway:
         now = time.monotonic()
         duration = now - req.received_at
         if out.ttft is not None and out.model != "-":
-            self.engines.active.router.record_ttft(out.model, out.ttft, now)
-        cost = self._settle(req, out, now)
+            self.router.record_ttft(out.model, out.ttft, now)
+        cost = settle(out, req.request_id, now, self.spend, self.metrics, self.router)
         if out.arm:
             self.rollouts.record(
                 out.arm,
@@ -372,56 +373,6 @@ class Gateway:
             tenant=out.tenant or None,
             upstream_request_id=out.upstream_request_id or None,
         )
-
-    def _settle(self, req: Request, out: Outcome, now: float) -> float:
-        """Real usage -> cost, tokens by kind, the ledger, the key's budget; the learned output."""
-        model, tokens, cost = out.served_by, out.tokens, out.cost_usd
-        if model is not None:
-            self.metrics.add_tokens(out.provider, out.model, tokens)
-            self.metrics.cost(out.provider, out.model, out.tier, cost)
-            if out.status == 200 and tokens.output:
-                self.engines.active.router.record_output(out.tier, model.name, tokens.output, now)
-        if out.hold is None and model is None and not out.wasted:
-            return cost
-        wall = time.time()
-        rows = []
-        if model is not None:
-            rows.append(
-                LedgerRow(
-                    wall,
-                    out.tenant,
-                    out.tier,
-                    out.provider,
-                    out.model,
-                    "answer",
-                    tokens.input,
-                    tokens.cache_read,
-                    tokens.cache_write,
-                    tokens.output,
-                    cost,
-                    req.request_id,
-                )
-            )
-        for wasted, n_in, n_out in out.wasted:
-            waste_cost = cost_usd(wasted, Tokens(n_in, 0, 0, n_out))
-            rows.append(
-                LedgerRow(
-                    wall,
-                    out.tenant,
-                    out.tier,
-                    wasted.provider,
-                    wasted.name,
-                    "waste",
-                    n_in,
-                    0,
-                    0,
-                    n_out,
-                    waste_cost,
-                    req.request_id,
-                )
-            )
-        self.spend.settle(out.hold or Hold("ok", 0.0, "", False), out.tenant, cost, rows)
-        return cost
 
     # -- routes
 
@@ -654,7 +605,7 @@ class Gateway:
             self.policy,
             self.state,
             self.rollouts.config,
-            quality=self.engines.active.router.quality,
+            quality=self.router.quality,
             jobs=self._job_counts(),
             state_available=self.spend.available,
         )
