@@ -1,4 +1,10 @@
-"""The gateway of one worker: route table, the error boundary, logs and metrics.
+"""The gateway of one worker: its parts built and wired, the route table, the error boundary.
+
+The parts do their work in their own packages: the cost gate and job
+submission (``budget/gate.py``), settlement (``budget/settle.py``), the
+policies served (``quality/engines.py``), the fleet's metrics
+(``observe/fleet.py``); this module builds them, ticks them and routes to
+them.
 
 ``Gateway.handle`` is the only place an ``EdgeError`` becomes a response:
 handlers raise, this renders the error in the caller's dialect (chosen by
@@ -24,9 +30,10 @@ import orjson
 
 import hotpath.http
 import hotpath.sse
-from edge.budget.jobs import KEPT_HEADERS, JobRunner, JobSettings, new_job_id
+from edge.budget.gate import Gate
+from edge.budget.jobs import JobRunner, JobSettings
 from edge.budget.settle import settle
-from edge.budget.spend import ORDER, Hold, Spend, stronger
+from edge.budget.spend import Spend
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.errors import (
@@ -45,18 +52,16 @@ from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.observe.stats import fleet_stats
 from edge.policy import Policy
-from edge.quality.engines import Engine, Engines
+from edge.quality.engines import Engines
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
-from edge.server.auth import Keyring, Tenant
+from edge.server.auth import Keyring
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import (
     JSON_HEADERS,
     Capture,
     Outcome,
-    Plan,
     Sink,
-    plan_chat,
     relay_chat,
     relay_count_tokens,
 )
@@ -150,6 +155,16 @@ class Gateway:
         )
         self.engines = Engines(settings, policy, self.metrics, log, self.rollouts)
         self.router = self.engines.active.router  # the active policy's, for the worker's life
+        self.gate = Gate(
+            settings,
+            keys,
+            self.engines,
+            self.rollouts,
+            self.spend,
+            self.state,
+            self.jobs,
+            self.metrics,
+        )
         self.metrics.watch_breakers(
             lambda: [
                 (policy.models[name].provider, name, int(b.state))
@@ -382,139 +397,15 @@ class Gateway:
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         await self._chat(req, proto, out, anthropic_dialect)
 
-    def _plan(
-        self, engine: Engine, req: Request, dialect: ModuleType, tenant: Tenant, force: str = ""
-    ) -> Plan:
-        return plan_chat(
-            engine.policy,
-            engine.router,
-            req,
-            dialect,
-            tenant.tier,
-            max_attempts=self.settings.max_attempts,
-            hedging=self.settings.hedging,
-            force=force,
-        )
-
     async def _chat(
         self, req: Request, proto: Sink, out: Outcome, dialect: ModuleType, job: bool = False
     ) -> None:
         """Gate on cost (the request's estimate, the key's budget), then answer, or queue a job."""
-        tenant = (
-            Tenant("job", None, req.headers.get(b"x-edge-tenant", b"").decode())
-            if job
-            else self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        )
-        out.tenant = tenant.tenant
-        engine = self.engines.active
-        if self.engines.canary is not None and not job:
-            unit = req.headers.get(b"x-edge-session", b"").decode("latin-1") or req.request_id
-            out.arm = self.rollouts.arm(tenant.key_id, unit)
-            if out.arm == "canary":
-                engine = self.engines.canary
-        plan = self._plan(engine, req, dialect, tenant, "cheapest" if job else "")
-        out.tier = plan.tier.name
-        hold = self.spend.hold(
-            tenant.tenant, plan.decision.cost_usd, never_block=plan.tier.never_block or job
-        )
-        out.hold = hold
-        action = stronger(plan.decision.action, hold.action)
-        if ORDER[hold.action] > ORDER[plan.decision.action] and hold.action != "warn" and not job:
-            # the key's budget asks for more than the request's own estimate did
-            plan = self._plan(
-                engine, req, dialect, tenant, "cheapest" if hold.action == "degrade" else "block"
-            )
-            action = stronger(plan.decision.action, hold.action)
-        plan.action = action
-        plan.budget_used = hold.fraction if hold.budgeted else None
-        out.action = action
-        self.metrics.budget_action(action, "key" if hold.action == action != "ok" else "request")
-        if action == "block":
-            self._enqueue(req, proto, plan, tenant, dialect, hold, out)
-            return
-        plan.arm = out.arm
+        passed = self.gate.admit(req, proto, out, dialect, job)
+        if passed is None:
+            return  # queued as a job: answered 202
+        engine, plan = passed
         await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
-
-    def _enqueue(
-        self,
-        req: Request,
-        proto: Sink,
-        plan: Plan,
-        tenant: Tenant,
-        dialect: ModuleType,
-        hold: Hold,
-        out: Outcome,
-    ) -> None:
-        """Write the request as a job (on disk before the answer), then answer 202."""
-        now = time.time()
-        by_budget = hold.action == "block"
-        if by_budget:
-            reason = (
-                f"the key's spend budget would be {hold.fraction:.0%} used; "
-                "the request runs as a job when the budget period turns"
-            )
-            day_end = (int(now // 86400) + 1) * 86400.0
-            not_before = day_end
-        else:
-            reason = (
-                f"the estimated cost ${plan.decision.cost_usd:.4f} is over tier {plan.tier.name}'s "
-                f"block threshold ${plan.tier.block_usd:g}; the request runs as a job"
-            )
-            not_before = now
-        body = dict(plan.body)
-        body["stream"] = False
-        body.pop("stream_options", None)
-        headers = {
-            k.decode(): v.decode("latin-1") for k, v in req.headers.items() if k in KEPT_HEADERS
-        }
-        if tenant.tenant:
-            headers["x-edge-tenant"] = tenant.tenant
-        job_id = new_job_id()
-        try:
-            self.state.put_job(
-                {
-                    "id": job_id,
-                    "created_at": now,
-                    "updated_at": now,
-                    "status": "queued",
-                    "tenant": tenant.tenant,
-                    "key_id": tenant.key_id,
-                    "tier": plan.tier.name,
-                    "dialect": dialect.NAME,
-                    "path": req.path.decode(),
-                    "headers": orjson.dumps(headers).decode(),
-                    "body": orjson.dumps(body),
-                    "reason": reason,
-                    "next_run_at": not_before,
-                }
-            )
-        except StateUnavailable as exc:
-            self.spend.down(exc)
-            raise ServiceUnavailable(
-                "the request is over its cost threshold and would be queued as a job, but the "
-                "job queue cannot persist it right now; retry later",
-                headers=[(b"retry-after", b"5")],
-            ) from None
-        self.jobs.poke()
-        out.status = 202
-        location = f"/v1/jobs/{job_id}".encode()
-        payload: dict[str, object]
-        if dialect is anthropic_dialect:
-            payload = {"type": "edge_job", "id": job_id, "status": "queued", "reason": reason}
-        else:
-            payload = {"id": job_id, "object": "edge.job", "status": "queued", "reason": reason}
-        payload["location"] = location.decode()
-        proto_headers = [
-            *JSON_HEADERS,
-            (b"location", location),
-            (b"x-edge-job-id", job_id.encode()),
-            (b"x-edge-budget-action", b"block"),
-            (b"x-edge-tier", plan.tier.name.encode()),
-            (b"x-edge-cost-estimate-usd", b"%.6f" % plan.decision.cost_usd),
-        ]
-        if plan.budget_used is not None:
-            proto_headers.append((b"x-edge-budget-used", b"%.4f" % plan.budget_used))
-        proto.respond(202, proto_headers, orjson.dumps(payload))
 
     # -- jobs
 
