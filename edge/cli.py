@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from edge.simulate.behaviour import ProfileError, load_profile, preset_names
 
 if TYPE_CHECKING:
-    from edge.state import State
+    from edge.state.types import State
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -124,7 +124,7 @@ def _spend(args: argparse.Namespace) -> int:
     """``llm-edge spend``: spend and tokens by tenant, tier, provider, model, since a day."""
     import time
 
-    from edge.state.embedded import periods
+    from edge.state.types import periods
 
     state = _state(args)
     try:

@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from edge.observe.log import Log
-from edge.state import State, StateUnavailable
+from edge.state.types import State, StateUnavailable
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     ("queued", "claim"): "running",

@@ -30,8 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.policy import Policy
-from edge.state import State, StateUnavailable
-from edge.state.embedded import LedgerRow, Settlement
+from edge.state.types import LedgerRow, Settlement, State, StateUnavailable
 
 ORDER = {"ok": 0, "warn": 1, "degrade": 2, "block": 3}
 

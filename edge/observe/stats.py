@@ -2,7 +2,8 @@
 
 Computed from the fleet's metrics (every worker's counters and mergeable
 latency sketches over the last five minutes), the state backend (spend by
-key today, jobs, the rollout) and the breakers.
+key today, the rollout), the breakers, and what the worker hands in: its
+policy, the router's quality scores, the job counts.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edge.quality.rollout import status as rollout_status
-from edge.state import StateUnavailable
-from edge.state.embedded import periods
+from edge.state.types import StateUnavailable, periods
 from hotpath.sketch import LatencySketch
 
 if TYPE_CHECKING:
     from edge.observe.metrics import Metrics
-    from edge.server.app import Gateway
+    from edge.policy import Policy
+    from edge.quality.rollout import RolloutConfig
+    from edge.state.types import State
 
 BREAKER_NAMES = {0: "closed", 1: "half_open", 2: "open"}
 
@@ -28,9 +30,17 @@ def _quantiles(sk: LatencySketch | None, now: float) -> dict[str, float | None]:
     return {f"p{int(q * 100)}": round(sk.quantile(q, now) * 1000.0, 2) for q in (0.5, 0.95, 0.99)}
 
 
-def fleet_stats(gw: Gateway, m: Metrics) -> dict[str, Any]:
+def fleet_stats(
+    m: Metrics,
+    policy: Policy,
+    state: State,
+    rollouts: RolloutConfig,
+    *,
+    quality: dict[str, float],
+    jobs: dict[str, int],
+    state_available: bool,
+) -> dict[str, Any]:
     now = time.monotonic()
-    policy = gw.policy
     tiers: dict[str, Any] = {}
     for name, tier in policy.tiers.items():
         ok = m.tier_requests.get((name, "ok"), 0)
@@ -70,20 +80,20 @@ def fleet_stats(gw: Gateway, m: Metrics) -> dict[str, Any]:
         row["cost_per_1k_usd"] = cost / n * 1000 if n else None
         row["tokens"] = {d: v for (pp, mm, d), v in m.tokens.items() if (pp, mm) == (p, mo)}
         row["breaker"] = BREAKER_NAMES.get(breakers.get((p, mo), 0), "closed")
-        row["quality_score"] = gw.router.quality.get(mo)
+        row["quality_score"] = quality.get(mo)
     for (p, mo), st in breakers.items():  # models that have served nothing yet still show
         models.setdefault(
             f"{p}/{mo}",
             {"provider": p, "model": mo, "requests": 0, "success_rate": None,
-             "breaker": BREAKER_NAMES.get(st, "closed"), "quality_score": gw.router.quality.get(mo)},
+             "breaker": BREAKER_NAMES.get(st, "closed"), "quality_score": quality.get(mo)},
         )  # fmt: skip
     spend: dict[str, float] = {}
     rollout = None
     try:
-        for row in gw.state.spend_report(periods(time.time())[0][4:]):
+        for row in state.spend_report(periods(time.time())[0][4:]):
             if row["kind"] == "answer":
                 spend[row["tenant"] or "-"] = spend.get(row["tenant"] or "-", 0.0) + row["cost_usd"]
-        rollout = rollout_status(gw.state, gw.rollouts.config)["rollout"]
+        rollout = rollout_status(state, rollouts)["rollout"]
     except StateUnavailable:
         pass  # the shared state is down: the live figures above still stand
     return {
@@ -95,8 +105,8 @@ def fleet_stats(gw: Gateway, m: Metrics) -> dict[str, Any]:
         "hedges": {f"{t}:{o}": v for (t, o), v in m.hedges.items()},
         "budget_actions": {f"{a}:{s}": v for (a, s), v in m.actions.items()},
         "spend_today_by_key_usd": spend,
-        "jobs": gw._job_counts(),
-        "state_available": gw.spend.available,
+        "jobs": jobs,
+        "state_available": state_available,
         "rollout": None
         if rollout is None
         else {k: rollout.get(k) for k in ("id", "status", "stage_percent", "arms", "reason")},

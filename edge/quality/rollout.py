@@ -41,8 +41,7 @@ from typing import Any
 import orjson
 
 from edge.observe.log import Log
-from edge.state import State
-from edge.state.redis_state import ControllerBusy
+from edge.state.types import ControllerBusy, State
 
 STAGES = (1, 10, 50, 100)
 TRANSITIONS: dict[tuple[str, str], str] = {

@@ -1,4 +1,10 @@
-"""The gateway of one worker: route table, the error boundary, logs and metrics.
+"""The gateway of one worker: its parts built and wired, the route table, the error boundary.
+
+The parts do their work in their own packages: the cost gate and job
+submission (``budget/gate.py``), settlement (``budget/settle.py``), the
+policies served (``quality/engines.py``), the fleet's metrics
+(``observe/fleet.py``); this module builds them, ticks them and routes to
+them.
 
 ``Gateway.handle`` is the only place an ``EdgeError`` becomes a response:
 handlers raise, this renders the error in the caller's dialect (chosen by
@@ -10,15 +16,11 @@ log line and one metrics observation, however it ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import os
-import socket
 import time
-import tomllib
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import resources
 from types import ModuleType
 from typing import Any
@@ -28,8 +30,10 @@ import orjson
 
 import hotpath.http
 import hotpath.sse
-from edge.budget.jobs import KEPT_HEADERS, JobRunner, JobSettings, new_job_id
-from edge.budget.spend import ORDER, Hold, Spend, stronger
+from edge.budget.gate import Gate
+from edge.budget.jobs import JobRunner, JobSettings
+from edge.budget.settle import settle
+from edge.budget.spend import Spend
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.errors import (
@@ -43,55 +47,31 @@ from edge.errors import (
     Unauthorized,
     render,
 )
+from edge.observe.fleet import Fleet
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.observe.stats import fleet_stats
-from edge.policy import Policy, PolicyError, parse_policy
-from edge.quality.gold import quality_scores
+from edge.policy import Policy
+from edge.quality.engines import Engines
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
-from edge.routing.breaker import BreakerConfig, State
-from edge.routing.decide import Router
-from edge.routing.race import HedgeBudget, Shared
-from edge.server.auth import Keyring, Tenant
+from edge.server.auth import Keyring
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import (
     JSON_HEADERS,
     Capture,
     Outcome,
-    Plan,
     Sink,
-    plan_chat,
     relay_chat,
     relay_count_tokens,
 )
 from edge.settings import Settings
-from edge.state import RedisState, StateUnavailable, open_state
-from edge.state.embedded import LedgerRow, periods
+from edge.state import open_state
+from edge.state.types import StateUnavailable, periods
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
-
-
-class RaceEvents:
-    """What races report, into the metrics and the routing sketches."""
-
-    def __init__(self, metrics: Metrics, router: Router) -> None:
-        self.metrics = metrics
-        self.router = router
-
-    def attempt(self, provider: str, model: str, outcome: str) -> None:
-        self.metrics.attempt(provider, model, outcome)
-
-    def hedge(self, tier: str, outcome: str) -> None:
-        self.metrics.hedge(tier, outcome)
-
-    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
-        self.metrics.waste(provider, model, input_tokens, output_tokens)
-
-    def censored_ttft(self, model: str, seconds: float, now: float) -> None:
-        self.router.record_ttft(model, seconds, now)
 
 
 def dialect_of(req: Request | None) -> Dialect:
@@ -102,16 +82,6 @@ def dialect_of(req: Request | None) -> Dialect:
     if req.path == b"/v1/models" and b"anthropic-version" in req.headers:
         return "anthropic"
     return "openai"
-
-
-@dataclass(slots=True)
-class Engine:
-    """A policy with its router and race state: the active one, or a rollout's candidate."""
-
-    policy: Policy
-    router: Router
-    race: Shared
-    rollout: str = ""  # the rollout id, for a candidate
 
 
 class Gateway:
@@ -137,25 +107,6 @@ class Gateway:
             ca_file=settings.upstream_ca_file,
         )
         self.metrics.watch_pool(self.pool.stats)
-        self.breaker_config = BreakerConfig(
-            failures=settings.breaker_failures,
-            window_s=settings.breaker_window_s,
-            cooldown_s=settings.breaker_cooldown_s,
-            cooldown_max_s=settings.breaker_cooldown_max_s,
-            probes=settings.breaker_probes,
-            successes=settings.breaker_successes,
-            enabled=settings.breakers,
-        )
-        self.engine = self._engine(policy)
-        self.router = self.engine.router
-        self.race = self.engine.race
-        self.canary: Engine | None = None  # the candidate policy of a live rollout
-        self.metrics.watch_breakers(
-            lambda: [
-                (policy.models[name].provider, name, int(b.state))
-                for name, b in self.router.breakers.by_model.items()
-            ]
-        )
         self._refresh: asyncio.TimerHandle | None = None
         self._health = orjson.dumps(
             {
@@ -186,8 +137,6 @@ class Gateway:
             self.metrics.job_finished,
             lambda: self.spend.available,
         )
-        self.metrics.watch_jobs(self._job_counts)
-        self.metrics.watch_quality(lambda: self.router.quality)
         self.rollouts = Rollouts(
             self.state,
             RolloutConfig(
@@ -204,10 +153,29 @@ class Gateway:
             log,
             self.metrics.rollback,
         )
-        self.metrics.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
+        self.engines = Engines(settings, policy, self.metrics, log, self.rollouts)
+        self.router = self.engines.active.router  # the active policy's, for the worker's life
+        self.gate = Gate(
+            settings,
+            keys,
+            self.engines,
+            self.rollouts,
+            self.spend,
+            self.state,
+            self.jobs,
+            self.metrics,
+        )
+        self.metrics.watch_breakers(
+            lambda: [
+                (policy.models[name].provider, name, int(b.state))
+                for name, b in self.router.breakers.by_model.items()
+            ]
+        )
+        self._gauges(self.metrics)
         self.metrics.watch_state(lambda: (self.spend.available, self.spend.errors))
-        self._snapshot_name = f"{socket.gethostname()}:{os.getpid()}"
-        self._gold_mtime = 0.0
+        self.fleet = Fleet(
+            self.metrics, self.state, settings.metrics_dir, self.spend, log, self._gauges
+        )
         self.routes: dict[bytes, dict[bytes, Route]] = {
             b"/v1/chat/completions": {b"POST": self.chat_completions},
             b"/v1/messages": {b"POST": self.messages},
@@ -226,64 +194,23 @@ class Gateway:
         """Copy live latency figures into the routing table every ``every_s`` seconds."""
 
         def tick() -> None:
-            now = time.monotonic()
-            self.router.refresh(now)
-            if self.canary is not None:
-                self.canary.router.refresh(now)
+            self.engines.refresh(time.monotonic())
             self._check_state()
-            self._watch_gold()
-            self._watch_rollout()
-            self._publish_metrics()
+            self.engines.watch_gold()
+            self.engines.watch_rollout(self.spend.available)
+            self.fleet.publish()
             self._refresh = loop.call_later(every_s, tick)
 
-        self._watch_gold()
-        self._watch_rollout()
+        self.engines.watch_gold()
+        self.engines.watch_rollout(self.spend.available)
 
         self._refresh = loop.call_later(every_s, tick)
 
-    def _engine(self, policy: Policy, rollout: str = "") -> Engine:
-        router = Router(policy, breaker_config=self.breaker_config)
-        router.listeners.append(self._breaker_moved)
-        race = Shared(
-            router.breakers,
-            HedgeBudget(self.settings.hedge_budget_percent / 100.0, self.settings.hedge_budget_min),
-            RaceEvents(self.metrics, router),
-        )
-        return Engine(policy, router, race, rollout)
-
-    def _breaker_moved(self, model: str, old: State, new: State, now: float) -> None:
-        known = self.policy.models.get(model) or (
-            self.canary.policy.models.get(model) if self.canary is not None else None
-        )
-        provider = known.provider if known is not None else "-"
-        self.metrics.breaker_transition(provider, model, old.name.lower(), new.name.lower())
-        self.log.event(
-            "warning" if new is State.OPEN else "info",
-            "breaker",
-            provider=provider,
-            model=model,
-            from_state=old.name.lower(),
-            to_state=new.name.lower(),
-        )
-
-    def _watch_gold(self) -> None:
-        """The latest gold report's per-model success rates become the router's quality scores."""
-        path = self.settings.gold_report_path
-        try:
-            mtime = os.stat(path).st_mtime
-        except OSError:
-            return
-        if mtime == self._gold_mtime:
-            return
-        self._gold_mtime = mtime
-        try:
-            with open(path, "rb") as f:
-                scores = quality_scores(orjson.loads(f.read()))
-        except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
-            self.log.event("warning", "gold report unreadable", path=path, error=str(exc))
-            return
-        self.router.set_quality(scores)
-        self.log.event("info", "quality scores from gold report", path=path, scores=scores)
+    def _gauges(self, m: Metrics) -> None:
+        """The gauges read from shared figures: on this worker's metrics, and on a merged view."""
+        m.watch_jobs(self._job_counts)
+        m.watch_quality(lambda: self.router.quality)
+        m.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
 
     def _job_counts(self) -> dict[str, int]:
         if not self.spend.available:
@@ -314,39 +241,6 @@ class Gateway:
             self.spend.up()
             self.spend.flush()
 
-    def _watch_rollout(self) -> None:
-        """Run the rollout controller, and serve the live rollout's candidate beside the policy."""
-        if not self.spend.available:
-            return  # the shared state is down: keep the rollout as last seen
-        try:
-            self.rollouts.control(time.time())
-        except Exception as exc:  # the state is busy or broken: keep serving, try next tick
-            self.log.event("warning", "rollout controller", error=repr(exc))
-        live = self.rollouts.live
-        if live is None:
-            if self.canary is not None:
-                self.log.event("info", "rollout ended: all traffic on the active policy")
-            self.canary = None
-            return
-        if self.canary is not None and self.canary.rollout == live["id"]:
-            return
-        try:
-            candidate = parse_policy(
-                tomllib.loads(live["policy_text"]), os.environ, live["policy_path"]
-            )
-        except (PolicyError, tomllib.TOMLDecodeError) as exc:
-            self.log.event("error", "rollout candidate policy invalid", error=str(exc))
-            return
-        if self.policy.simulated:
-            shared = {
-                n: p.base_url for n, p in self.policy.providers.items() if n in candidate.providers
-            }
-            candidate = candidate.with_base_urls(shared, simulated=True)
-        self.canary = self._engine(candidate, live["id"])
-        self.log.event(
-            "warning", "rollout candidate loaded", rollout=live["id"], stage=live["stage"]
-        )
-
     def start_jobs(self) -> None:
         self.jobs.start()
 
@@ -355,7 +249,7 @@ class Gateway:
         await self.jobs.stop()
         self.spend.flush()
         self.rollouts.flush()
-        self._publish_metrics()  # a worker's counts outlive it: counters never go backwards
+        self.fleet.publish()  # a worker's counts outlive it: counters never go backwards
         self.state.close()
 
     def stop_refresh(self) -> None:
@@ -441,7 +335,7 @@ class Gateway:
         duration = now - req.received_at
         if out.ttft is not None and out.model != "-":
             self.router.record_ttft(out.model, out.ttft, now)
-        cost = self._settle(req, out, now)
+        cost = settle(out, req.request_id, now, self.spend, self.metrics, self.router)
         if out.arm:
             self.rollouts.record(
                 out.arm,
@@ -497,38 +391,6 @@ class Gateway:
             cap_usd=round(out.cap_usd, 8) if out.cap_usd else None,
         )
 
-    def _settle(self, req: Request, out: Outcome, now: float) -> float:
-        """Real usage -> cost, tokens by kind, the ledger, the key's budget; the learned output."""
-        model, tokens, cost = out.served_by, out.tokens, out.cost_usd
-        if model is not None:
-            self.metrics.add_tokens(out.provider, out.model, tokens)
-            self.metrics.cost(out.provider, out.model, out.tier, cost)
-            if out.status == 200 and tokens.output:
-                self.router.record_output(out.tier, model.name, tokens.output, now)
-        if out.hold is None and not out.charges:
-            return cost
-        wall = time.time()
-        rows = [
-            LedgerRow(
-                wall,
-                out.tenant,
-                out.tier,
-                c.model.provider,
-                c.model.name,
-                c.kind,
-                c.tokens.input,
-                c.tokens.cache_read,
-                c.tokens.cache_write,
-                c.tokens.output,
-                c.cost_usd,
-                req.request_id,
-            )
-            for c in out.charges
-        ]
-        cost = sum(c.cost_usd for c in out.charges if c.charged)
-        self.spend.settle(out.hold or Hold("ok", 0.0, "", False), out.tenant, cost, rows)
-        return cost
-
     # -- routes
 
     async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
@@ -537,144 +399,26 @@ class Gateway:
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         await self._chat(req, proto, out, anthropic_dialect)
 
-    def _plan(
-        self, engine: Engine, req: Request, dialect: ModuleType, tenant: Tenant, force: str = ""
-    ) -> Plan:
-        return plan_chat(
-            engine.policy,
-            engine.router,
-            req,
-            dialect,
-            tenant.tier,
-            max_attempts=self.settings.max_attempts,
-            hedging=self.settings.hedging,
-            force=force,
-        )
-
     async def _chat(
-        self, req: Request, proto: Sink, out: Outcome, dialect: ModuleType, job: bool = False
-    ) -> None:
-        """Gate on cost (the request's estimate, the key's budget), then answer, or queue a job."""
-        tenant = (
-            Tenant("job", None, req.headers.get(b"x-edge-tenant", b"").decode())
-            if job
-            else self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        )
-        out.tenant = tenant.tenant
-        engine = self.engine
-        if self.canary is not None and not job:
-            unit = req.headers.get(b"x-edge-session", b"").decode("latin-1") or req.request_id
-            out.arm = self.rollouts.arm(tenant.key_id, unit)
-            if out.arm == "canary":
-                engine = self.canary
-        plan = self._plan(engine, req, dialect, tenant, "cheapest" if job else "")
-        out.tier = plan.tier.name
-        hold = self.spend.hold(
-            tenant.tenant, plan.decision.cost_usd, never_block=plan.tier.never_block or job
-        )
-        out.hold = hold
-        action = stronger(plan.decision.action, hold.action)
-        if ORDER[hold.action] > ORDER[plan.decision.action] and hold.action != "warn" and not job:
-            # the key's budget asks for more than the request's own estimate did
-            plan = self._plan(
-                engine, req, dialect, tenant, "cheapest" if hold.action == "degrade" else "block"
-            )
-            action = stronger(plan.decision.action, hold.action)
-        plan.action = action
-        plan.budget_used = hold.fraction if hold.budgeted else None
-        out.action = action
-        self.metrics.budget_action(action, "key" if hold.action == action != "ok" else "request")
-        if action == "block":
-            self._enqueue(req, proto, plan, tenant, dialect, hold, out)
-            return
-        plan.arm = out.arm
-        await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
-
-    def _enqueue(
         self,
         req: Request,
         proto: Sink,
-        plan: Plan,
-        tenant: Tenant,
-        dialect: ModuleType,
-        hold: Hold,
         out: Outcome,
+        dialect: ModuleType,
+        job_tier: str | None = None,
     ) -> None:
-        """Write the request as a job (on disk before the answer), then answer 202."""
-        now = time.time()
-        by_budget = hold.action == "block"
-        if by_budget:
-            reason = (
-                f"the key's spend budget would be {hold.fraction:.0%} used; "
-                "the request runs as a job when the budget period turns"
-            )
-            day_end = (int(now // 86400) + 1) * 86400.0
-            not_before = day_end
-        else:
-            reason = (
-                f"the estimated cost ${plan.decision.cost_usd:.4f} is over tier {plan.tier.name}'s "
-                f"block threshold ${plan.tier.block_usd:g}; the request runs as a job"
-            )
-            not_before = now
-        body = dict(plan.body)
-        body["stream"] = False
-        body.pop("stream_options", None)
-        headers = {
-            k.decode(): v.decode("latin-1") for k, v in req.headers.items() if k in KEPT_HEADERS
-        }
-        if tenant.tenant:
-            headers["x-edge-tenant"] = tenant.tenant
-        job_id = new_job_id()
-        try:
-            self.state.put_job(
-                {
-                    "id": job_id,
-                    "created_at": now,
-                    "updated_at": now,
-                    "status": "queued",
-                    "tenant": tenant.tenant,
-                    "key_id": tenant.key_id,
-                    "tier": plan.tier.name,
-                    "dialect": dialect.NAME,
-                    "path": req.path.decode(),
-                    "headers": orjson.dumps(headers).decode(),
-                    "body": orjson.dumps(body),
-                    "reason": reason,
-                    "next_run_at": not_before,
-                }
-            )
-        except StateUnavailable as exc:
-            self.spend.down(exc)
-            raise ServiceUnavailable(
-                "the request is over its cost threshold and would be queued as a job, but the "
-                "job queue cannot persist it right now; retry later",
-                headers=[(b"retry-after", b"5")],
-            ) from None
-        self.jobs.poke()
-        out.status = 202
-        location = f"/v1/jobs/{job_id}".encode()
-        payload: dict[str, object]
-        if dialect is anthropic_dialect:
-            payload = {"type": "edge_job", "id": job_id, "status": "queued", "reason": reason}
-        else:
-            payload = {"id": job_id, "object": "edge.job", "status": "queued", "reason": reason}
-        payload["location"] = location.decode()
-        proto_headers = [
-            *JSON_HEADERS,
-            (b"location", location),
-            (b"x-edge-job-id", job_id.encode()),
-            (b"x-edge-budget-action", b"block"),
-            (b"x-edge-tier", plan.tier.name.encode()),
-            (b"x-edge-cost-estimate-usd", b"%.6f" % plan.decision.cost_usd),
-        ]
-        if plan.budget_used is not None:
-            proto_headers.append((b"x-edge-budget-used", b"%.4f" % plan.budget_used))
-        proto.respond(202, proto_headers, orjson.dumps(payload))
+        """Gate on entitlement and cost, then answer, or queue a job (when asked to)."""
+        passed = self.gate.admit(req, proto, out, dialect, job_tier)
+        if passed is None:
+            return  # queued as a job: answered 202
+        engine, plan = passed
+        await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
 
     # -- jobs
 
     async def run_job(self, job: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Run a queued request now, non-streaming, on the cheapest acceptable route."""
+        """Run a queued request now, non-streaming, in its tier, on the cheapest acceptable
+        route; ``Deferred`` while its key's budget is used up."""
         headers = {k.encode(): v.encode("latin-1") for k, v in orjson.loads(job["headers"]).items()}
         headers[b"content-type"] = b"application/json"
         req = Request(b"POST", job["path"].encode(), headers, job["id"], False)
@@ -683,7 +427,7 @@ class Gateway:
         out = Outcome(dialect=dialect.NAME)
         sink = Capture()
         try:
-            await self._chat(req, sink, out, dialect, job=True)
+            await self._chat(req, sink, out, dialect, job_tier=job["tier"])
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
             status, extra, body = render(err, dialect.NAME, job["id"])
@@ -729,6 +473,7 @@ class Gateway:
             "created_at": int(job["created_at"]),
             "attempts": job["attempts"],
             "error": job["error"],
+            "next_run_at": int(job["next_run_at"]),
         }
         if job["dialect"] == "anthropic":
             body = {"type": "edge_job", **{k: v for k, v in body.items() if k != "object"}}
@@ -755,10 +500,16 @@ class Gateway:
         self.spend.flush()
         self.rollouts.flush()
         scope = parse_qs(req.query.decode("latin-1")).get("scope", ["instance"])[0]
-        body = fleet_stats(self, self.fleet(instances=scope == "fleet"))
-        body["scope"] = (
-            "fleet" if scope == "fleet" and isinstance(self.state, RedisState) else "instance"
+        body = fleet_stats(
+            self.fleet.merged(instances=scope == "fleet"),
+            self.policy,
+            self.state,
+            self.rollouts.config,
+            quality=self.router.quality,
+            jobs=self._job_counts(),
+            state_available=self.spend.available,
         )
+        body["scope"] = "fleet" if scope == "fleet" and self.fleet.shared else "instance"
         proto.respond(200, [*JSON_HEADERS, (b"cache-control", b"no-store")], orjson.dumps(body))
 
     async def dashboard(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
@@ -816,64 +567,9 @@ class Gateway:
                 orjson.dumps({"status": "ready", "simulated": sorted(self.policy.simulated)}),
             )
 
-    def fleet(self, instances: bool = False) -> Metrics:
-        """Every worker's metrics together: this one's live, the others' last snapshots; with
-        ``instances`` (and Redis), every instance's workers, as they published them."""
-        snaps = [self.metrics.snapshot()]
-        folder = self.settings.metrics_dir
-        if instances and isinstance(self.state, RedisState):
-            try:
-                for raw in self.state.snapshots():
-                    snap = orjson.loads(raw)
-                    if snap.get("name") != self._snapshot_name:  # this worker's is live above
-                        snaps.append(snap)
-            except StateUnavailable as exc:
-                self.spend.down(exc)
-        elif folder:
-            mine = f"{os.getpid()}.json"
-            with contextlib.suppress(OSError):
-                for name in os.listdir(folder):
-                    if name == mine or not name.endswith(".json"):
-                        continue
-                    with (
-                        contextlib.suppress(OSError, orjson.JSONDecodeError),
-                        open(os.path.join(folder, name), "rb") as f,
-                    ):
-                        snaps.append(orjson.loads(f.read()))
-        if len(snaps) == 1:
-            return self.metrics
-        agg = Metrics()
-        agg.watch_jobs(self._job_counts)
-        agg.watch_quality(lambda: self.router.quality)
-        agg.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
-        for snap in snaps:
-            agg.absorb(orjson.loads(orjson.dumps(snap)))
-        agg.workers = len(snaps)
-        return agg
-
-    def _publish_metrics(self) -> None:
-        snap = self.metrics.snapshot()
-        snap["name"] = self._snapshot_name
-        data = orjson.dumps(snap)
-        if isinstance(self.state, RedisState) and self.spend.available:
-            try:  # the fleet's view: every instance's workers, breakers included
-                self.state.publish_snapshot(self._snapshot_name, data)
-            except StateUnavailable as exc:
-                self.spend.down(exc)
-        folder = self.settings.metrics_dir
-        if not folder:
-            return
-        path = os.path.join(folder, f"{os.getpid()}.json")
-        try:
-            with open(path + ".tmp", "wb") as f:
-                f.write(data)
-            os.replace(path + ".tmp", path)
-        except OSError as exc:
-            self.log.event("warning", "metrics snapshot not written", error=str(exc))
-
     async def prometheus(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         proto.respond(
             200,
             [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
-            self.fleet().render(),
+            self.fleet.merged().render(),
         )

@@ -34,7 +34,8 @@ from edge.observe.log import Log
 from edge.policy import Policy, PolicyError, load_policy
 from edge.server.auth import Keyring, KeysError
 from edge.settings import Settings
-from edge.state import StateUnavailable, open_state
+from edge.state import open_state
+from edge.state.types import StateUnavailable
 
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 

@@ -1,16 +1,16 @@
 """State that outlives a request and is shared: jobs, the spend ledger, budgets, rollouts.
 
-Two backends with the same calls: ``EmbeddedState`` (SQLite under
-``EDGE_STATE_DIR``, shared by the workers of one instance; the default) and
-``RedisState`` (``EDGE_REDIS_URL``, shared by every instance).
+Two backends with the same calls (``State``, in ``edge.state.types``):
+``EmbeddedState`` (SQLite under ``EDGE_STATE_DIR``, shared by the workers of
+one instance; the default) and ``RedisState`` (``EDGE_REDIS_URL``, shared by
+every instance). ``open_state`` picks one.
 """
 
 from __future__ import annotations
 
 from edge.state.embedded import EmbeddedState
-from edge.state.redis_state import RedisState, StateUnavailable
-
-State = EmbeddedState | RedisState
+from edge.state.redis_state import RedisState
+from edge.state.types import State
 
 
 def open_state(state_dir: str, redis_url: str = "") -> State:
@@ -22,4 +22,4 @@ def open_state(state_dir: str, redis_url: str = "") -> State:
     return EmbeddedState(state_dir)
 
 
-__all__ = ["EmbeddedState", "RedisState", "State", "StateUnavailable", "open_state"]
+__all__ = ["open_state"]

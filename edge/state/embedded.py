@@ -30,10 +30,17 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-STALE_S = 600.0
+from edge.state.types import (
+    JOB_COLUMNS,
+    LIVE_ROLLOUT,
+    ROLLOUT_COLUMNS,
+    STALE_S,
+    LedgerRow,
+    Settlement,
+    periods,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -118,79 +125,6 @@ CREATE TABLE IF NOT EXISTS rollout_events (
 );
 CREATE INDEX IF NOT EXISTS rollout_events_stage ON rollout_events (rollout, stage, arm);
 """
-
-ROLLOUT_COLUMNS = [
-    "id",
-    "created_at",
-    "updated_at",
-    "status",
-    "policy_path",
-    "policy_text",
-    "stage",
-    "stage_started_at",
-    "gold",
-    "reason",
-    "report",
-]
-LIVE_ROLLOUT = ("running", "paused", "completed", "promoted")
-
-JOB_COLUMNS = [
-    "id",
-    "created_at",
-    "updated_at",
-    "status",
-    "tenant",
-    "key_id",
-    "tier",
-    "dialect",
-    "path",
-    "headers",
-    "body",
-    "reason",
-    "attempts",
-    "next_run_at",
-    "lease_owner",
-    "lease_until",
-    "result_status",
-    "result_headers",
-    "result_body",
-    "error",
-    "finished_at",
-    "notified",
-]
-
-
-def periods(now: float) -> tuple[str, str]:
-    """The UTC day and month a moment falls in: ``day:YYYY-MM-DD``, ``month:YYYY-MM``."""
-    t = time.gmtime(now)
-    return time.strftime("day:%Y-%m-%d", t), time.strftime("month:%Y-%m", t)
-
-
-@dataclass(slots=True)
-class LedgerRow:
-    ts: float
-    tenant: str
-    tier: str
-    provider: str
-    model: str
-    kind: str  # answer | waste
-    input_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    output_tokens: int
-    cost_usd: float
-    request_id: str
-
-
-@dataclass(slots=True)
-class Settlement:
-    """A finished request: its reservation released, its real cost counted (``budgeted``)."""
-
-    reservation: str
-    tenant: str
-    cost_usd: float
-    at: float
-    budgeted: bool
 
 
 class EmbeddedState:

@@ -1,6 +1,6 @@
 """The shared state backend: Redis, for any number of gateway instances (``EDGE_REDIS_URL``).
 
-The same calls as ``EmbeddedState``; every read-decide-write is one Lua
+The ``State`` calls (``edge.state.types``); every read-decide-write is one Lua
 script, so it is atomic across instances:
 
 - budgets: ``spend:{tenant}:{period}`` (INCRBYFLOAT, expiring after the
@@ -26,25 +26,19 @@ from typing import Any
 
 import redis
 
-from edge.state.embedded import (
+from edge.state.types import (
     JOB_COLUMNS,
     LIVE_ROLLOUT,
     ROLLOUT_COLUMNS,
     STALE_S,
+    ControllerBusy,
     LedgerRow,
     Settlement,
+    StateUnavailable,
     periods,
 )
 
 P = "edge:"
-
-
-class StateUnavailable(RuntimeError):
-    """The shared state backend cannot be reached."""
-
-
-class ControllerBusy(RuntimeError):
-    """Another instance holds the rollout controller's turn (try at the next tick)."""
 
 
 _RESERVE = """

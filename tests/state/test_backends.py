@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from edge.state.embedded import EmbeddedState, LedgerRow, Settlement, periods
-from edge.state.redis_state import ControllerBusy, RedisState
+from edge.state.embedded import EmbeddedState
+from edge.state.redis_state import RedisState
+from edge.state.types import ControllerBusy, LedgerRow, Settlement, periods
 from tests.conftest import RedisServer
 
 NOW = 1_795_000_000.0  # 2026-11-18

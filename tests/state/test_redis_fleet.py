@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from edge.state.embedded import periods
 from edge.state.redis_state import RedisState
+from edge.state.types import periods
 from tests.conftest import RedisServer
 from tests.procs import ROOT, Proc, SimClient, start_gateway
 

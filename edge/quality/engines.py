@@ -1,0 +1,173 @@
+"""The policies a worker serves: the active one and, during a rollout, its candidate.
+
+An ``Engine`` is a policy with its router and race state. ``Engines`` holds
+the active policy's engine for the worker's life and, while a rollout is
+live, the candidate's (the canary), loaded from the rollout's row in the
+state backend, so every worker of every instance serves the same candidate.
+Each tick runs the rollout controller and loads or drops the canary
+(``watch_rollout``), and turns a new gold report's per-model success rates
+into the active router's quality scores (``watch_gold``). Breaker
+transitions of either engine are counted and logged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from dataclasses import dataclass
+
+import orjson
+
+from edge.observe.log import Log
+from edge.observe.metrics import Metrics
+from edge.policy import Policy, PolicyError, parse_policy
+from edge.quality.gold import quality_scores
+from edge.quality.rollout import Rollouts
+from edge.routing.breaker import BreakerConfig, State
+from edge.routing.decide import Router
+from edge.routing.race import HedgeBudget, Shared
+from edge.settings import Settings
+
+
+class RaceEvents:
+    """What races report, into the metrics and the routing sketches."""
+
+    def __init__(self, metrics: Metrics, router: Router) -> None:
+        self.metrics = metrics
+        self.router = router
+
+    def attempt(self, provider: str, model: str, outcome: str) -> None:
+        self.metrics.attempt(provider, model, outcome)
+
+    def hedge(self, tier: str, outcome: str) -> None:
+        self.metrics.hedge(tier, outcome)
+
+    def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        self.metrics.waste(provider, model, input_tokens, output_tokens)
+
+    def censored_ttft(self, model: str, seconds: float, now: float) -> None:
+        self.router.record_ttft(model, seconds, now)
+
+
+@dataclass(slots=True)
+class Engine:
+    """A policy with its router and race state: the active one, or a rollout's candidate."""
+
+    policy: Policy
+    router: Router
+    race: Shared
+    rollout: str = ""  # the rollout id, for a candidate
+
+
+class Engines:
+    """The active policy's engine, and a live rollout's candidate beside it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        metrics: Metrics,
+        log: Log,
+        rollouts: Rollouts,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.metrics = metrics
+        self.log = log
+        self.rollouts = rollouts
+        self.breaker_config = BreakerConfig(
+            failures=settings.breaker_failures,
+            window_s=settings.breaker_window_s,
+            cooldown_s=settings.breaker_cooldown_s,
+            cooldown_max_s=settings.breaker_cooldown_max_s,
+            probes=settings.breaker_probes,
+            successes=settings.breaker_successes,
+            enabled=settings.breakers,
+        )
+        self.active = self._engine(policy)
+        self.canary: Engine | None = None  # the candidate policy of a live rollout
+        self._gold_mtime = 0.0
+
+    def refresh(self, now: float) -> None:
+        """Copy live latency figures into the routing tables."""
+        self.active.router.refresh(now)
+        if self.canary is not None:
+            self.canary.router.refresh(now)
+
+    def _engine(self, policy: Policy, rollout: str = "") -> Engine:
+        router = Router(policy, breaker_config=self.breaker_config)
+        router.listeners.append(self._breaker_moved)
+        race = Shared(
+            router.breakers,
+            HedgeBudget(self.settings.hedge_budget_percent / 100.0, self.settings.hedge_budget_min),
+            RaceEvents(self.metrics, router),
+        )
+        return Engine(policy, router, race, rollout)
+
+    def _breaker_moved(self, model: str, old: State, new: State, now: float) -> None:
+        known = self.policy.models.get(model) or (
+            self.canary.policy.models.get(model) if self.canary is not None else None
+        )
+        provider = known.provider if known is not None else "-"
+        self.metrics.breaker_transition(provider, model, old.name.lower(), new.name.lower())
+        self.log.event(
+            "warning" if new is State.OPEN else "info",
+            "breaker",
+            provider=provider,
+            model=model,
+            from_state=old.name.lower(),
+            to_state=new.name.lower(),
+        )
+
+    def watch_gold(self) -> None:
+        """The latest gold report's per-model success rates become the router's quality scores."""
+        path = self.settings.gold_report_path
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return
+        if mtime == self._gold_mtime:
+            return
+        self._gold_mtime = mtime
+        try:
+            with open(path, "rb") as f:
+                scores = quality_scores(orjson.loads(f.read()))
+        except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+            self.log.event("warning", "gold report unreadable", path=path, error=str(exc))
+            return
+        self.active.router.set_quality(scores)
+        self.log.event("info", "quality scores from gold report", path=path, scores=scores)
+
+    def watch_rollout(self, state_up: bool) -> None:
+        """Run the rollout controller, and serve the live rollout's candidate beside the policy."""
+        if not state_up:
+            return  # the shared state is down: keep the rollout as last seen
+        try:
+            self.rollouts.control(time.time())
+        except Exception as exc:  # the state is busy or broken: keep serving, try next tick
+            self.log.event("warning", "rollout controller", error=repr(exc))
+        live = self.rollouts.live
+        if live is None:
+            if self.canary is not None:
+                self.log.event("info", "rollout ended: all traffic on the active policy")
+            self.canary = None
+            return
+        if self.canary is not None and self.canary.rollout == live["id"]:
+            return
+        try:
+            candidate = parse_policy(
+                tomllib.loads(live["policy_text"]), os.environ, live["policy_path"]
+            )
+        except (PolicyError, tomllib.TOMLDecodeError) as exc:
+            self.log.event("error", "rollout candidate policy invalid", error=str(exc))
+            return
+        if self.policy.simulated:
+            shared = {
+                n: p.base_url for n, p in self.policy.providers.items() if n in candidate.providers
+            }
+            candidate = candidate.with_base_urls(shared, simulated=True)
+        self.canary = self._engine(candidate, live["id"])
+        self.log.event(
+            "warning", "rollout candidate loaded", rollout=live["id"], stage=live["stage"]
+        )

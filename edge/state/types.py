@@ -1,0 +1,201 @@
+"""What every state backend offers: the ``State`` calls, their rows and their errors.
+
+``EmbeddedState`` (SQLite) and ``RedisState`` implement ``State``; the rest
+of the gateway knows only this module (``open_state`` picks the backend).
+Jobs and rollouts travel as plain dicts keyed by ``JOB_COLUMNS`` and
+``ROLLOUT_COLUMNS``; budgets count per UTC day and month (``periods``); a
+reservation older than ``STALE_S`` no longer counts (its worker died).
+
+Errors: ``StateUnavailable`` (the shared backend cannot be reached: the
+gateway degrades, never fails a request for it) and ``ControllerBusy``
+(``begin``: another instance holds the rollout controller's turn).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+STALE_S = 600.0
+
+ROLLOUT_COLUMNS = [
+    "id",
+    "created_at",
+    "updated_at",
+    "status",
+    "policy_path",
+    "policy_text",
+    "stage",
+    "stage_started_at",
+    "gold",
+    "reason",
+    "report",
+]
+LIVE_ROLLOUT = ("running", "paused", "completed", "promoted")
+
+JOB_COLUMNS = [
+    "id",
+    "created_at",
+    "updated_at",
+    "status",
+    "tenant",
+    "key_id",
+    "tier",
+    "dialect",
+    "path",
+    "headers",
+    "body",
+    "reason",
+    "attempts",
+    "next_run_at",
+    "lease_owner",
+    "lease_until",
+    "result_status",
+    "result_headers",
+    "result_body",
+    "error",
+    "finished_at",
+    "notified",
+]
+
+
+def periods(now: float) -> tuple[str, str]:
+    """The UTC day and month a moment falls in: ``day:YYYY-MM-DD``, ``month:YYYY-MM``."""
+    t = time.gmtime(now)
+    return time.strftime("day:%Y-%m-%d", t), time.strftime("month:%Y-%m", t)
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    ts: float
+    tenant: str
+    tier: str
+    provider: str
+    model: str
+    kind: str  # answer | waste
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    cost_usd: float
+    request_id: str
+
+
+@dataclass(slots=True)
+class Settlement:
+    """A finished request: its reservation released, its real cost counted (``budgeted``)."""
+
+    reservation: str
+    tenant: str
+    cost_usd: float
+    at: float
+    budgeted: bool
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state backend cannot be reached."""
+
+
+class ControllerBusy(RuntimeError):
+    """Another instance holds the rollout controller's turn (try at the next tick)."""
+
+
+class State(Protocol):
+    """The calls the gateway makes on its state; each is short and synchronous."""
+
+    @property
+    def path(self) -> str:
+        """Where the state lives: the SQLite file, or the Redis URL."""
+        ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    # -- budgets
+
+    def reserve(
+        self,
+        reservation: str,
+        tenant: str,
+        day_limit: float,
+        month_limit: float,
+        amount: float,
+        block_at: float,
+        now: float,
+    ) -> float: ...
+
+    def settle(self, settlements: Iterable[Settlement], ledger: Iterable[LedgerRow]) -> None: ...
+
+    def spent(self, tenant: str, period: str) -> float: ...
+
+    def spend_report(self, since_day: str) -> list[dict[str, Any]]: ...
+
+    # -- jobs
+
+    def put_job(self, job: dict[str, Any]) -> None: ...
+
+    def claim_job(self, owner: str, now: float, lease_s: float) -> dict[str, Any] | None: ...
+
+    def renew_lease(self, job_id: str, owner: str, until: float) -> bool: ...
+
+    def finish_job(
+        self,
+        job_id: str,
+        owner: str,
+        status: str,
+        result_status: int,
+        result_headers: str,
+        result_body: bytes,
+        error: str,
+        now: float,
+    ) -> bool: ...
+
+    def retry_job_later(
+        self, job_id: str, owner: str, next_run_at: float, error: str, now: float
+    ) -> bool: ...
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def cancel_job(self, job_id: str, now: float) -> bool: ...
+
+    def requeue_job(self, job_id: str, now: float) -> bool: ...
+
+    def mark_notified(self, job_id: str) -> None: ...
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def job_counts(self) -> dict[str, int]: ...
+
+    def purge_jobs(self, finished_before: float) -> int: ...
+
+    # -- rollouts
+
+    def put_rollout(self, row: dict[str, Any]) -> None: ...
+
+    def live_rollout(self) -> dict[str, Any] | None: ...
+
+    def last_rollout(self) -> dict[str, Any] | None: ...
+
+    def move_rollout(
+        self,
+        rollout_id: str,
+        expect: tuple[str, ...],
+        status: str,
+        now: float,
+        stage: int | None = None,
+        reason: str = "",
+        report: str = "",
+    ) -> bool: ...
+
+    def add_rollout_events(self, rows: list[tuple[Any, ...]]) -> None: ...
+
+    def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]: ...
+
+    def begin(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
