@@ -411,6 +411,7 @@ class Race:
         self.cap_usd = cap_usd
         self._wake: asyncio.Future[None] | None = None
         self.charges: list[Charge] = []  # every attempt's row, once each
+        self.path: list[str] = []  # every attempt as "model:end:phase", for the access log
         shared.budget.note_request(shared.clock())
 
     # -- launching
@@ -657,6 +658,7 @@ class Race:
             else:
                 attempt.breaker.release(attempt.admit)
         events.attempt(model.provider, model.name, label)
+        self.path.append(f"{model.name}:{end.name.lower()}:{attempt.phase.name.lower()}")
         if attempt.phase >= Phase.SENT:
             state = attempt.state
             tokens = billed(

@@ -388,6 +388,7 @@ class Gateway:
             tenant=out.tenant or None,
             upstream_request_id=out.upstream_request_id or None,
             candidates=out.candidates or None,
+            path=out.path or None,
             cap_usd=round(out.cap_usd, 8) if out.cap_usd else None,
         )
 

@@ -121,6 +121,7 @@ class Outcome:
     action: str = "ok"  # the cost action taken: ok | warn | degrade | block
     arm: str = ""  # the rollout arm that served it
     candidates: list[str] = field(default_factory=list)  # the models it could be served by
+    path: list[str] = field(default_factory=list)  # its attempts, "model:end:phase"
     cap_usd: float = 0.0  # the cap on every attempt's estimate
     json_asked: bool = False
     json_valid: bool = False
@@ -540,6 +541,7 @@ async def relay_chat(
             return
     finally:
         out.attempts, out.hedged, out.charges = len(race.attempts), race.hedged, race.charges
+        out.path = race.path
         _served(out, race)
         if plan.prefixes and plan.router is not None:
             now = time.monotonic()

@@ -143,7 +143,8 @@ def test_a_degraded_request_fails_over_only_within_its_cap(gw: Proc, sim: SimCli
         sim.outage("int-cheap-b", 30.0, 503)
         since = sim.seq()
         with pytest.raises(anthropic.InternalServerError) as err:
-            an(gw, PLAIN).messages.create(model="dear", max_tokens=16, messages=HELLO)
+            # max_tokens 100: mid's estimate ($0.0004) stays over the cap ($0.0002)
+            an(gw, PLAIN).messages.create(model="dear", max_tokens=100, messages=HELLO)
         assert err.value.status_code == 503
         assert int(err.value.response.headers["retry-after"]) >= 1
         assert "cost cap" in err.value.message
