@@ -74,7 +74,7 @@ def gateway(sim: Service, extra: dict[str, str]) -> Service:
             "EDGE_SIMULATE": "off",
             "EDGE_PORT": "0",
             "EDGE_WORKERS": "1",
-            "EDGE_KEYS": KEY,
+            "EDGE_KEYS": f"{KEY}=L0",  # the load covers every tier
             "EDGE_ACCESS_LOG": "off",
             "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-slo-state-"),
             "OPENAI_API_KEY": "sk-upstream",

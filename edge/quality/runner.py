@@ -29,6 +29,12 @@ DEFAULT_GOLD = os.environ.get("EDGE_GOLD_SET") or str(
 
 
 def start_gateway(policy: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A gateway of its own for the run, with a key entitled to the policy's highest tier (a
+    gold set covers every tier)."""
+    from edge.policy import load_policy
+
+    tiers = load_policy(policy).tiers
+    top = min(tiers.values(), key=lambda t: t.rank).name if tiers else ""
     key = "sk-gold-" + secrets.token_hex(8)
     fd, log_path = tempfile.mkstemp(prefix="gold-gateway-", suffix=".log")
     env = {
@@ -36,7 +42,7 @@ def start_gateway(policy: str) -> tuple[subprocess.Popen[bytes], str, str]:
         "EDGE_PORT": "0",
         "EDGE_HOST": "127.0.0.1",
         "EDGE_WORKERS": "1",
-        "EDGE_KEYS": key,
+        "EDGE_KEYS": f"{key}={top}" if top else key,
         "EDGE_ACCESS_LOG": "off",
         "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="gold-state-"),
     }

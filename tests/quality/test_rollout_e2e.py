@@ -60,7 +60,7 @@ def gateway(qsim: SimClient, state_dir: str, dwell_s: str = "0.3") -> Proc:
         qsim.url,
         POLICY,
         {
-            "EDGE_KEYS": KEY,
+            "EDGE_KEYS": f"{KEY}=L0",
             "EDGE_ADMIN_KEY": ADMIN,
             "EDGE_STATE_DIR": state_dir,
             "EDGE_ROLLOUT_MIN_REQUESTS": "5",

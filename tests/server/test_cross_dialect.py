@@ -14,7 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from tests.procs import Proc, SimClient
-from tests.server.conftest import GW_KEY
+from tests.server.conftest import GW_KEY, GW_KEY_L0
 
 HELLO = [{"role": "user", "content": "Hello from the other side"}]
 WEATHER = {
@@ -357,7 +357,11 @@ def test_route_aliases_and_tiers_pick_models_of_either_provider(gateway: Proc) -
 
     auth = {"authorization": f"Bearer {GW_KEY}"}
     body = {"model": "L0", "messages": HELLO}
+    # L0 is above this key's tier (the policy's default, L1): the alias is refused
     r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=auth)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "tier_not_allowed"
+    l0 = {"authorization": f"Bearer {GW_KEY_L0}"}
+    r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=l0)
     assert (
         r.status_code == 200
         and r.headers["x-edge-tier"] == "L0"

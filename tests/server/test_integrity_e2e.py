@@ -12,6 +12,9 @@ from __future__ import annotations
 import calendar
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,7 +40,12 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def gw(sim: SimClient) -> Iterator[Proc]:
+def state_dir() -> str:
+    return tempfile.mkdtemp(prefix="edge-integrity-")
+
+
+@pytest.fixture(scope="module")
+def gw(sim: SimClient, state_dir: str) -> Iterator[Proc]:
     keys = [
         f"{L2}=L2@l2",
         PLAIN,
@@ -53,6 +61,7 @@ def gw(sim: SimClient) -> Iterator[Proc]:
             "EDGE_KEYS": ",".join(keys),
             "EDGE_ADMIN_KEY": ADMIN,
             "EDGE_JOBS_POLL_S": "0.1",
+            "EDGE_STATE_DIR": state_dir,
         },
     )
     yield proc
@@ -214,7 +223,7 @@ def test_an_async_key_gets_its_job_unasked(gw: Proc) -> None:
     assert r.status_code == 202 and r.headers["x-edge-job-id"].startswith("job_")
 
 
-def test_a_month_blocked_job_waits_for_the_next_month(gw: Proc) -> None:
+def test_a_month_blocked_job_waits_for_the_next_month(gw: Proc, state_dir: str) -> None:
     auth = {"authorization": f"Bearer {MONTHLY}"}
     r = httpx.post(
         gw.url + "/v1/chat/completions",
@@ -233,6 +242,25 @@ def test_a_month_blocked_job_waits_for_the_next_month(gw: Proc) -> None:
     assert "month" in err.value.message
     wait = int(err.value.response.headers["retry-after"])
     assert abs(time.time() + wait - job["next_run_at"]) < 5
+    # an operator runs it now (cancel, retry): it reserves against its budget like any
+    # request, finds it used up and waits for the month again
+    assert httpx.delete(f"{gw.url}/v1/jobs/{job['id']}", headers=auth).status_code == 200
+    retried = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "jobs", "retry", job["id"], "--state-dir", state_dir],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert retried.returncode == 0, retried.stderr
+    deadline = time.monotonic() + 10
+    while True:
+        again = httpx.get(f"{gw.url}/v1/jobs/{job['id']}", headers=auth).json()
+        if again["status"] == "queued" and "budget" in (again["error"] or ""):
+            break
+        assert time.monotonic() < deadline, again
+        time.sleep(0.05)
+    assert again["next_run_at"] == job["next_run_at"] and again["attempts"] >= 1
 
 
 # -- a client that leaves is billed
@@ -267,3 +295,61 @@ def test_a_client_that_leaves_mid_stream_is_billed_for_its_answer(gw: Proc) -> N
     (row,) = rows
     assert row["model"] == "slow" and row["output_tokens"] >= 3 and row["cost_usd"] > 0
     assert row["input_tokens"] > 0
+
+
+# -- real clients, shipped policy
+
+
+@pytest.fixture(scope="module")
+def shipped(sim: SimClient) -> Iterator[Proc]:
+    proc = start_gateway(sim.url, os.path.join(ROOT, "edge/policies/default.toml"))
+    yield proc
+    proc.stop()
+
+
+AGENT_SYSTEM = (
+    "You are a coding agent working in a large repository. Read files before you edit them, "
+    "run the tests after every change, keep commits small, and explain what you did. "
+) * 700  # about 25k tokens
+AGENT_TOOLS = [
+    {
+        "name": f"tool_{i}",
+        "description": f"Tool number {i}: reads, edits or runs something in the workspace. " * 4,
+        "input_schema": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+            "required": ["path"],
+        },
+    }
+    for i in range(15)
+]
+
+
+def test_a_coding_agents_request_is_answered_under_the_shipped_policy(shipped: Proc) -> None:
+    """LangChain / coding-agent defaults: max_tokens 64000, a 25k-token cached system prompt,
+    15 tools, thinking, beta headers. Answered (never a 202), and its second turn is priced
+    with the prompt cache warm."""
+    client = anthropic.Anthropic(base_url=shipped.url, api_key="any", max_retries=0)
+    estimates = []
+    for question in ("Fix the failing test in tests/test_app.py", "Now add a regression test"):
+        # the SDK insists on streaming with max_tokens this large, as coding agents do (and
+        # warns that claude-sonnet-4-5 is past its end of life: haiku, then)
+        with client.messages.stream(
+            model="claude-haiku-4-5",
+            max_tokens=64000,
+            system=[{"type": "text", "text": AGENT_SYSTEM, "cache_control": {"type": "ephemeral"}}],
+            tools=AGENT_TOOLS,  # type: ignore[arg-type]
+            thinking={"type": "enabled", "budget_tokens": 10000},
+            metadata={"user_id": "agent-session-1"},
+            messages=[{"role": "user", "content": question}],
+            extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+        ) as stream:
+            message = stream.get_final_message()
+            headers = stream.response.headers
+        assert stream.response.status_code == 200
+        assert message.type == "message" and message.content
+        # thinking can only be carried by an Anthropic model: the degrade stays among them
+        assert headers["x-edge-provider"] == "anthropic"
+        assert float(headers["x-edge-cost-estimate-usd"]) < 0.05  # under L1's block
+        estimates.append(float(headers["x-edge-cost-estimate-usd"]))
+    assert estimates[1] < estimates[0] / 2  # the cached prefix is priced as a cache read

@@ -42,7 +42,7 @@ def test_sigkill_while_a_job_runs_then_restart_finishes_it_exactly_once(sim: Sim
         r = httpx.post(
             proc.url + "/v1/chat/completions",
             json={"model": "slowjob", "messages": [{"role": "user", "content": "hi"}]},
-            headers={**auth, "x-edge-tier": "B"},
+            headers={**auth, "x-edge-tier": "B", "prefer": "respond-async"},
         )
         assert r.status_code == 202
         job_id = r.headers["x-edge-job-id"]
@@ -110,7 +110,11 @@ def test_the_policys_webhook_hears_of_a_finished_job(sim: SimClient) -> None:
         r = httpx.post(
             proc.url + "/v1/chat/completions",
             json={"model": "cheap", "messages": [{"role": "user", "content": "hi"}]},
-            headers={"authorization": f"Bearer {KEY}", "x-edge-tier": "B"},
+            headers={
+                "authorization": f"Bearer {KEY}",
+                "x-edge-tier": "B",
+                "prefer": "respond-async",
+            },
         )
         assert r.status_code == 202
         deadline = time.monotonic() + 10

@@ -51,10 +51,12 @@ def instance(sim: SimClient, redis: RedisServer, **extra: str) -> Proc:
 
 
 def post(gw: Proc, key: str, tier: str, model: str = "cheap") -> httpx.Response:
+    # Prefer: respond-async lets a blocked request become a job (without it: a 400 or 429)
+    headers = {"authorization": f"Bearer {key}", "x-edge-tier": tier, "prefer": "respond-async"}
     return httpx.post(
         gw.url + "/v1/chat/completions",
         json={"model": model, "messages": HELLO, "max_tokens": 20},
-        headers={"authorization": f"Bearer {key}", "x-edge-tier": tier},
+        headers=headers,
         timeout=20,
     )
 
