@@ -338,7 +338,7 @@ def test_a_coding_agents_request_is_answered_under_the_shipped_policy(shipped: P
             model="claude-haiku-4-5",
             max_tokens=64000,
             system=[{"type": "text", "text": AGENT_SYSTEM, "cache_control": {"type": "ephemeral"}}],
-            tools=AGENT_TOOLS,  # type: ignore[arg-type]
+            tools=AGENT_TOOLS,
             thinking={"type": "enabled", "budget_tokens": 10000},
             metadata={"user_id": "agent-session-1"},
             messages=[{"role": "user", "content": question}],

@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
