@@ -56,23 +56,23 @@ class Provider:
     api_key_env: str
     api_key: Secret
     anthropic_version: str = "2023-06-01"
+    # the base URL's parts, split once (every upstream call reads them)
+    scheme: str = field(init=False)
+    host: str = field(init=False)
+    port: int = field(init=False)
+    path_prefix: str = field(init=False)
+    host_header: bytes = field(init=False)
 
-    @property
-    def scheme(self) -> str:
-        return urlsplit(self.base_url).scheme
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.base_url).hostname or ""
-
-    @property
-    def port(self) -> int:
+    def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-
-    @property
-    def path_prefix(self) -> str:
-        return urlsplit(self.base_url).path.rstrip("/")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or ""
+        object.__setattr__(self, "scheme", parts.scheme)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "path_prefix", parts.path.rstrip("/"))
+        header = host if port in (80, 443) else f"{host}:{port}"
+        object.__setattr__(self, "host_header", header.encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,7 +142,7 @@ class AnthropicStream:
     )
 
     def __init__(self, *, stream: bool) -> None:
-        self.output = bytearray()  # the generated text, thinking and tool input, to estimate tokens
+        self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
         self.aggregate = not stream
         self.first_token = False
         self.finished = False
@@ -160,10 +160,9 @@ class AnthropicStream:
         if kind == "content_block_delta":
             self.first_token = True
             delta = obj.get("delta") or {}
-            for key in ("text", "partial_json", "thinking"):
-                piece = delta.get(key)
-                if isinstance(piece, str):
-                    self.output += piece.encode()
+            piece = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+            if piece.__class__ is str:
+                self.output.append(piece)
             if self.aggregate:
                 self._delta(obj.get("index", 0), delta)
         elif kind == "message_start":

@@ -63,7 +63,7 @@ class StreamState(Protocol):
     first_token: bool
     finished: bool
     usage: dict[str, Any] | None  # the provider's usage as far as it came (final once complete)
-    output: bytearray  # the generated text so far: the estimate when the usage never came
+    output: list[str]  # the generated pieces so far: the estimate when the usage never came
 
     @property
     def complete(self) -> bool:

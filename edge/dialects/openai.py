@@ -133,18 +133,18 @@ def _chunk(data: bytes) -> dict[str, Any]:
     return obj
 
 
-def _produced(delta: dict[str, Any], out: bytearray) -> None:
-    for key in ("content", "refusal"):
-        piece = delta.get(key)
-        if isinstance(piece, str):
-            out += piece.encode()
+def _produced(delta: dict[str, Any], out: list[str]) -> None:
+    """The generated pieces of a delta other than its text (refusal, tool calls)."""
+    piece = delta.get("refusal")
+    if isinstance(piece, str):
+        out.append(piece)
     for tc in delta.get("tool_calls") or ():
         fn = tc.get("function") if isinstance(tc, dict) else None
         if isinstance(fn, dict):
             for key in ("name", "arguments"):
                 piece = fn.get(key)
                 if isinstance(piece, str):
-                    out += piece.encode()
+                    out.append(piece)
 
 
 class _Choice:
@@ -175,7 +175,7 @@ class OpenAIStream:
     )
 
     def __init__(self, *, stream: bool, include_usage: bool) -> None:
-        self.output = bytearray()  # the generated text and tool arguments, to estimate tokens
+        self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
         self.aggregate = not stream
         self.include_usage = include_usage
         self.first_token = False
@@ -193,7 +193,11 @@ class OpenAIStream:
         choices = obj.get("choices") or ()
         for choice in choices:
             delta = choice.get("delta") or {}
-            if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+            content = delta.get("content")
+            if content:
+                self.first_token = True
+                self.output.append(content)  # (whatever it is: only strings are counted)
+            elif delta.get("tool_calls") or delta.get("refusal"):
                 self.first_token = True
                 _produced(delta, self.output)
             if choice.get("finish_reason"):

@@ -48,7 +48,7 @@ class TranslatingStream:
             )
         self.aggregate = not stream
         self._answer = Answer()
-        self.output = bytearray()  # the generated text and tool arguments, to estimate tokens
+        self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
         self.first_token = False
         self.finished = False
         self.done = False
@@ -61,7 +61,7 @@ class TranslatingStream:
             if kind in ("text", "tool_start", "tool_args"):
                 self.first_token = True
                 if kind != "tool_start" and isinstance(ev[-1], str):
-                    self.output += ev[-1].encode()
+                    self.output.append(ev[-1])
             elif kind == "finish":
                 self.finished = True
             elif kind == "usage":

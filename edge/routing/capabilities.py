@@ -109,23 +109,40 @@ def _content_needs(content: Any) -> int:
     return needs
 
 
+# top-level fields that may need a capability (one set test skips them all on most requests)
+_FIELDS = frozenset(
+    {
+        "tools", "functions", "web_search_options", "response_format", "output_config",
+        "output_format", "thinking", "logprobs", "top_logprobs", "n", "seed", "top_k",
+        "stop", "stop_sequences", "cache_control", "system",
+    }
+)  # fmt: skip
+
+
 def needs_of(body: dict[str, Any], dialect: str) -> int:
     """The capability bits a chat request in ``dialect`` needs from the model serving it."""
     needs = 0
-    system = body.get("system")
-    needs |= _content_needs(system)
     messages = body.get("messages")
     if not isinstance(messages, list):
         messages = []
     for msg in messages:
         if not isinstance(msg, dict):
             continue
-        needs |= _content_needs(msg.get("content"))
+        content = msg.get("content")
+        if content.__class__ is not str and content is not None:
+            needs |= _content_needs(content)
         if msg.get("tool_calls") or msg.get("role") == "tool" or msg.get("function_call"):
             needs |= route.CAP_TOOLS
     last = messages[-1] if messages else None
     if dialect == "anthropic" and isinstance(last, dict) and last.get("role") == "assistant":
         needs |= route.CAP_PREFILL  # an OpenAI client's final assistant turn is just history
+    if _FIELDS.isdisjoint(body):
+        return needs
+    return needs | _field_needs(body)
+
+
+def _field_needs(body: dict[str, Any]) -> int:
+    needs = _content_needs(body.get("system"))
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
         for tool in tools:

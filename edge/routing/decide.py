@@ -67,6 +67,7 @@ class Router:
         self.expected: dict[tuple[str, str], int] = {}
         self._window_s = window_s
         self.listeners: list[Listener] = []
+        self._limits: dict[tuple[str, str], tuple[int, int]] = {}
         # the prompt prefixes each model holds in its cache, as far as this worker sent them
         self.prefixes = PrefixMemory()
         self.explicit_only = [
@@ -186,6 +187,21 @@ class Router:
             cached,
         )
         return result
+
+    def limits(self, tier: Tier, named: Model | None) -> tuple[int, int]:
+        """The largest output limit and context window among every candidate that could serve a
+        request of ``tier`` naming ``named`` (its fallbacks and the tier's pool included)."""
+        key = (tier.name, named.name if named is not None else "")
+        found = self._limits.get(key)
+        if found is None:
+            pool = [self.policy.models[m] for m in tier.pool]
+            if named is not None:
+                pool += [named, *(self.policy.models[f] for f in named.fallbacks)]
+            found = self._limits[key] = (
+                max((m.max_output_tokens for m in pool), default=0),
+                max((m.context_window for m in pool), default=0),
+            )
+        return found
 
     def sent(self, model: Model, prefixes: list[Prefix], now: float) -> None:
         """``model`` took a request with these prefixes: its provider caches them."""

@@ -350,6 +350,10 @@ class Attempt:
             task.cancel()
 
 
+def _text(pieces: list[str]) -> bytes:
+    return "".join(p for p in pieces if isinstance(p, str)).encode()
+
+
 def _complete(state: StreamState) -> bool:
     return bool(getattr(state, "complete", False))
 
@@ -665,7 +669,7 @@ class Race:
                 attempt.phase,
                 state.usage,
                 state.complete,
-                bytes(state.output),
+                _text(state.output) if not state.complete else b"",
                 int(self.input_tokens * OVER_BASE[model.tokenizer] * model.token_factor + 0.5),
                 model.tokenizer,
             )

@@ -171,9 +171,8 @@ def parse_json(req: Request) -> Any:
 
 
 def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tuple[bytes, bytes]]:
-    host = provider.host if provider.port in (80, 443) else f"{provider.host}:{provider.port}"
     headers = [
-        (b"host", host.encode()),
+        (b"host", provider.host_header),
         (b"content-type", b"application/json"),
         (b"accept", b"text/event-stream"),
         (b"user-agent", USER_AGENT),
@@ -280,11 +279,8 @@ def plan_chat(
     parts, messages, media, max_out = estimate_inputs(body)
     needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
-    pool = [policy.models[m] for m in tier_.pool]
-    if named is not None:  # the named model, its fallbacks, then the tier's pool
-        pool = [named, *(policy.models[f] for f in named.fallbacks), *pool]
     input_tokens = router.estimate(parts, messages, media)
-    check_limits(pool, named, needs, max_out, input_tokens)
+    check_limits(router.limits(tier_, named), named, needs, max_out, input_tokens)
     expected = router.expected_output(tier_, named, max_out)
     prefixes = prefix_of(body, _o200k) if input_tokens >= MIN_CACHED else []
     decision = router.decide(
@@ -297,7 +293,7 @@ def plan_chat(
         force,
         input_tokens=input_tokens,
         prefixes=prefixes,
-        now=time.monotonic(),
+        now=time.monotonic() if prefixes else 0.0,
     )
     if not decision.order:
         raise InvalidRequest(
@@ -331,7 +327,11 @@ WINDOW_MARGIN = 1.10
 
 
 def check_limits(
-    pool: list[Model], named: Model | None, needs: int, max_tokens: int | None, input_tokens: int
+    limits: tuple[int, int],
+    named: Model | None,
+    needs: int,
+    max_tokens: int | None,
+    input_tokens: int,
 ) -> None:
     """The 400s a provider would give, before any call: max_tokens past every candidate's
     output limit, a prompt surely past every candidate's context window, a named model that
@@ -342,7 +342,7 @@ def check_limits(
             f"max_tokens: {max_tokens} is not a valid value; it must be at least 1",
             param="max_tokens",
         )
-    top_out = max(m.max_output_tokens for m in pool)
+    top_out, window = limits
     if max_tokens is not None and max_tokens > top_out:
         who = f"model {named.name} or its fallbacks" if named is not None else "this tier"
         raise InvalidRequest(
@@ -350,7 +350,6 @@ def check_limits(
             f"output tokens for {who}",
             param="max_tokens",
         )
-    window = max(m.context_window for m in pool)
     if input_tokens > window * WINDOW_MARGIN:
         raise InvalidRequest(
             f"prompt is too long: about {input_tokens} tokens > {window} maximum "
