@@ -153,3 +153,15 @@ def start_gateway(
         **(extra_env or {}),
     }
     return start(["serve"], env=env, ready=SERVE_READY)
+
+
+def metric(gw: Proc, name: str, **labels: str) -> float:
+    """The sum of a Prometheus series of a running gateway over the samples matching ``labels``."""
+    text = httpx.get(gw.url + "/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

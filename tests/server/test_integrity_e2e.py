@@ -24,7 +24,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import ROOT, Proc, SimClient, start_gateway
+from tests.procs import ROOT, Proc, SimClient, metric, start_gateway
 
 POLICY = os.path.join(ROOT, "tests/server/integrity_policy.toml")
 L2, PLAIN, POOR, MONTHLY, ASYNC, BILLED, ADMIN = (
@@ -80,17 +80,6 @@ def an(gw: Proc, key: str, **headers: str) -> anthropic.Anthropic:
 
 def models_seen(sim: SimClient, since: int) -> list[str]:
     return [a["model"] for a in sim.attempts(since=since)]
-
-
-def metric(gw: Proc, name: str, **labels: str) -> float:
-    text = httpx.get(gw.url + "/metrics").text
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # -- tiers are entitlements

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import ROOT, Proc, SimClient, start, start_gateway
+from tests.procs import ROOT, Proc, SimClient, metric, start, start_gateway
 
 GW_KEY = "sk-race"
 HELLO = [{"role": "user", "content": "hi"}]
@@ -86,17 +86,6 @@ def seen(sim: SimClient, since: int) -> list[tuple[str, str, bool, float]]:
     return [
         (a["model"], a["outcome"], a["disconnected"], a["at"]) for a in sim.attempts(since=since)
     ]
-
-
-def metric(gw: Proc, name: str, **labels: str) -> float:
-    text = httpx.get(gw.url + "/metrics").text
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # -- failover before the first byte
