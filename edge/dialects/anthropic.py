@@ -28,7 +28,15 @@ from edge.dialects.canonical import (
     Usage,
     from_anthropic_stop,
 )
-from edge.dialects.common import ChatInfo, StreamBroken, check_type, need, parse_event
+from edge.dialects.common import (
+    ChatInfo,
+    StreamBroken,
+    check_content,
+    check_list_of,
+    check_type,
+    need,
+    parse_event,
+)
 from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
 
 NAME = "anthropic"
@@ -50,14 +58,21 @@ def check_request(body: Any, *, count_only: bool = False) -> ChatInfo:
             f"messages.{i}.role",
         )
         need("content" in msg, f"messages.{i}.content: Field required", f"messages.{i}.content")
+        check_content(msg["content"], f"messages.{i}.content", nullable=False)
     if not count_only:
         need("max_tokens" in body, "max_tokens: Field required", "max_tokens")
         check_type(body, "max_tokens", int, "an integer")
         check_type(body, "stream", bool, "a boolean")
     check_type(body, "system", (str, list), "a string or an array of text blocks")
-    check_type(body, "tools", list, "an array")
-    check_type(body, "stop_sequences", list, "an array of strings")
+    if isinstance(body.get("system"), list):
+        check_content(body["system"], "system", nullable=False)
+    check_list_of(body.get("tools"), dict, "tool objects", "tools")
+    check_list_of(body.get("stop_sequences"), str, "strings", "stop_sequences")
     check_type(body, "temperature", (int, float), "a number")
+    check_type(body, "top_k", int, "an integer")
+    check_type(body, "top_p", (int, float), "a number")
+    for key in ("thinking", "tool_choice", "metadata", "output_config", "output_format"):
+        check_type(body, key, dict, "an object")
     return ChatInfo(model=model, stream=bool(body.get("stream")) and not count_only)
 
 

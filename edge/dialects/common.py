@@ -48,6 +48,34 @@ def check_type(body: dict[str, Any], key: str, kinds: type | tuple[type, ...], w
     need(ok, f"{key}: expected {what}", key)
 
 
+def check_list_of(value: Any, kind: type, what: str, where: str) -> None:
+    """A present, non-null value must be an array of ``kind`` (400 naming the first bad item)."""
+    if value is None:
+        return
+    need(isinstance(value, list), f"{where}: expected an array of {what}", where)
+    for i, item in enumerate(value):
+        need(isinstance(item, kind), f"{where}[{i}]: expected {what}", f"{where}[{i}]")
+
+
+def check_content(content: Any, where: str, *, nullable: bool) -> None:
+    """A message's content: a string, or an array of blocks (objects with a string ``type``)."""
+    if content is None and nullable:
+        return
+    if isinstance(content, str):
+        return
+    need(
+        isinstance(content, list),
+        f"{where}: expected a string or an array of content blocks",
+        where,
+    )
+    for i, block in enumerate(content):
+        need(
+            isinstance(block, dict) and isinstance(block.get("type"), str),
+            f"{where}[{i}]: expected a content block (an object with a type)",
+            f"{where}[{i}]",
+        )
+
+
 def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
@@ -127,7 +155,8 @@ def estimate_inputs(
         if not isinstance(msg, dict):
             continue
         _content_parts(msg.get("content"), parts, media)
-        for call in msg.get("tool_calls") or ():
+        calls = msg.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             if not isinstance(call, dict):
                 continue
             fn = call.get("function") or {}

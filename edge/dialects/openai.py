@@ -25,7 +25,15 @@ from edge.dialects.canonical import (
     Usage,
     from_openai_finish,
 )
-from edge.dialects.common import ChatInfo, StreamBroken, check_type, need, parse_event
+from edge.dialects.common import (
+    ChatInfo,
+    StreamBroken,
+    check_content,
+    check_list_of,
+    check_type,
+    need,
+    parse_event,
+)
 from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
 
 NAME = "openai"
@@ -54,6 +62,27 @@ def check_request(body: Any) -> ChatInfo:
             f"messages[{i}].role: expected one of {', '.join(_ROLES)}",
             f"messages[{i}].role",
         )
+        check_content(msg.get("content"), f"messages[{i}].content", nullable=True)
+        calls = msg.get("tool_calls")
+        check_list_of(calls, dict, "tool call objects", f"messages[{i}].tool_calls")
+        for j, call in enumerate(calls or ()):
+            need(
+                isinstance(call.get("function"), dict),
+                f"messages[{i}].tool_calls[{j}].function: expected an object",
+                f"messages[{i}].tool_calls[{j}].function",
+            )
+        check_type(msg, "function_call", dict, "an object")
+    check_list_of(body.get("tools"), dict, "tool objects", "tools")
+    check_list_of(body.get("functions"), dict, "function objects", "functions")
+    check_type(body, "tool_choice", (str, dict), "a string or an object")
+    check_type(body, "function_call", (str, dict), "a string or an object")
+    stop = body.get("stop")
+    if isinstance(stop, list):
+        check_list_of(stop, str, "strings", "stop")
+    check_type(body, "logprobs", bool, "a boolean")
+    check_type(body, "top_logprobs", int, "an integer")
+    check_type(body, "seed", int, "an integer")
+    check_type(body, "metadata", dict, "an object")
     check_type(body, "stream", bool, "a boolean")
     check_type(body, "stream_options", dict, "an object")
     check_type(body, "max_tokens", int, "an integer")

@@ -303,6 +303,15 @@ class Gateway:
         except ConnectionError:
             out.status, out.error = 499, "ClientDisconnected"
             proto.close()
+        except orjson.JSONEncodeError:
+            # a body orjson parsed (up to 1024 levels) but cannot write again (254): the
+            # caller's JSON nests too deeply to be forwarded
+            too_deep = InvalidRequest("request body: JSON nested more than 254 levels deep")
+            out.status, out.error = 400, "InvalidRequest"
+            if not proto.started:
+                self.render_error(too_deep, req, proto)
+            else:
+                proto.abort_stream()
         except Exception as exc:
             out.status, out.error = 500, type(exc).__name__
             self.log.error(

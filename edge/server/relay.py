@@ -396,14 +396,23 @@ def build_call(
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
     else:
-        canonical = dialect.to_canonical(body, provider.kind)
-        if upstream is anthropic_dialect:
-            out = anthropic_dialect.from_canonical(
-                canonical, model.upstream_model, model.default_max_tokens
-            )
-        else:
-            out = openai_dialect.from_canonical(canonical, model.upstream_model)
-        payload = orjson.dumps(out)
+        try:
+            canonical = dialect.to_canonical(body, provider.kind)
+            if upstream is anthropic_dialect:
+                out = anthropic_dialect.from_canonical(
+                    canonical, model.upstream_model, model.default_max_tokens
+                )
+            else:
+                out = openai_dialect.from_canonical(canonical, model.upstream_model)
+            payload = orjson.dumps(out)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # a shape the field checks let through and the translation cannot read: the
+            # caller's to fix, never a 500 (the checks should name it: tests fuzz for this)
+            raise InvalidRequest(
+                f"the request cannot be translated for the {provider.kind} provider that "
+                f"serves {model.name}: {type(exc).__name__} reading a field of an unexpected "
+                "shape"
+            ) from None
     path = b"/chat/completions" if provider.kind == "openai" else b"/v1/messages"
     target = provider.path_prefix.encode() + path
     return Call(
