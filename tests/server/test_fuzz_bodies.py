@@ -84,10 +84,8 @@ def test_no_unhandled_error_was_logged(gateway: Proc) -> None:
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_json_nested_too_deep_to_forward_is_a_400(gateway: Proc, path: str) -> None:
     deep = "[" * 600 + "]" * 600
-    raw = (
-        '{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user",'
-        '"content":"hi"}],"metadata":{"x":%s}}' % deep
-    )
+    head = '{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]'
+    raw = head + ',"metadata":{"x":' + deep + "}}"
     r = httpx.post(
         gateway.url + path,
         content=raw,
