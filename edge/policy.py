@@ -11,9 +11,10 @@ repr never shows them. Every mistake is a ``PolicyError`` naming the key.
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,6 +93,8 @@ class Model:
     token_factor: float = 1.0  # this model's tokens per token of its family's estimate
     capabilities: int = 0  # CAP_* bits (edge.routing.capabilities): what it can carry
     tokenizer: str = "o200k"  # the estimator family: cl100k | o200k | claude
+    aliases: tuple[str, ...] = ()  # other ids clients send for it (dated snapshots)
+    released: str = ""  # YYYY-MM-DD, for the models lists' creation dates
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,14 @@ class Policy:
     simulated: frozenset[str] = field(default_factory=frozenset)
     budgets: dict[str, Budget] = field(default_factory=dict)
     webhook_url: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)  # a model's other id -> its name
+
+    def model_named(self, name: str) -> Model | None:
+        """A model by its name or one of its aliases (a dated id)."""
+        model = self.models.get(name)
+        if model is None and name in self.aliases:
+            model = self.models[self.aliases[name]]
+        return model
 
     def budget_for(self, tenant: str) -> Budget | None:
         return self.budgets.get(tenant) or self.budgets.get("default")
@@ -159,17 +170,7 @@ class Policy:
             for name, p in self.providers.items()
         }
         sim = frozenset(base_urls) if simulated else self.simulated
-        return Policy(
-            providers,
-            self.models,
-            self.tiers,
-            self.default_tier,
-            self.prices_date,
-            self.source,
-            sim,
-            self.budgets,
-            self.webhook_url,
-        )
+        return replace(self, providers=providers, simulated=sim)
 
 
 def _get(table: Mapping[str, Any], key: str, where: str, kind: type, default: Any = None) -> Any:
@@ -283,13 +284,27 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             factor,
             bits(caps),
             tokenizer,
+            tuple(_get(t, "aliases", where, list, [])),
+            _get(t, "released", where, str, ""),
         )
+    aliases: dict[str, str] = {}
     for m in models.values():
         for fb in m.fallbacks:
             if fb not in models:
                 raise PolicyError(f"models.{m.name}.fallbacks: unknown model {fb!r}")
         if m.name in ALIASES:
             raise PolicyError(f"models.{m.name}: the name is a route alias")
+        for alias in m.aliases:
+            if not isinstance(alias, str) or not alias:
+                raise PolicyError(f"models.{m.name}.aliases: expected non-empty strings")
+            if alias in models or alias in ALIASES or alias in aliases:
+                raise PolicyError(f"models.{m.name}.aliases: {alias!r} names another model")
+            aliases[alias] = m.name
+        if m.released:
+            try:
+                time.strptime(m.released, "%Y-%m-%d")
+            except ValueError:
+                raise PolicyError(f"models.{m.name}.released: expected YYYY-MM-DD") from None
 
     tiers: dict[str, Tier] = {}
     for position, (name, t) in enumerate(dict(data.get("tiers", {})).items()):
@@ -378,6 +393,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         frozenset(),
         budgets,
         webhook,
+        aliases,
     )
 
 

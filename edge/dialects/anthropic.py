@@ -117,17 +117,29 @@ def error_event(err: UpstreamError) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
-def models_body(names: list[str]) -> bytes:
-    data = [
-        {"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"}
-        for n in names
-    ]
+def model_object(model_id: str, created: str) -> dict[str, Any]:
+    """One model as ``GET /v1/models/{id}`` answers it (``created``: RFC 3339)."""
+    return {"type": "model", "id": model_id, "display_name": model_id, "created_at": created}
+
+
+def models_body(
+    models: list[tuple[str, str]], limit: int = 20, after: str = "", before: str = ""
+) -> bytes:
+    """A page of ``(id, created_at)`` in the list shape, with the API's cursor parameters."""
+    ids = [m for m, _ in models]
+    start, end = 0, len(models)
+    if after in ids:
+        start = ids.index(after) + 1
+    if before in ids:
+        end = ids.index(before)
+        start = max(start, end - limit) if not after else start
+    page = models[start:end][:limit]
     return orjson.dumps(
         {
-            "data": data,
-            "has_more": False,
-            "first_id": names[0] if names else None,
-            "last_id": names[-1] if names else None,
+            "data": [model_object(m, created) for m, created in page],
+            "has_more": start + len(page) < end,
+            "first_id": page[0][0] if page else None,
+            "last_id": page[-1][0] if page else None,
         }
     )
 

@@ -140,16 +140,14 @@ def error_event(err: UpstreamError) -> bytes:
     )
 
 
-def models_body(names: list[str], owners: dict[str, str], created: int) -> bytes:
-    return orjson.dumps(
-        {
-            "object": "list",
-            "data": [
-                {"id": n, "object": "model", "created": created, "owned_by": owners[n]}
-                for n in names
-            ],
-        }
-    )
+def model_object(model_id: str, owner: str, created: int) -> dict[str, Any]:
+    """One model as ``GET /v1/models/{id}`` answers it."""
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+
+
+def models_body(models: list[tuple[str, str, int]]) -> bytes:
+    """``(id, owner, created)`` in the list shape."""
+    return orjson.dumps({"object": "list", "data": [model_object(m, o, c) for m, o, c in models]})
 
 
 def _chunk(data: bytes) -> dict[str, Any]:

@@ -16,6 +16,7 @@ log line and one metrics observation, however it ended.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hmac
 import os
 import time
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import orjson
 
@@ -51,7 +52,7 @@ from edge.observe.fleet import Fleet
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.observe.stats import fleet_stats
-from edge.policy import Policy
+from edge.policy import Model, Policy
 from edge.quality.engines import Engines
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
@@ -79,8 +80,8 @@ def dialect_of(req: Request | None) -> Dialect:
         return "openai"
     if req.path.startswith(b"/v1/messages"):
         return "anthropic"
-    if req.path == b"/v1/models" and b"anthropic-version" in req.headers:
-        return "anthropic"
+    if req.path.startswith(b"/v1/models") and b"anthropic-version" in req.headers:
+        return "anthropic"  # the Anthropic SDK always sends it
     return "openai"
 
 
@@ -270,6 +271,8 @@ class Gateway:
             methods = self.routes.get(req.path)
             if methods is None and req.path.startswith(b"/v1/jobs/"):
                 methods = {b"GET": self.job, b"DELETE": self.job}
+            if methods is None and req.path.startswith(b"/v1/models/"):
+                methods = {b"GET": self.model}
             if methods is None:
                 raise NotFound(
                     f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}",
@@ -555,14 +558,55 @@ class Gateway:
         await relay_count_tokens(self.policy, self.pool, req, proto, out)
 
     async def models(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """The policy's models in the route's dialect (Anthropic: paged by its cursors)."""
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        names = sorted(self.policy.models)
+        policy = self.policy
+        names = sorted(policy.models)
         if dialect_of(req) == "anthropic":
-            body = anthropic_dialect.models_body(names)
+            query = parse_qs(req.query.decode("latin-1"))
+            try:
+                limit = int(query.get("limit", ["20"])[0])
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= 1000:
+                raise InvalidRequest("limit: must be an integer from 1 to 1000", param="limit")
+            body = anthropic_dialect.models_body(
+                [(n, self._created_at(policy.models[n])) for n in names],
+                limit,
+                query.get("after_id", [""])[0],
+                query.get("before_id", [""])[0],
+            )
         else:
-            owners = {n: self.policy.models[n].provider for n in names}
-            body = openai_dialect.models_body(names, owners, self.created)
+            body = openai_dialect.models_body(
+                [(n, policy.models[n].provider, self._created(policy.models[n])) for n in names]
+            )
         proto.respond(200, JSON_HEADERS, body)
+
+    async def model(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """``GET /v1/models/{id}``: a model by its name or alias (a dated id), as asked."""
+        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        model_id = unquote(req.path[len(b"/v1/models/") :].decode("latin-1"))
+        model = self.policy.model_named(model_id)
+        if model is None:
+            raise NotFound(
+                f"model: {model_id} is not configured on this gateway",
+                param="model",
+                code="model_not_found",
+            )
+        if dialect_of(req) == "anthropic":
+            obj = anthropic_dialect.model_object(model_id, self._created_at(model))
+        else:
+            obj = openai_dialect.model_object(model_id, model.provider, self._created(model))
+        proto.respond(200, JSON_HEADERS, orjson.dumps(obj))
+
+    def _created(self, model: Model) -> int:
+        """A model's release day (unix seconds), else when this gateway started."""
+        if model.released:
+            return calendar.timegm(time.strptime(model.released, "%Y-%m-%d"))
+        return self.created
+
+    def _created_at(self, model: Model) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._created(model)))
 
     async def healthz(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         proto.respond(200, JSON_HEADERS, self._health)

@@ -242,7 +242,7 @@ def resolve_model(policy: Policy, name: str, tier: str) -> Model:
                 f"tier {tier} has no models in its pool", param="model", code="model_not_found"
             )
         name = pool[0]
-    model = policy.models.get(name)
+    model = policy.model_named(name)
     if model is None:
         raise NotFound(
             f"The model `{name}` does not exist or is not configured on this gateway.",
@@ -607,7 +607,7 @@ async def relay_count_tokens(
 ) -> None:
     body = parse_json(req)
     info = anthropic_dialect.check_request(body, count_only=True)
-    model = policy.models.get(info.model)
+    model = policy.model_named(info.model)
     if model is None:
         raise NotFound(
             f"model: {info.model} is not configured on this gateway",
