@@ -28,7 +28,7 @@ def test_a_dated_id_is_served_by_its_model_in_both_dialects(shipped: Proc) -> No
         model="claude-haiku-4-5-20251001", max_tokens=32, messages=HELLO
     )
     assert raw.headers["x-edge-model"] == "claude-haiku-4-5"
-    assert raw.parse().content[0].text == "dated"  # type: ignore[union-attr]
+    assert raw.parse().content[0].text == "dated"
     oa = openai.OpenAI(base_url=shipped.url + "/v1", api_key="any", max_retries=0)
     raw2 = oa.chat.completions.with_raw_response.create(
         model="gpt-4o-mini-2024-07-18", messages=HELLO
@@ -45,7 +45,7 @@ def test_models_retrieve_in_each_sdk(shipped: Proc) -> None:
     assert info.id == "claude-haiku-4-5" and info.created_at.year == 2025
     with pytest.raises(anthropic.NotFoundError) as err:
         an.models.retrieve("claude-nonexistent-9")
-    assert err.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert err.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(openai.NotFoundError) as oerr:
         oa.models.retrieve("gpt-nonexistent")
     assert oerr.value.code == "model_not_found"
