@@ -165,7 +165,10 @@ def _produced(delta: dict[str, Any], out: list[str]) -> None:
     piece = delta.get("refusal")
     if isinstance(piece, str):
         out.append(piece)
-    for tc in delta.get("tool_calls") or ():
+    calls = list(delta.get("tool_calls") or ())
+    if isinstance(delta.get("function_call"), dict):
+        calls.append({"function": delta["function_call"]})
+    for tc in calls:
         fn = tc.get("function") if isinstance(tc, dict) else None
         if isinstance(fn, dict):
             for key in ("name", "arguments"):
@@ -175,15 +178,28 @@ def _produced(delta: dict[str, Any], out: list[str]) -> None:
 
 
 class _Choice:
-    __slots__ = ("content", "finish_reason", "logprobs", "refusal", "role", "tool_calls")
+    __slots__ = (
+        "annotations",
+        "audio",
+        "content",
+        "finish_reason",
+        "function_call",
+        "logprobs",
+        "refusal",
+        "role",
+        "tool_calls",
+    )
 
     def __init__(self) -> None:
         self.role = "assistant"
         self.content: list[str] = []
         self.refusal: list[str] = []
         self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.function_call: dict[str, str] | None = None  # the legacy functions API
         self.finish_reason: str | None = None
-        self.logprobs: Any = None
+        self.logprobs: dict[str, list[Any]] | None = None  # every chunk's, in order
+        self.audio: dict[str, Any] | None = None
+        self.annotations: list[Any] = []
 
 
 class OpenAIStream:
@@ -224,9 +240,11 @@ class OpenAIStream:
             if content:
                 self.first_token = True
                 self.output.append(content)  # (whatever it is: only strings are counted)
-            elif delta.get("tool_calls") or delta.get("refusal"):
+            elif delta.get("tool_calls") or delta.get("refusal") or delta.get("function_call"):
                 self.first_token = True
                 _produced(delta, self.output)
+            elif delta.get("audio"):
+                self.first_token = True
             if choice.get("finish_reason"):
                 self.finished = True
             if self.aggregate:
@@ -269,10 +287,33 @@ class OpenAIStream:
                 slot["name"] += fn["name"]
             if fn.get("arguments"):
                 slot["arguments"].append(fn["arguments"])
+        legacy = delta.get("function_call")
+        if isinstance(legacy, dict):
+            if c.function_call is None:
+                c.function_call = {"name": "", "arguments": ""}
+            c.function_call["name"] += str(legacy.get("name") or "")
+            c.function_call["arguments"] += str(legacy.get("arguments") or "")
+        audio = delta.get("audio")
+        if isinstance(audio, dict):
+            if c.audio is None:
+                c.audio = {"id": "", "data": "", "transcript": "", "expires_at": 0}
+            for key in ("data", "transcript"):
+                c.audio[key] += str(audio.get(key) or "")
+            for key in ("id", "expires_at"):
+                if audio.get(key):
+                    c.audio[key] = audio[key]
+        if isinstance(delta.get("annotations"), list):
+            c.annotations.extend(delta["annotations"])
         if choice.get("finish_reason"):
             c.finish_reason = choice["finish_reason"]
-        if choice.get("logprobs"):
-            c.logprobs = choice["logprobs"]
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            # each chunk carries its own tokens' logprobs: the answer has them all
+            if c.logprobs is None:
+                c.logprobs = {}
+            for key, items in logprobs.items():
+                if isinstance(items, list):
+                    c.logprobs.setdefault(key, []).extend(items)
 
     def close(self) -> bytes:
         if not self.finished:
@@ -295,8 +336,14 @@ class OpenAIStream:
                 "role": c.role,
                 "content": "".join(c.content) if c.content or not c.tool_calls else None,
                 "refusal": "".join(c.refusal) if c.refusal else None,
-                "annotations": [],
+                "annotations": c.annotations,
             }
+            if c.function_call is not None:
+                message["function_call"] = c.function_call
+                if not c.content:
+                    message["content"] = None
+            if c.audio is not None:
+                message["audio"] = c.audio
             if c.tool_calls:
                 message["tool_calls"] = [
                     {

@@ -181,3 +181,65 @@ def test_missing_terminator_is_finalised_and_a_cut_is_an_error() -> None:
         )
     with pytest.raises(StreamBroken):
         OpenAIStream(stream=True, include_usage=False).feed(b"", b"{not json")
+
+
+def _fold(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    state = OpenAIStream(stream=False, include_usage=False)
+    for chunk in chunks:
+        state.feed(b"", orjson.dumps(chunk))
+    state.feed(b"", b"[DONE]")
+    body: dict[str, Any] = orjson.loads(state.final_body())
+    return body
+
+
+def _chunk(delta: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    choice = {"index": 0, "delta": delta, "finish_reason": None, **extra}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [choice],
+    }
+
+
+def test_openai_fold_keeps_every_chunks_logprobs_audio_and_annotations() -> None:
+    lp = lambda t: {"content": [{"token": t, "logprob": -0.1, "bytes": None, "top_logprobs": []}]}  # noqa: E731
+    chunks = [
+        _chunk({"role": "assistant", "content": ""}),
+        _chunk({"content": "Hel"}, logprobs=lp("Hel")),
+        _chunk({"content": "lo"}, logprobs=lp("lo")),
+        _chunk({"annotations": [{"type": "url_citation", "url_citation": {"url": "u"}}]}),
+        _chunk({"audio": {"id": "a1", "transcript": "Hel", "data": "AAA"}}),
+        _chunk({"audio": {"transcript": "lo", "data": "BBB", "expires_at": 9}}),
+        {**_chunk({}), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    choice = _fold(chunks)["choices"][0]
+    assert [t["token"] for t in choice["logprobs"]["content"]] == ["Hel", "lo"]
+    message = choice["message"]
+    assert message["content"] == "Hello"
+    assert message["annotations"] == [{"type": "url_citation", "url_citation": {"url": "u"}}]
+    assert message["audio"] == {
+        "id": "a1",
+        "data": "AAABBB",
+        "transcript": "Hello",
+        "expires_at": 9,
+    }
+
+
+def test_openai_fold_keeps_a_legacy_function_call_and_it_is_a_first_token() -> None:
+    state = OpenAIStream(stream=False, include_usage=False)
+    seen = []
+    for delta in ({"role": "assistant", "content": None}, {"function_call": {"name": "lookup"}}):
+        state.feed(b"", orjson.dumps(_chunk(delta)))
+        seen.append(state.first_token)
+    assert seen == [False, True]  # the call's first delta is the first token
+    for piece in ('{"q":', '"x"}'):
+        state.feed(b"", orjson.dumps(_chunk({"function_call": {"arguments": piece}})))
+    end = {**_chunk({}), "choices": [{"index": 0, "delta": {}, "finish_reason": "function_call"}]}
+    state.feed(b"", orjson.dumps(end))
+    state.feed(b"", b"[DONE]")
+    choice = orjson.loads(state.final_body())["choices"][0]
+    assert choice["finish_reason"] == "function_call"
+    assert choice["message"]["function_call"] == {"name": "lookup", "arguments": '{"q":"x"}'}
+    assert choice["message"]["content"] is None
