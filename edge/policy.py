@@ -10,6 +10,7 @@ repr never shows them. Every mistake is a ``PolicyError`` naming the key.
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 import tomllib
@@ -204,13 +205,45 @@ def _coerce_env(name: str, raw: str, current: Any) -> Any:
     return raw
 
 
+PROVIDER_KEYS = ("kind", "base_url", "api_key_env", "anthropic_version")
+MODEL_KEYS = (
+    "provider", "upstream_model", "input_usd_per_mtok", "output_usd_per_mtok",
+    "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "quality", "context_window",
+    "max_output_tokens", "default_max_tokens", "fallbacks", "token_factor", "tokenizer",
+    "capabilities", "aliases", "released",
+)  # fmt: skip
+TIER_KEYS = (
+    "pool", "strategy", "soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms",
+    "total_timeout_ms", "p95_target_ms", "quality_floor", "warn_usd", "degrade_usd",
+    "block_usd", "degrade_mode", "never_block", "expected_output_tokens", "rank",
+)  # fmt: skip
+BUDGET_KEYS = ("day_usd", "month_usd", "warn", "degrade", "block", "overdraft")
+
+
+def _known(table: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
+    """A mistyped key fails the start naming the nearest valid one (``qualty``: ``quality``)."""
+    for key in table:
+        if key not in keys:
+            near = difflib.get_close_matches(key, keys, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid: {', '.join(keys)}"
+            raise PolicyError(f"{where}.{key}: unknown key{hint}")
+
+
+def env_names(policy: Policy) -> set[str]:
+    """Every ``EDGE_*`` variable this policy reads (provider URLs, tier overrides)."""
+    names = {f"EDGE_{p.upper()}_BASE_URL" for p in policy.providers}
+    for tier in policy.tiers:
+        names |= {f"EDGE_{tier.upper()}_{key.upper()}" for key in TIER_KEYS}
+    return names
+
+
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
-    known = {"providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs"}
-    if unknown := set(data) - known:
-        raise PolicyError(f"unknown top-level keys: {sorted(unknown)}")
+    known = ("providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs")
+    _known(data, known, "policy")
     providers: dict[str, Provider] = {}
     for name, t in dict(data.get("providers", {})).items():
         where = f"providers.{name}"
+        _known(t, PROVIDER_KEYS, where)
         kind = _get(t, "kind", where, str)
         if kind not in KINDS:
             raise PolicyError(f"{where}.kind: must be one of {KINDS}")
@@ -228,6 +261,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
     models: dict[str, Model] = {}
     for name, t in dict(data.get("models", {})).items():
         where = f"models.{name}"
+        _known(t, MODEL_KEYS, where)
         provider = _get(t, "provider", where, str)
         if provider not in providers:
             raise PolicyError(f"{where}.provider: unknown provider {provider!r}")
@@ -309,6 +343,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
     tiers: dict[str, Tier] = {}
     for position, (name, t) in enumerate(dict(data.get("tiers", {})).items()):
         where = f"tiers.{name}"
+        _known(t, TIER_KEYS, where)
         values: dict[str, Any] = {
             "rank": _get(t, "rank", where, int, _default_rank(name, position)),
             "pool": tuple(_get(t, "pool", where, list)),
@@ -359,6 +394,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
     budgets: dict[str, Budget] = {}
     for tenant, t in dict(data.get("budgets", {})).items():
         where = f"budgets.{tenant}"
+        _known(t, BUDGET_KEYS, where)
         b = Budget(
             tenant,
             _get(t, "day_usd", where, float, float("inf")),

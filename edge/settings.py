@@ -7,6 +7,7 @@ list with defaults is docs/CONFIG.md; keep the two in step.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,6 +150,22 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_SIMULATE": ("simulate", str),
     "EDGE_SIM_PROFILE": ("sim_profile", str),
 }
+# read elsewhere: the compiled-module selector, the gold runner, the locust file
+OTHER_NAMES = frozenset({"EDGE_NO_EXTENSIONS", "EDGE_GOLD_KEY", "EDGE_GOLD_SET", "EDGE_BENCH_KEY"})
+
+
+def unknown_names(env: Mapping[str, str], policy_names: set[str]) -> list[str]:
+    """``EDGE_*`` variables nothing reads, each with the nearest valid name: a typo such as
+    ``EDGE_L1_SOFT_TIMOUT_MS`` must not be silently ignored."""
+    valid = set(_FIELDS) | OTHER_NAMES | policy_names
+    out = []
+    for name in sorted(env):
+        if name.startswith("EDGE_") and name not in valid:
+            near = difflib.get_close_matches(name, valid, n=1)
+            out.append(f"{name} (did you mean {near[0]}?)" if near else name)
+    return out
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

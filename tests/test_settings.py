@@ -107,7 +107,7 @@ BASE = {
         ),
         ({"tiers": {"L1": {"pool": ["ghost"]}}}, "tiers.L1.pool"),
         ({"tiers": {"L1": {"pool": ["m"], "strategy": "vibes"}}}, "tiers.L1.strategy"),
-        ({"surprise": 1}, "unknown top-level"),
+        ({"surprise": 1}, "policy.surprise: unknown key"),
     ],
 )
 def test_bad_policies_name_the_key(patch: dict[str, object], key: str) -> None:

@@ -31,9 +31,9 @@ import sys
 import time
 
 from edge.observe.log import Log
-from edge.policy import Policy, PolicyError, load_policy
+from edge.policy import Policy, PolicyError, env_names, load_policy
 from edge.server.auth import Keyring, KeysError
-from edge.settings import Settings
+from edge.settings import Settings, unknown_names
 from edge.state import open_state
 from edge.state.types import StateUnavailable
 
@@ -52,6 +52,8 @@ def run(settings: Settings) -> int:
     log = Log(settings.log_level, settings.access_log)
     try:
         policy = load_policy(settings.policy)
+        if typos := unknown_names(os.environ, env_names(policy)):
+            raise PolicyError(f"unknown EDGE_* variables: {', '.join(typos)}")
         keys = Keyring.load(settings.keys, settings.keys_file)
         if unknown := keys.tiers() - set(policy.tiers):
             raise KeysError(
