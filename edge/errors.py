@@ -197,8 +197,18 @@ class UpstreamStatus(UpstreamError):
         param: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
+        self.detail = ""  # what the provider said, for the operator's log only
         if upstream_status in (401, 403):
-            message = f"the provider refused the gateway's credentials: {message}"
+            # its text may quote the gateway's own key (masked, but prefix and last digits):
+            # the caller learns only that it was refused; the log keeps the provider's words
+            self.detail, message = (
+                message,
+                (
+                    "the provider refused the gateway's credentials; the operator has been told "
+                    "(see the gateway's log)"
+                ),
+            )
+            code = param = None
         super().__init__(message, code=code, param=param, headers=headers)
         self.upstream_status = upstream_status
         self.provider_type = provider_type

@@ -117,7 +117,7 @@ class Gate:
         self.metrics.budget_action(action, "key" if hold.action == action != "ok" else "request")
         if action == "block":  # the request's own estimate, over its tier's block threshold
             d, tier = plan.decision, plan.tier
-            if not self._asks_async(req, tenant):
+            if not self._asks_async(req, tenant, plan):
                 raise OverCostCap(
                     f"the estimated cost ${d.cost_usd:.4f} is over tier {tier.name}'s block "
                     f"threshold ${tier.block_usd:g}; send the header `Prefer: respond-async` to "
@@ -156,7 +156,7 @@ class Gate:
         )
         if job:
             raise Deferred(hold.resets_at, reason)
-        if self._asks_async(req, tenant):
+        if self._asks_async(req, tenant, plan):
             self._enqueue(req, proto, plan, tenant, dialect, out, hold.resets_at, reason)
             return
         wait = max(1, int(hold.resets_at - time.time() + 0.999))
@@ -167,9 +167,13 @@ class Gate:
         )
 
     @staticmethod
-    def _asks_async(req: Request, tenant: Tenant) -> bool:
-        """``Prefer: respond-async`` (RFC 7240; parameters ignored), or a key declared async."""
-        return tenant.async_jobs or prefers_async(req.headers.get(b"prefer", b""))
+    def _asks_async(req: Request, tenant: Tenant, plan: Plan) -> bool:
+        """``Prefer: respond-async`` (RFC 7240; parameters ignored), or a key declared async
+        for a request that is not a stream (a streaming client cannot read a 202's body: its
+        SDK would yield nothing)."""
+        if prefers_async(req.headers.get(b"prefer", b"")):
+            return True
+        return tenant.async_jobs and not plan.info.stream
 
     def _plan(
         self,

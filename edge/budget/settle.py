@@ -34,7 +34,9 @@ def settle(
     if model is not None:
         metrics.add_tokens(out.provider, out.model, tokens)
         metrics.cost(out.provider, out.model, out.tier, cost)
-        if out.status == 200 and tokens.output:
+        if out.status == 200 and tokens.output and not 0 < out.ceiling <= tokens.output:
+            # only answers that ended by themselves: one cut by its own max_tokens would let
+            # any caller talk the tier's expected output (and every estimate) down
             router.record_output(out.tier, model.name, tokens.output, now)
     if out.hold is None and not out.charges:
         return cost

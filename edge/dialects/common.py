@@ -137,12 +137,9 @@ def _content_parts(content: Any, parts: list[bytes], media: list[dict[str, Any]]
             parts.append(orjson.dumps(block.get("input") or {}))
 
 
-def estimate_inputs(
-    body: dict[str, Any],
-) -> tuple[list[bytes], int, list[dict[str, Any]], int | None]:
-    """The text parts a request sends (both dialects), its message count, its media blocks
-    (images, documents) and the max output it asked for (None when it set none): the inputs
-    of the token estimate and the decision."""
+def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, list[dict[str, Any]]]:
+    """The text parts a request sends (both dialects), its message count and its media blocks
+    (images, documents): the inputs of the token estimate."""
     parts: list[bytes] = []
     media: list[dict[str, Any]] = []
     system = body.get("system")
@@ -167,9 +164,16 @@ def estimate_inputs(
     tools = body.get("tools")
     if tools:
         parts.append(orjson.dumps(tools))
-    max_out = body.get("max_completion_tokens")
-    if max_out is None:
-        max_out = body.get("max_tokens")
-    if not isinstance(max_out, int) or isinstance(max_out, bool):
-        max_out = None
-    return parts, len(messages), media, max_out
+    return parts, len(messages), media
+
+
+def output_ceilings(body: dict[str, Any], dialect: str) -> list[int]:
+    """The output limits a request sets: Anthropic's ``max_tokens``; OpenAI's ``max_tokens``
+    and ``max_completion_tokens`` (a client may send both: each is checked, the lower binds)."""
+    keys = ("max_tokens", "max_completion_tokens") if dialect == "openai" else ("max_tokens",)
+    out = []
+    for key in keys:
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out.append(value)
+    return out

@@ -63,10 +63,18 @@ PARAMS: dict[str, str] = {
     "documents": "messages",
 }
 
-_COMMON = ("tools", "vision", "json", "prompt_cache", "documents")
+_COMMON = ("tools", "vision", "json", "prompt_cache")
 KIND_DEFAULTS: dict[str, tuple[str, ...]] = {
     "openai": (*_COMMON, "logprobs", "n", "seed"),
-    "anthropic": (*_COMMON, "thinking", "top_k", "stop_many", "server_tools", "prefill"),
+    "anthropic": (
+        *_COMMON,
+        "documents",
+        "thinking",
+        "top_k",
+        "stop_many",
+        "server_tools",
+        "prefill",
+    ),
 }
 OPENAI_MAX_STOP = 4
 
@@ -112,7 +120,7 @@ def _content_needs(content: Any) -> int:
 # top-level fields that may need a capability (one set test skips them all on most requests)
 _FIELDS = frozenset(
     {
-        "tools", "functions", "web_search_options", "response_format", "output_config",
+        "tools", "functions", "response_format", "output_config",
         "output_format", "thinking", "logprobs", "top_logprobs", "n", "seed", "top_k",
         "stop", "stop_sequences", "cache_control", "system",
     }
@@ -158,8 +166,6 @@ def _field_needs(body: dict[str, Any]) -> int:
                 needs |= route.CAP_CACHE
     if body.get("functions"):
         needs |= route.CAP_TOOLS
-    if body.get("web_search_options") is not None:
-        needs |= route.CAP_SERVER_TOOLS
     fmt = body.get("response_format")
     if not isinstance(fmt, dict):
         config = body.get("output_config")

@@ -46,6 +46,7 @@ from edge.errors import (
     NotFound,
     ServiceUnavailable,
     Unauthorized,
+    UpstreamStatus,
     render,
 )
 from edge.observe.fleet import Fleet
@@ -288,6 +289,14 @@ class Gateway:
             await route(req, proto, out)
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
+            if isinstance(err, UpstreamStatus) and err.detail:
+                self.log.event(
+                    "error",
+                    "a provider refused the gateway's credentials",
+                    request_id=req.request_id,
+                    status=err.upstream_status,
+                    detail=err.detail,
+                )
             if proto.started:
                 proto.abort_stream()
             else:

@@ -26,7 +26,7 @@ from edge.budget.prompt_cache import Prefix, prefix_of
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import ChatInfo, StreamState, estimate_inputs
+from edge.dialects.common import ChatInfo, StreamState, estimate_inputs, output_ceilings
 from edge.dialects.translate import TranslatingStream
 from edge.errors import (
     InvalidRequest,
@@ -123,6 +123,8 @@ class Outcome:
     candidates: list[str] = field(default_factory=list)  # the models it could be served by
     path: list[str] = field(default_factory=list)  # its attempts, "model:end:phase"
     cap_usd: float = 0.0  # the cap on every attempt's estimate
+    ceiling: int = 0  # the output limit the request set (0: none): an answer that reached it
+    # was cut, and teaches nothing about how long answers are
     json_asked: bool = False
     json_valid: bool = False
 
@@ -218,8 +220,15 @@ def tier_for(policy: Policy, req: Request, asked_model: str, key_tier: str | Non
 def check_entitled(policy: Policy, tier: str, ceiling: str | None) -> None:
     """A key's tier is the highest it may use: an equal or lower tier is fine, a higher one is
     a 403 (``ceiling`` None: the gateway runs without keys, on loopback)."""
-    if ceiling is None or ceiling not in policy.tiers:
+    if ceiling is None:
         return
+    if ceiling not in policy.tiers:
+        # the policy serving it (a rollout's candidate) lacks the key's tier: never fail open
+        raise TierForbidden(
+            f"this key's tier {ceiling} is not in the policy serving the request",
+            param="x-edge-tier",
+            code="tier_not_allowed",
+        )
     if policy.tiers[tier].rank < policy.tiers[ceiling].rank:
         raise TierForbidden(
             f"this key may use tier {ceiling} and lower tiers, not {tier}; "
@@ -276,11 +285,13 @@ def plan_chat(
     check_entitled(policy, tier, ceiling)
     first = resolve_model(policy, info.model, tier)  # the named model, or the alias's first in pool
     named = None if info.model in ALIASES else first
-    parts, messages, media, max_out = estimate_inputs(body)
+    parts, messages, media = estimate_inputs(body)
+    ceilings = output_ceilings(body, dialect.NAME)
+    max_out = min(ceilings) if ceilings else None
     needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
     input_tokens = router.estimate(parts, messages, media)
-    check_limits(router.limits(tier_, named), named, needs, max_out, input_tokens)
+    check_limits(router.limits(tier_, named), named, needs, ceilings, input_tokens)
     expected = router.expected_output(tier_, named, max_out)
     prefixes = prefix_of(body, _o200k) if input_tokens >= MIN_CACHED else []
     decision = router.decide(
@@ -303,8 +314,7 @@ def plan_chat(
         )
     if decision.degraded.startswith("max_tokens="):
         body = with_max_tokens(body, dialect, decision.max_tokens)
-    candidates = decision.order
-    call = build_call(policy, req, dialect, info, body, candidates[0])
+    call, candidates = first_call(policy, req, dialect, info, body, decision.order)
     return Plan(
         info,
         body,
@@ -321,6 +331,27 @@ def plan_chat(
     )
 
 
+def first_call(
+    policy: Policy,
+    req: Request,
+    dialect: ModuleType,
+    info: ChatInfo,
+    body: dict[str, Any],
+    order: list[Model],
+) -> tuple[Call, list[Model]]:
+    """The first candidate's call, built before any I/O. A candidate whose translation refuses
+    something in the request (a parameter or block the capability table does not name) is
+    passed over for the next that can carry it; only when none can is the refusal the answer."""
+    refusal: InvalidRequest | None = None
+    for i, model in enumerate(order):
+        try:
+            return build_call(policy, req, dialect, info, body, model), order[i:]
+        except InvalidRequest as exc:
+            refusal = refusal or exc
+    assert refusal is not None
+    raise refusal
+
+
 # The estimate errs by a few percent; only a request surely past a limit is refused before the
 # call (the provider's own context-length answer moves the rest to a wider model).
 WINDOW_MARGIN = 1.10
@@ -330,26 +361,27 @@ def check_limits(
     limits: tuple[int, int],
     named: Model | None,
     needs: int,
-    max_tokens: int | None,
+    ceilings: list[int],
     input_tokens: int,
 ) -> None:
     """The 400s a provider would give, before any call: max_tokens past every candidate's
     output limit, a prompt surely past every candidate's context window, a named model that
     cannot carry what the request needs. (Within them, each candidate's own limits decide
     whether it is tried: ``Router.decide``, ``build_call``.)"""
-    if max_tokens is not None and max_tokens < 1:
-        raise InvalidRequest(
-            f"max_tokens: {max_tokens} is not a valid value; it must be at least 1",
-            param="max_tokens",
-        )
     top_out, window = limits
-    if max_tokens is not None and max_tokens > top_out:
-        who = f"model {named.name} or its fallbacks" if named is not None else "this tier"
-        raise InvalidRequest(
-            f"max_tokens: {max_tokens} > {top_out}, which is the maximum allowed number of "
-            f"output tokens for {who}",
-            param="max_tokens",
-        )
+    for max_tokens in ceilings:
+        if max_tokens < 1:
+            raise InvalidRequest(
+                f"max_tokens: {max_tokens} is not a valid value; it must be at least 1",
+                param="max_tokens",
+            )
+        if max_tokens > top_out:
+            who = f"model {named.name} or its fallbacks" if named is not None else "this tier"
+            raise InvalidRequest(
+                f"max_tokens: {max_tokens} > {top_out}, which is the maximum allowed number of "
+                f"output tokens for {who}",
+                param="max_tokens",
+            )
     if input_tokens > window * WINDOW_MARGIN:
         raise InvalidRequest(
             f"prompt is too long: about {input_tokens} tokens > {window} maximum "
@@ -361,18 +393,23 @@ def check_limits(
         missing = names_of(needs & ~named.capabilities)
         raise InvalidRequest(
             f"{PARAMS[missing[0]]}: not supported by model {named.name} (it cannot carry "
-            f"{', '.join(missing)}); name another model or a tier (auto, L0, L1, L2)",
+            f"{', '.join(missing)}); name another model, or `auto` to let the tier choose",
             param=PARAMS[missing[0]],
         )
 
 
 def with_max_tokens(body: dict[str, Any], dialect: ModuleType, max_tokens: int) -> dict[str, Any]:
-    """The request with its output capped (a degrade by max_tokens)."""
+    """The request with its output capped (a degrade by max_tokens, a candidate's limit):
+    every output limit field it sets is lowered, so no other field can undo the cap."""
     out = dict(body)
-    if dialect is anthropic_dialect or "max_tokens" in out:
+    if dialect is anthropic_dialect:
         out["max_tokens"] = max_tokens
-    else:
-        out["max_completion_tokens"] = max_tokens
+        return out
+    keys = [k for k in ("max_tokens", "max_completion_tokens") if k in out] or [
+        "max_completion_tokens"
+    ]
+    for key in keys:
+        out[key] = max_tokens
     return out
 
 
@@ -388,8 +425,8 @@ def build_call(
     dialect; raises ``InvalidRequest`` when the candidate cannot honour the request."""
     provider = policy.providers[model.provider]
     upstream = _DIALECTS[provider.kind]
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(asked, int) and asked > model.max_output_tokens:
+    asked = max(output_ceilings(body, dialect.NAME), default=0)
+    if asked > model.max_output_tokens:
         # a ceiling above this candidate's own limit: its limit (the answer's finish reason
         # still says when it was reached)
         body = with_max_tokens(body, dialect, model.max_output_tokens)
@@ -488,6 +525,7 @@ async def relay_chat(
     out.stream, out.tier = plan.info.stream, plan.tier.name
     out.candidates = [m.name for m in plan.candidates]
     out.cap_usd = plan.decision.cap_usd
+    out.ceiling = min(output_ceilings(plan.body, plan.dialect.NAME), default=0)
 
     async def connect(call: Call, idle_timeout_s: float) -> Exchange:
         p = call.provider
@@ -643,7 +681,7 @@ def _o200k(data: bytes) -> int:
 
 def estimate_input_tokens(body: dict[str, Any], model: Model) -> int:
     """The compiled estimator's count in the model's own tokenizer family."""
-    parts, messages, media, _ = estimate_inputs(body)
+    parts, messages, media = estimate_inputs(body)
     family = model.tokenizer
     tokens = estimate_request_tokens(parts, messages, model.token_factor, family)
     return max(1, tokens + sum(media_tokens(block, family) for block in media))

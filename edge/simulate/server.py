@@ -270,8 +270,13 @@ class SimProtocol(asyncio.Protocol):
         want = self._sim.profile.api_key
         if key and (not want or key.decode("latin-1") == want):
             return True
+        shown = key.decode("latin-1") if key else ""
+        # OpenAI quotes the refused key, masked: its first characters and its last four
         message = (
-            "invalid x-api-key" if dialect is anthropic_wire else "Incorrect API key provided."
+            "invalid x-api-key"
+            if dialect is anthropic_wire
+            else f"Incorrect API key provided: {shown[:3]}*****{shown[-4:]}. You can find your "
+            "API key at https://platform.openai.com/account/api-keys."
         )
         if not key:
             message = (

@@ -210,3 +210,33 @@ def test_process_keeps_serving_whatever_it_is_sent(gateway: Proc, junk: bytes) -
     with contextlib.suppress(OSError):
         raw(gateway.port, junk, timeout=0.2)
     assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+def test_a_providers_refusal_of_the_gateways_key_never_reaches_the_client() -> None:
+    """The provider's 401 quotes the gateway's own key (masked, but its first characters and
+    its last four): the client gets a 502 that says only that the key was refused; the
+    operator's log has the provider's words."""
+    import os
+
+    from tests.procs import ROOT, start, start_gateway
+
+    strict = start(
+        ["simulate", "--port", "0", "--profile", os.path.join(ROOT, "tests/simulate/strict.toml")]
+    )
+    gw = start_gateway(
+        f"http://127.0.0.1:{strict.port}",
+        os.path.join(ROOT, "tests/server/policy.toml"),
+        {"EDGE_KEYS": "sk-client", "OPENAI_API_KEY": "sk-wrong-provider-key-9876"},
+    )
+    try:
+        r = httpx.post(
+            gw.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": "Bearer sk-client", "x-edge-tier": "solo"},
+        )
+        assert r.status_code == 502
+        assert "9876" not in r.text and "sk-w" not in r.text and "refused" in r.text
+    finally:
+        gw.stop()
+        strict.stop()
+    assert any("9876" in line and "refused the gateway" in line for line in gw.lines)

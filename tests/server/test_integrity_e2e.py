@@ -210,6 +210,9 @@ def test_an_async_key_gets_its_job_unasked(gw: Proc) -> None:
         headers={"authorization": f"Bearer {ASYNC}"},
     )
     assert r.status_code == 202 and r.headers["x-edge-job-id"].startswith("job_")
+    # but not for a stream, which its SDK could not read from a 202: refused before it starts
+    with pytest.raises(openai.BadRequestError):
+        oa(gw, ASYNC).chat.completions.create(model="auto", messages=HELLO, stream=True)
 
 
 def test_a_month_blocked_job_waits_for_the_next_month(gw: Proc, state_dir: str) -> None:
