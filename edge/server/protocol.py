@@ -100,6 +100,16 @@ class Request:
         self.received_at = time.monotonic()
 
 
+# Fields that carry one value: sent twice, the request is refused (RFC 9110 5.3 lets only
+# list-valued fields repeat; the rest are joined with commas)
+SINGLE_HEADERS = frozenset(
+    {
+        b"authorization", b"x-api-key", b"x-edge-tier", b"content-type", b"host",
+        b"anthropic-version", b"x-request-id", b"x-edge-session", b"x-edge-tenant",
+    }
+)  # fmt: skip
+
+
 def request_id_for(headers: dict[bytes, bytes]) -> str:
     """The client's own ``x-request-id`` when it is sane, else a new one."""
     given = headers.get(b"x-request-id")
@@ -288,7 +298,13 @@ class EdgeProtocol(asyncio.Protocol):
     def _on_head(self, ev: h11.Request) -> bool:
         headers: dict[bytes, bytes] = {}
         size = len(ev.target) + 16
+        twice = b""
         for name, value in ev.headers:
+            if name in headers:
+                if name in SINGLE_HEADERS:
+                    twice = twice or name
+                else:  # a list-valued field sent on several lines: one comma-joined value
+                    value = headers[name] + b", " + value
             headers[name] = value
             size += len(name) + len(value) + 4
         conn_tokens = headers.get(b"connection", b"").lower()
@@ -305,6 +321,16 @@ class EdgeProtocol(asyncio.Protocol):
                 ServiceUnavailable(
                     "the gateway is at its connection limit; retry shortly",
                     headers=[(b"retry-after", b"1")],
+                )
+            )
+            return False
+        if twice:
+            # a proxy that checks the first of two credentials or tiers would see something
+            # else than this gateway: refuse rather than pick one
+            self._fail(
+                InvalidRequest(
+                    f"the {twice.decode('latin-1')} header appears more than once",
+                    param=twice.decode("latin-1"),
                 )
             )
             return False

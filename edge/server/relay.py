@@ -314,7 +314,7 @@ def plan_chat(
         )
     if decision.degraded.startswith("max_tokens="):
         body = with_max_tokens(body, dialect, decision.max_tokens)
-    call, candidates = first_call(policy, req, dialect, info, body, decision.order)
+    call, candidates = first_call(policy, req, dialect, info, body, decision.order, named)
     return Plan(
         info,
         body,
@@ -338,15 +338,20 @@ def first_call(
     info: ChatInfo,
     body: dict[str, Any],
     order: list[Model],
+    named: Model | None,
 ) -> tuple[Call, list[Model]]:
-    """The first candidate's call, built before any I/O. A candidate whose translation refuses
-    something in the request (a parameter or block the capability table does not name) is
-    passed over for the next that can carry it; only when none can is the refusal the answer."""
+    """The first candidate's call, built before any I/O. On a route (``auto``, a tier), a
+    candidate whose translation refuses something in the request (a parameter or block the
+    capability table does not name) is passed over for the next that can carry it; only when
+    none can is the refusal the answer. A model the client named answers for itself, as its
+    provider would."""
     refusal: InvalidRequest | None = None
     for i, model in enumerate(order):
         try:
             return build_call(policy, req, dialect, info, body, model), order[i:]
         except InvalidRequest as exc:
+            if model is named:
+                raise
             refusal = refusal or exc
     assert refusal is not None
     raise refusal

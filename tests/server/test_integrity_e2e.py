@@ -345,3 +345,43 @@ def test_a_coding_agents_request_is_answered_under_the_shipped_policy(shipped: P
         assert float(headers["x-edge-cost-estimate-usd"]) < 0.05  # under L1's block
         estimates.append(float(headers["x-edge-cost-estimate-usd"]))
     assert estimates[1] < estimates[0] / 2  # the cached prefix is priced as a cache read
+
+
+def raw_post(gw: Proc, headers: list[tuple[str, str]], body: bytes) -> tuple[int, bytes]:
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+    for name, value in headers:
+        head += f"{name}: {value}\r\n".encode()
+    head += b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as s:
+        s.sendall(head + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_a_credential_or_tier_sent_twice_is_refused_and_prefer_lines_are_joined(gw: Proc) -> None:
+    body = b'{"model":"auto","messages":[{"role":"user","content":"hi"}]}'
+    status, _ = raw_post(
+        gw, [("authorization", f"Bearer {L2}"), ("authorization", f"Bearer {PLAIN}")], body
+    )
+    assert status == 400
+    status, _ = raw_post(
+        gw,
+        [("authorization", f"Bearer {PLAIN}"), ("x-edge-tier", "L2"), ("x-edge-tier", "L0")],
+        body,
+    )
+    assert status == 400
+    # Prefer is a list: respond-async on its own line among others still counts (RFC 7240)
+    status, data = raw_post(
+        gw,
+        [
+            ("authorization", f"Bearer {PLAIN}"),
+            ("x-edge-tier", "LB"),
+            ("prefer", "respond-async"),
+            ("prefer", "wait=5"),
+        ],
+        body,
+    )
+    assert status == 202 and b"preference-applied: respond-async" in data.lower()
