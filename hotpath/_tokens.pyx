@@ -16,6 +16,8 @@ cdef extern from "_tokcount.h":
     unsigned char tc_char_table[0xFF80]
     unsigned char tc_bigram_cl[4096]
     unsigned char tc_bigram_o[4096]
+    unsigned char tc_words_cl[131072]
+    unsigned char tc_words_o[131072]
     void count_features(const unsigned char* d, Py_ssize_t n, long long* out) nogil
 
 
@@ -39,6 +41,8 @@ cdef void _copy_table(unsigned char* dst, bytes src, Py_ssize_t size) except *:
 _copy_table(tc_char_table, _twin.CHAR_TABLE, 0xFF80)
 _copy_table(tc_bigram_cl, _twin.BIGRAM_CL100K, 4096)
 _copy_table(tc_bigram_o, _twin.BIGRAM_O200K, 4096)
+_copy_table(tc_words_cl, _twin.WORDS_CL100K, 131072)
+_copy_table(tc_words_o, _twin.WORDS_O200K, 131072)
 
 
 cpdef long estimate_text_tokens(bytes text, int family=0) except -1:

@@ -34,11 +34,24 @@ and the byte after ``x`` (0 beyond either end):
 42 a pair of adjacent non-ASCII characters found inside some cl100k token
 43 the same in o200k
 
+44 digits that start a new group of three inside a run (the fourth, seventh, ...):
+   with 4, digit runs cost exactly what both vocabularies charge, ceil(length / 3)
+45 a run of non-ASCII bytes (with the space before it, if any) that is a whole
+   cl100k token;  46 ... its characters;  47 ... its bytes
+48-50 the same for o200k
+
 39-43 come from the tokenizers' vocabularies (``hotpath/_tokens_tables.py``,
 written by bench/fit_tokens.py): rare Han characters cost cl100k two or three
 tokens, and o200k merges common pairs of Cyrillic, Arabic, Devanagari and
 CJK characters, which byte classes alone cannot see. The pair test is a
 32,768-bit hashed bitmap per family (false positives included in the fit).
+45-50 answer the question byte features cannot: is this Cyrillic, Arabic or
+Devanagari word one token of the vocabulary (a common word) or several (a rare
+one)? Each vocabulary's tokens that are a run of non-ASCII characters, with or
+without a leading space, are in a 2**20-bit Bloom filter per family (two
+probes of an FNV-1a hash, ``word_probes``); a run found there counts as a
+word, and its characters and bytes let the fit take back what the per-
+character features charged for it.
 
 Weights (thousandths of a token) are fitted per family by least squares on
 tests/data/corpus.jsonl and tests/data/train_sources.jsonl, and judged on
@@ -53,102 +66,126 @@ Invariant: the twins return equal results for every input and family.
 
 from __future__ import annotations
 
-from hotpath._tokens_tables import BIGRAM_BITS, BIGRAM_CL100K, BIGRAM_O200K, CHAR_TABLE
+from hotpath._tokens_tables import (
+    BIGRAM_BITS,
+    BIGRAM_CL100K,
+    BIGRAM_O200K,
+    CHAR_TABLE,
+    WORD_BITS,
+    WORDS_CL100K,
+    WORDS_O200K,
+)
 
-NFEAT = 44
+NFEAT = 51
+# vocabulary tokens are far shorter; a longer run is never looked up
+WORD_MAX = 64
 FAMILY_INDEX = {"cl100k": 0, "o200k": 1, "claude": 2}
 
 CL100K = (
-    1319,
-    950,
-    83,
-    301,
-    886,
-    107,
-    -177,
-    -677,
-    662,
-    1504,
-    399,
-    468,
-    459,
-    1433,
-    926,
-    -871,
-    2286,
-    319,
-    -1502,
-    1507,
-    595,
-    -1181,
-    -387,
-    -360,
-    -120,
-    -345,
-    2219,
-    -555,
-    -263,
-    -279,
-    7,
-    -799,
-    -712,
-    -458,
-    643,
-    -1021,
-    -1116,
-    -391,
-    -596,
-    1141,
-    20,
-    60,
-    -1130,
-    29,
+    1153,
+    1004,
+    82,
+    -97,
+    1557,
+    102,
+    -227,
+    -500,
+    487,
+    1310,
+    466,
+    348,
+    467,
+    1259,
+    884,
+    -811,
+    2352,
+    289,
+    -1259,
+    1177,
+    727,
+    -959,
+    -439,
+    -158,
+    -22,
+    -161,
+    2262,
+    -388,
+    -109,
+    -97,
+    -21,
+    -645,
+    -477,
+    -347,
+    343,
+    -394,
+    -684,
+    -266,
+    -896,
+    1111,
+    -8,
+    21,
+    -801,
+    -66,
+    1277,
+    134,
+    404,
+    -325,
+    582,
+    -627,
+    175,
 )
 O200K = (
-    1403,
-    1033,
-    78,
-    304,
-    856,
-    109,
-    -213,
-    -737,
-    718,
-    1507,
-    455,
-    419,
-    482,
-    1447,
-    1024,
-    -964,
-    1500,
-    361,
-    -1213,
-    1112,
-    952,
-    -1738,
-    608,
-    867,
-    1095,
-    905,
-    1695,
-    824,
-    977,
-    975,
-    -12,
-    912,
-    914,
-    1005,
-    463,
-    473,
-    704,
-    -429,
-    -1595,
-    241,
-    47,
-    -95,
-    -619,
-    -469,
+    1325,
+    1039,
+    76,
+    -29,
+    1422,
+    102,
+    -211,
+    -645,
+    629,
+    1398,
+    507,
+    329,
+    488,
+    1369,
+    989,
+    -933,
+    1417,
+    351,
+    -1005,
+    840,
+    1105,
+    -1231,
+    797,
+    1076,
+    1200,
+    1108,
+    1821,
+    1032,
+    1146,
+    1178,
+    -19,
+    1084,
+    1290,
+    1046,
+    1015,
+    163,
+    443,
+    -519,
+    -1190,
+    203,
+    9,
+    -148,
+    -288,
+    -526,
+    1068,
+    -465,
+    -946,
+    486,
+    367,
+    -383,
+    42,
 )
 
 # Anthropic publishes no tokenizer. The one published side-by-side measurement
@@ -223,10 +260,35 @@ def bigram_slot(first: int, second: int) -> int:
     return mixed >> (32 - BIGRAM_BITS)
 
 
+def word_probes(word: bytes) -> tuple[int, int]:
+    """The two Bloom-filter bits of a word (FNV-1a, 32-bit, then a second mix)."""
+    h = 0x811C9DC5
+    for b in word:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    second = (((h ^ (h >> 15)) * 0x85EBCA77) & 0xFFFFFFFF) >> (32 - WORD_BITS)
+    return h >> (32 - WORD_BITS), second
+
+
+def _word(data: bytes, start: int, end: int, o: list[int]) -> None:
+    """Features 45-50 of the non-ASCII run data[start:end] (its leading space included)."""
+    if end - start > WORD_MAX:
+        return
+    first, second = word_probes(data[start:end])
+    chars = 0
+    for k in range(start, end):
+        chars += data[k] >= 0xC0
+    for base, bits in ((45, WORDS_CL100K), (48, WORDS_O200K)):
+        if (bits[first >> 3] >> (first & 7)) & 1 and (bits[second >> 3] >> (second & 7)) & 1:
+            o[base] += 1
+            o[base + 1] += chars
+            o[base + 2] += end - start
+
+
 def count_features(data: bytes) -> list[int]:
     """The NFEAT feature counts of ``data`` (see the module docstring)."""
     o = [0] * NFEAT
     n = len(data)
+    digits_from = words_from = 0  # where the current digit run and non-ASCII run start
     for i in range(n):
         a = data[i]
         p = data[i - 1] if i else 0
@@ -250,6 +312,9 @@ def count_features(data: bytes) -> list[int]:
             o[3] += 1
             if not 48 <= p <= 57:
                 o[4] += 1
+                digits_from = i
+            elif (i - digits_from) % 3 == 0:
+                o[44] += 1
         elif punct:
             o[5] += 1
             if 97 <= (x | 32) <= 122:
@@ -278,6 +343,10 @@ def count_features(data: bytes) -> list[int]:
             if 0x80 <= p <= 0xBF:
                 o[19] += 1
             continue
+        if p < 0x80:
+            words_from = i - 1 if p == 32 else i
+        if x < 0x80:
+            _word(data, words_from, i + 1, o)
         if a >= 0xC0:
             if p < 0x80 and not space_p:
                 o[18] += 1

@@ -41,14 +41,10 @@ MEAN_TARGET, P95_TARGET = 0.04, 0.10
 # Category and family pairs that miss the targets, with the figures they must not
 # get worse than (bench/RESULTS.md, "Token estimator accuracy", says why).
 KNOWN_MISSES = {
-    ("cl100k", "cyrillic"): (0.060, 0.150),
-    ("cl100k", "numbers"): (0.050, 0.120),
-    ("o200k", "japanese"): (0.040, 0.135),
-    ("o200k", "cyrillic"): (0.050, 0.140),
-    ("o200k", "arabic"): (0.062, 0.145),
-    ("o200k", "hindi"): (0.050, 0.165),
-    ("o200k", "chat"): (0.045, 0.110),
-    ("o200k", "numbers"): (0.048, 0.120),
+    ("cl100k", "cyrillic"): (0.045, 0.135),
+    ("o200k", "japanese"): (0.040, 0.130),
+    ("o200k", "chat"): (0.042, 0.110),
+    ("o200k", "numbers"): (0.042, 0.112),
 }
 
 
@@ -112,6 +108,14 @@ def test_selector_uses_compiled_module_in_a_normal_build():
             alphabet=st.sampled_from("aZ 9.\n\t{жыक्ा中文かナ。\uff0c😀é"),
             max_size=120,
         ).map(lambda t: t.encode()),
+        # whole words of the vocabularies and digit runs of every length, so runs start and end
+        # at every lane (the word lookup and the digit groups carry state across blocks)
+        st.lists(
+            st.sampled_from(
+                [" привет", " слово", "Привет", " मुझे", " في", " العربية", "7", " ", "."]
+            ),
+            max_size=40,
+        ).map(lambda ws: "".join(ws).encode()),
     )
 )
 def test_twins_agree_on_any_bytes_for_every_family(data: bytes) -> None:
@@ -136,6 +140,8 @@ def test_vector_counters_survive_long_inputs() -> None:
         bytes(rng.getrandbits(8) for _ in range(12000)),
         "字😀 ".encode() * 3000,
         "Привет, мир! नमस्ते ".encode() * 800,
+        b"1" * 20000,
+        " привет 12345".encode() * 2000,
     ):
         assert _compiled.feature_counts(data) == _tokens_py.count_features(data)
 
