@@ -8,7 +8,8 @@
  * module copies in at import from the twin. Features 44-50 need to know where
  * the current digit run and non-ASCII run began: a tc_state carries that
  * through the pass; tc_word() looks a finished non-ASCII run up in the two
- * vocabularies' Bloom filters.
+ * vocabularies' Bloom filters and, for runs without CJK, cuts it greedily
+ * into cl100k tokens.
  *
  * The scalar loop is the reference; on x86-64 the middle of the buffer is
  * done 16 bytes at a time with SSE2, counting into per-lane byte counters
@@ -27,7 +28,7 @@
 #include <emmintrin.h>
 #endif
 
-#define NFEAT 51
+#define NFEAT 53
 #define TC_BIGRAM_BITS 15
 #define TC_WORD_BITS 20
 #define TC_WORD_MAX 64
@@ -61,29 +62,62 @@ static inline uint32_t tc_slot(uint32_t first, uint32_t second)
 
 static inline int tc_bit(const unsigned char *bits, uint32_t k) { return (bits[k >> 3] >> (k & 7)) & 1; }
 
-/* features 45-50 of the non-ASCII run d[start..end) */
+static inline int tc_found(const unsigned char *bits, uint32_t h)
+{
+    return tc_bit(bits, h >> (32 - TC_WORD_BITS)) &&
+           tc_bit(bits, ((h ^ (h >> 15)) * 0x85EBCA77u) >> (32 - TC_WORD_BITS));
+}
+
+/* pieces of d[start..end) cut greedily, longest vocabulary token first */
+static long long tc_pieces(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, const unsigned char *bits)
+{
+    long long count = 0;
+    ptrdiff_t i = start, k, step, best;
+    while (i < end) {
+        uint32_t h = 0x811C9DC5u;
+        step = best = 0;
+        for (k = i; k < end; k++) {
+            h = (h ^ d[k]) * 0x01000193u;
+            if (k + 1 == end || !tc_cont(d[k + 1])) { /* a character ends here */
+                if (!step)
+                    step = k + 1;
+                if (tc_found(bits, h))
+                    best = k + 1;
+            }
+        }
+        count++;
+        i = best ? best : step;
+    }
+    return count;
+}
+
+/* features 45-52 of the non-ASCII run d[start..end) (its leading space included) */
 static void tc_word(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, long long *o)
 {
-    uint32_t h = 0x811C9DC5u, first, second;
+    uint32_t h = 0x811C9DC5u;
     long long chars = 0;
+    unsigned top = 0;
     ptrdiff_t k;
     if (end - start > TC_WORD_MAX)
         return;
     for (k = start; k < end; k++) {
         h = (h ^ d[k]) * 0x01000193u;
         chars += d[k] >= 0xC0u;
+        top = d[k] > top ? d[k] : top;
     }
-    first = h >> (32 - TC_WORD_BITS);
-    second = ((h ^ (h >> 15)) * 0x85EBCA77u) >> (32 - TC_WORD_BITS);
-    if (tc_bit(tc_words_cl, first) && tc_bit(tc_words_cl, second)) {
+    if (tc_found(tc_words_cl, h)) {
         o[45]++;
         o[46] += chars;
         o[47] += end - start;
     }
-    if (tc_bit(tc_words_o, first) && tc_bit(tc_words_o, second)) {
+    if (tc_found(tc_words_o, h)) {
         o[48]++;
         o[49] += chars;
         o[50] += end - start;
+    }
+    if (top < 0xE1u) { /* no character past U+0FFF: alphabets and Indic scripts, not CJK */
+        o[51] += tc_pieces(d, start, end, tc_words_cl);
+        o[52] += chars;
     }
 }
 

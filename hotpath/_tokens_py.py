@@ -39,6 +39,8 @@ and the byte after ``x`` (0 beyond either end):
 45 a run of non-ASCII bytes (with the space before it, if any) that is a whole
    cl100k token;  46 ... its characters;  47 ... its bytes
 48-50 the same for o200k
+51 the cl100k tokens of such a run (at most U+0FFF: no CJK) cut greedily, longest
+   whole-word token first, from the same filter;  52 ... its characters
 
 39-43 come from the tokenizers' vocabularies (``hotpath/_tokens_tables.py``,
 written by bench/fit_tokens.py): rare Han characters cost cl100k two or three
@@ -51,7 +53,10 @@ one)? Each vocabulary's tokens that are a run of non-ASCII characters, with or
 without a leading space, are in a 2**20-bit Bloom filter per family (two
 probes of an FNV-1a hash, ``word_probes``); a run found there counts as a
 word, and its characters and bytes let the fit take back what the per-
-character features charged for it.
+character features charged for it. cl100k holds few whole words outside
+Latin script; 51-52 cut the run into its tokens greedily instead (o200k's
+weights leave them out: its whole words already say it, and the fit gains
+nothing from them).
 
 Weights (thousandths of a token) are fitted per family by least squares on
 tests/data/corpus.jsonl and tests/data/train_sources.jsonl, and judged on
@@ -76,63 +81,65 @@ from hotpath._tokens_tables import (
     WORDS_O200K,
 )
 
-NFEAT = 51
+NFEAT = 53
 # vocabulary tokens are far shorter; a longer run is never looked up
 WORD_MAX = 64
 FAMILY_INDEX = {"cl100k": 0, "o200k": 1, "claude": 2}
 
 CL100K = (
-    1153,
-    1004,
-    82,
+    1119,
+    1007,
+    83,
     -97,
     1557,
-    102,
-    -227,
-    -500,
-    487,
-    1310,
-    466,
-    348,
+    104,
+    -240,
+    -470,
+    457,
+    1282,
+    529,
+    282,
     467,
-    1259,
-    884,
-    -811,
-    2352,
+    1221,
+    880,
+    -795,
+    2343,
+    291,
+    -1352,
+    1173,
     289,
-    -1259,
-    1177,
-    727,
-    -959,
-    -439,
-    -158,
-    -22,
-    -161,
-    2262,
-    -388,
-    -109,
-    -97,
-    -21,
-    -645,
-    -477,
-    -347,
-    343,
-    -394,
-    -684,
-    -266,
-    -896,
-    1111,
-    -8,
-    21,
-    -801,
-    -66,
-    1277,
-    134,
-    404,
-    -325,
-    582,
-    -627,
-    175,
+    -1102,
+    -385,
+    31,
+    169,
+    51,
+    2323,
+    -398,
+    -116,
+    -72,
+    -59,
+    -692,
+    -378,
+    -572,
+    130,
+    -118,
+    -282,
+    -169,
+    -1239,
+    1146,
+    4,
+    -2,
+    -560,
+    -117,
+    1278,
+    612,
+    1162,
+    -646,
+    461,
+    -403,
+    126,
+    448,
+    -501,
 )
 O200K = (
     1325,
@@ -186,6 +193,8 @@ O200K = (
     367,
     -383,
     42,
+    0,
+    0,
 )
 
 # Anthropic publishes no tokenizer. The one published side-by-side measurement
@@ -260,28 +269,62 @@ def bigram_slot(first: int, second: int) -> int:
     return mixed >> (32 - BIGRAM_BITS)
 
 
+def _probes(h: int) -> tuple[int, int]:
+    """The two Bloom-filter bits of a word's FNV-1a hash."""
+    second = (((h ^ (h >> 15)) * 0x85EBCA77) & 0xFFFFFFFF) >> (32 - WORD_BITS)
+    return h >> (32 - WORD_BITS), second
+
+
+def _found(bits: bytes, h: int) -> bool:
+    first, second = _probes(h)
+    return bool((bits[first >> 3] >> (first & 7)) & (bits[second >> 3] >> (second & 7)) & 1)
+
+
 def word_probes(word: bytes) -> tuple[int, int]:
     """The two Bloom-filter bits of a word (FNV-1a, 32-bit, then a second mix)."""
     h = 0x811C9DC5
     for b in word:
         h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    second = (((h ^ (h >> 15)) * 0x85EBCA77) & 0xFFFFFFFF) >> (32 - WORD_BITS)
-    return h >> (32 - WORD_BITS), second
+    return _probes(h)
+
+
+def _pieces(data: bytes, start: int, end: int, bits: bytes) -> int:
+    """Pieces of data[start:end] cut greedily, longest vocabulary token first (a character
+    no token holds is a piece of its own)."""
+    count = 0
+    i = start
+    while i < end:
+        h = 0x811C9DC5
+        step = best = 0
+        for k in range(i, end):
+            h = ((h ^ data[k]) * 0x01000193) & 0xFFFFFFFF
+            if k + 1 == end or not 0x80 <= data[k + 1] <= 0xBF:  # a character ends here
+                step = step or k + 1
+                if _found(bits, h):
+                    best = k + 1
+        count += 1
+        i = best or step
+    return count
 
 
 def _word(data: bytes, start: int, end: int, o: list[int]) -> None:
-    """Features 45-50 of the non-ASCII run data[start:end] (its leading space included)."""
+    """Features 45-52 of the non-ASCII run data[start:end] (its leading space included)."""
     if end - start > WORD_MAX:
         return
-    first, second = word_probes(data[start:end])
-    chars = 0
+    h = 0x811C9DC5
+    chars = top = 0
     for k in range(start, end):
+        h = ((h ^ data[k]) * 0x01000193) & 0xFFFFFFFF
         chars += data[k] >= 0xC0
+        top = max(top, data[k])
     for base, bits in ((45, WORDS_CL100K), (48, WORDS_O200K)):
-        if (bits[first >> 3] >> (first & 7)) & 1 and (bits[second >> 3] >> (second & 7)) & 1:
+        if _found(bits, h):
             o[base] += 1
             o[base + 1] += chars
             o[base + 2] += end - start
+    if top < 0xE1:  # no character past U+0FFF: alphabets and Indic scripts, not CJK
+        o[51] += _pieces(data, start, end, WORDS_CL100K)
+        o[52] += chars
 
 
 def count_features(data: bytes) -> list[int]:
