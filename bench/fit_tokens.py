@@ -42,11 +42,10 @@ FAMILIES = {"cl100k": "cl100k_base", "o200k": "o200k_base"}
 TRAIN = [ROOT / "tests/data/corpus.jsonl", ROOT / "tests/data/train_sources.jsonl"]
 HELDOUT = ROOT / "tests/data/heldout.jsonl"
 TABLES = ROOT / "hotpath/_tokens_tables.py"
-# features a family's fit leaves out (weight 0): o200k's whole-word features already
-# carry what cl100k's greedy cut of a word (51-52) adds
-LEFT_OUT = {"cl100k": (), "o200k": (51, 52)}
+# features a family's fit leaves out (weight 0): the other family's greedy cuts
+LEFT_OUT = {"cl100k": (53, 54, 55, 56), "o200k": (51, 52)}
 BIGRAM_BITS = 15
-WORD_BITS = 20
+WORD_BITS = 21
 
 
 def vocabulary(name: str) -> list[bytes]:

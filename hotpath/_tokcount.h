@@ -8,8 +8,7 @@
  * module copies in at import from the twin. Features 44-50 need to know where
  * the current digit run and non-ASCII run began: a tc_state carries that
  * through the pass; tc_word() looks a finished non-ASCII run up in the two
- * vocabularies' Bloom filters and, for runs without CJK, cuts it greedily
- * into cl100k tokens.
+ * vocabularies' Bloom filters and cuts it greedily into each one's tokens.
  *
  * The scalar loop is the reference; on x86-64 the middle of the buffer is
  * done 16 bytes at a time with SSE2, counting into per-lane byte counters
@@ -28,10 +27,12 @@
 #include <emmintrin.h>
 #endif
 
-#define NFEAT 53
+#define NFEAT 57
 #define TC_BIGRAM_BITS 15
-#define TC_WORD_BITS 20
+#define TC_WORD_BITS 21
+#define TC_WORD_PROBES 4
 #define TC_WORD_MAX 64
+#define TC_PIECE_CHARS 8
 
 /* filled once at import (hotpath/_tokens.pyx) */
 static unsigned char tc_char_table[0x10000 - 0x80];
@@ -64,17 +65,22 @@ static inline int tc_bit(const unsigned char *bits, uint32_t k) { return (bits[k
 
 static inline int tc_found(const unsigned char *bits, uint32_t h)
 {
-    return tc_bit(bits, h >> (32 - TC_WORD_BITS)) &&
-           tc_bit(bits, ((h ^ (h >> 15)) * 0x85EBCA77u) >> (32 - TC_WORD_BITS));
+    uint32_t step = ((h ^ (h >> 15)) * 0x85EBCA77u) | 1u, k;
+    for (k = 0; k < TC_WORD_PROBES; k++)
+        if (!tc_bit(bits, (h + k * step) >> (32 - TC_WORD_BITS)))
+            return 0;
+    return 1;
 }
 
-/* pieces of d[start..end) cut greedily, longest vocabulary token first */
+/* pieces of d[start..end) cut greedily, longest vocabulary token (of at most
+ * TC_PIECE_CHARS characters) first; a character no token holds is a piece of its own */
 static long long tc_pieces(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, const unsigned char *bits)
 {
     long long count = 0;
     ptrdiff_t i = start, k, step, best;
     while (i < end) {
         uint32_t h = 0x811C9DC5u;
+        int seen = 0;
         step = best = 0;
         for (k = i; k < end; k++) {
             h = (h ^ d[k]) * 0x01000193u;
@@ -83,6 +89,8 @@ static long long tc_pieces(const unsigned char *d, ptrdiff_t start, ptrdiff_t en
                     step = k + 1;
                 if (tc_found(bits, h))
                     best = k + 1;
+                if (++seen == TC_PIECE_CHARS)
+                    break;
             }
         }
         count++;
@@ -91,20 +99,24 @@ static long long tc_pieces(const unsigned char *d, ptrdiff_t start, ptrdiff_t en
     return count;
 }
 
-/* features 45-52 of the non-ASCII run d[start..end) (its leading space included) */
+/* features 45-56 of the non-ASCII run d[start..end) (its leading space included) */
 static void tc_word(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, long long *o)
 {
     uint32_t h = 0x811C9DC5u;
     long long chars = 0;
     unsigned top = 0;
+    int cjk;
     ptrdiff_t k;
-    if (end - start > TC_WORD_MAX)
-        return;
     for (k = start; k < end; k++) {
         h = (h ^ d[k]) * 0x01000193u;
         chars += d[k] >= 0xC0u;
         top = d[k] > top ? d[k] : top;
     }
+    cjk = top >= 0xE1u; /* a character past U+0FFF: not an alphabet or an Indic script */
+    o[cjk ? 55 : 53] += tc_pieces(d, start, end, tc_words_o);
+    o[cjk ? 56 : 54] += chars;
+    if (end - start > TC_WORD_MAX)
+        return;
     if (tc_found(tc_words_cl, h)) {
         o[45]++;
         o[46] += chars;
@@ -115,7 +127,7 @@ static void tc_word(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, long
         o[49] += chars;
         o[50] += end - start;
     }
-    if (top < 0xE1u) { /* no character past U+0FFF: alphabets and Indic scripts, not CJK */
+    if (!cjk) {
         o[51] += tc_pieces(d, start, end, tc_words_cl);
         o[52] += chars;
     }

@@ -40,7 +40,9 @@ and the byte after ``x`` (0 beyond either end):
    cl100k token;  46 ... its characters;  47 ... its bytes
 48-50 the same for o200k
 51 the cl100k tokens of such a run (at most U+0FFF: no CJK) cut greedily, longest
-   whole-word token first, from the same filter;  52 ... its characters
+   token first, from the same filter;  52 ... its characters
+53-54 the same cut with o200k's filter, of a run of any length;  55-56 ... of a
+   run with CJK in it
 
 39-43 come from the tokenizers' vocabularies (``hotpath/_tokens_tables.py``,
 written by bench/fit_tokens.py): rare Han characters cost cl100k two or three
@@ -50,13 +52,13 @@ CJK characters, which byte classes alone cannot see. The pair test is a
 45-50 answer the question byte features cannot: is this Cyrillic, Arabic or
 Devanagari word one token of the vocabulary (a common word) or several (a rare
 one)? Each vocabulary's tokens that are a run of non-ASCII characters, with or
-without a leading space, are in a 2**20-bit Bloom filter per family (two
+without a leading space, are in a 2**21-bit Bloom filter per family (four
 probes of an FNV-1a hash, ``word_probes``); a run found there counts as a
 word, and its characters and bytes let the fit take back what the per-
-character features charged for it. cl100k holds few whole words outside
-Latin script; 51-52 cut the run into its tokens greedily instead (o200k's
-weights leave them out: its whole words already say it, and the fit gains
-nothing from them).
+character features charged for it. The greedy cuts (51-56, tokens of at
+most PIECE_CHARS characters) go further: they count the pieces a word that is
+not one token falls into, and the pieces of a CJK sentence. Each family's
+weights use its own cut only (bench/fit_tokens.py LEFT_OUT).
 
 Weights (thousandths of a token) are fitted per family by least squares on
 tests/data/corpus.jsonl and tests/data/train_sources.jsonl, and judged on
@@ -81,120 +83,133 @@ from hotpath._tokens_tables import (
     WORDS_O200K,
 )
 
-NFEAT = 53
-# vocabulary tokens are far shorter; a longer run is never looked up
+NFEAT = 57
+# vocabulary tokens are far shorter; a longer run is never looked up whole
 WORD_MAX = 64
+# the longest token (in characters) the greedy cuts try
+PIECE_CHARS = 8
+# bits per word in the filters: the cuts look up to PIECE_CHARS lengths at every
+# character, so false positives must stay near 1e-4 (four probes at 2**21 bits)
+WORD_PROBES = 4
 FAMILY_INDEX = {"cl100k": 0, "o200k": 1, "claude": 2}
 
 CL100K = (
-    1119,
-    1007,
+    1117,
+    1010,
     83,
     -97,
-    1557,
+    1558,
     104,
-    -240,
-    -470,
-    457,
-    1282,
-    529,
-    282,
-    467,
-    1221,
-    880,
-    -795,
-    2343,
-    291,
-    -1352,
-    1173,
-    289,
-    -1102,
-    -385,
-    31,
-    169,
-    51,
-    2323,
-    -398,
-    -116,
-    -72,
+    -239,
+    -466,
+    453,
+    1277,
+    514,
+    294,
+    466,
+    1219,
+    881,
+    -793,
+    2382,
+    288,
+    -1342,
+    1183,
+    373,
+    -1075,
+    -488,
+    27,
+    150,
+    37,
+    2322,
+    -396,
+    -115,
+    -74,
     -59,
-    -692,
-    -378,
-    -572,
-    130,
-    -118,
-    -282,
-    -169,
-    -1239,
-    1146,
-    4,
-    -2,
-    -560,
-    -117,
+    -685,
+    -410,
+    -586,
+    205,
+    -175,
+    -350,
+    -193,
+    -1201,
+    1142,
+    10,
+    -3,
+    -603,
+    -106,
     1278,
-    612,
-    1162,
-    -646,
-    461,
-    -403,
-    126,
-    448,
-    -501,
+    643,
+    1181,
+    -671,
+    487,
+    -465,
+    141,
+    388,
+    -456,
+    0,
+    0,
+    0,
+    0,
 )
 O200K = (
-    1325,
-    1039,
-    76,
-    -29,
-    1422,
-    102,
-    -211,
-    -645,
-    629,
-    1398,
-    507,
-    329,
-    488,
-    1369,
-    989,
-    -933,
-    1417,
-    351,
-    -1005,
-    840,
-    1105,
-    -1231,
-    797,
-    1076,
-    1200,
-    1108,
-    1821,
-    1032,
-    1146,
-    1178,
-    -19,
-    1084,
-    1290,
-    1046,
-    1015,
-    163,
-    443,
-    -519,
-    -1190,
-    203,
+    1441,
+    1095,
+    78,
+    -21,
+    1375,
+    103,
+    -321,
+    -780,
+    764,
+    1520,
+    402,
+    384,
+    523,
+    1471,
+    1024,
+    -924,
+    1797,
+    378,
+    -699,
+    739,
+    451,
+    -204,
+    122,
+    -14,
     9,
-    -148,
-    -288,
-    -526,
-    1068,
-    -465,
-    -946,
-    486,
-    367,
-    -383,
-    42,
+    -1,
+    583,
+    12,
+    41,
+    32,
+    -12,
+    -373,
+    -310,
+    -57,
+    -281,
+    263,
+    433,
+    -79,
+    -290,
+    133,
+    -4,
+    -16,
+    -10,
+    24,
+    1046,
+    -347,
+    -101,
+    97,
+    96,
+    -228,
+    72,
     0,
     0,
+    967,
+    -109,
+    1009,
+    -128,
 )
 
 # Anthropic publishes no tokenizer. The one published side-by-side measurement
@@ -269,19 +284,18 @@ def bigram_slot(first: int, second: int) -> int:
     return mixed >> (32 - BIGRAM_BITS)
 
 
-def _probes(h: int) -> tuple[int, int]:
-    """The two Bloom-filter bits of a word's FNV-1a hash."""
-    second = (((h ^ (h >> 15)) * 0x85EBCA77) & 0xFFFFFFFF) >> (32 - WORD_BITS)
-    return h >> (32 - WORD_BITS), second
+def _probes(h: int) -> list[int]:
+    """The WORD_PROBES Bloom-filter bits of a word's FNV-1a hash (double hashing)."""
+    step = (((h ^ (h >> 15)) * 0x85EBCA77) & 0xFFFFFFFF) | 1
+    return [((h + k * step) & 0xFFFFFFFF) >> (32 - WORD_BITS) for k in range(WORD_PROBES)]
 
 
 def _found(bits: bytes, h: int) -> bool:
-    first, second = _probes(h)
-    return bool((bits[first >> 3] >> (first & 7)) & (bits[second >> 3] >> (second & 7)) & 1)
+    return all((bits[b >> 3] >> (b & 7)) & 1 for b in _probes(h))
 
 
-def word_probes(word: bytes) -> tuple[int, int]:
-    """The two Bloom-filter bits of a word (FNV-1a, 32-bit, then a second mix)."""
+def word_probes(word: bytes) -> list[int]:
+    """The Bloom-filter bits of a word (FNV-1a, 32-bit, then double hashing)."""
     h = 0x811C9DC5
     for b in word:
         h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
@@ -289,40 +303,46 @@ def word_probes(word: bytes) -> tuple[int, int]:
 
 
 def _pieces(data: bytes, start: int, end: int, bits: bytes) -> int:
-    """Pieces of data[start:end] cut greedily, longest vocabulary token first (a character
-    no token holds is a piece of its own)."""
+    """Pieces of data[start:end] cut greedily, longest vocabulary token (of at most
+    PIECE_CHARS characters) first; a character no token holds is a piece of its own."""
     count = 0
     i = start
     while i < end:
         h = 0x811C9DC5
-        step = best = 0
+        step = best = seen = 0
         for k in range(i, end):
             h = ((h ^ data[k]) * 0x01000193) & 0xFFFFFFFF
             if k + 1 == end or not 0x80 <= data[k + 1] <= 0xBF:  # a character ends here
                 step = step or k + 1
                 if _found(bits, h):
                     best = k + 1
+                seen += 1
+                if seen == PIECE_CHARS:
+                    break
         count += 1
         i = best or step
     return count
 
 
 def _word(data: bytes, start: int, end: int, o: list[int]) -> None:
-    """Features 45-52 of the non-ASCII run data[start:end] (its leading space included)."""
-    if end - start > WORD_MAX:
-        return
+    """Features 45-56 of the non-ASCII run data[start:end] (its leading space included)."""
     h = 0x811C9DC5
     chars = top = 0
     for k in range(start, end):
         h = ((h ^ data[k]) * 0x01000193) & 0xFFFFFFFF
         chars += data[k] >= 0xC0
         top = max(top, data[k])
+    cjk = top >= 0xE1  # a character past U+0FFF: not an alphabet or an Indic script
+    o[55 if cjk else 53] += _pieces(data, start, end, WORDS_O200K)
+    o[56 if cjk else 54] += chars
+    if end - start > WORD_MAX:
+        return
     for base, bits in ((45, WORDS_CL100K), (48, WORDS_O200K)):
         if _found(bits, h):
             o[base] += 1
             o[base + 1] += chars
             o[base + 2] += end - start
-    if top < 0xE1:  # no character past U+0FFF: alphabets and Indic scripts, not CJK
+    if not cjk:
         o[51] += _pieces(data, start, end, WORDS_CL100K)
         o[52] += chars
 
