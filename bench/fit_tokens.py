@@ -16,7 +16,9 @@ relative error are what the printout and bench/RESULTS.md report.
 ``--tables`` derives the character tables from the two vocabularies: per
 BMP character its cl100k cost alone and how often it sits inside longer
 tokens of each vocabulary, and per family a hashed bitmap of adjacent
-non-ASCII character pairs found inside tokens. They depend only on the
+non-ASCII character pairs found inside tokens, and per family a Bloom filter
+of the tokens that are a run of non-ASCII characters (a word of a non-Latin
+script, its leading space included when it has one). They depend only on the
 vocabularies, not on any text.
 
 Needs the dev extra (numpy, bpe-openai); the gateway itself needs neither.
@@ -40,7 +42,10 @@ FAMILIES = {"cl100k": "cl100k_base", "o200k": "o200k_base"}
 TRAIN = [ROOT / "tests/data/corpus.jsonl", ROOT / "tests/data/train_sources.jsonl"]
 HELDOUT = ROOT / "tests/data/heldout.jsonl"
 TABLES = ROOT / "hotpath/_tokens_tables.py"
+# features a family's fit leaves out (weight 0): the other family's greedy cuts
+LEFT_OUT = {"cl100k": (53, 54, 55, 56), "o200k": (51, 52)}
 BIGRAM_BITS = 15
+WORD_BITS = 21
 
 
 def vocabulary(name: str) -> list[bytes]:
@@ -64,19 +69,25 @@ def write_tables() -> None:
         TABLES.write_text(
             f"BIGRAM_BITS = {BIGRAM_BITS}\nCHAR_TABLE = bytes(0xFF80)\n"
             f"BIGRAM_CL100K = BIGRAM_O200K = bytes({1 << (BIGRAM_BITS - 3)})\n"
+            f"WORD_BITS = {WORD_BITS}\nWORDS_CL100K = WORDS_O200K = bytes({1 << (WORD_BITS - 3)})\n"
         )
-    from hotpath._tokens_py import bigram_slot
+    from hotpath._tokens_py import WORD_MAX, bigram_slot, word_probes
 
     inside: dict[str, dict[int, int]] = {}
     bitmaps: dict[str, bytearray] = {}
     for family, name in FAMILIES.items():
         counts: dict[int, int] = {}
         bitmap = bytearray(1 << (BIGRAM_BITS - 3))
+        words = bytearray(1 << (WORD_BITS - 3))
         for token in vocabulary(name):
             try:
                 text = token.decode("utf-8")
             except UnicodeDecodeError:
                 continue  # a piece of a character: says nothing about whole characters
+            body = token[1:] if token[:1] == b" " else token
+            if body and len(token) <= WORD_MAX and all(b >= 0x80 for b in body):
+                for probe in word_probes(token):
+                    words[probe >> 3] |= 1 << (probe & 7)
             stripped = text.strip()
             if len(stripped) >= 2:
                 for ch in set(stripped):
@@ -88,6 +99,7 @@ def write_tables() -> None:
                     bitmap[slot >> 3] |= 1 << (slot & 7)
         inside[family] = counts
         bitmaps[family] = bitmap
+        bitmaps[f"words_{family}"] = words
     cl100k = bpe_openai.get_encoding("cl100k_base")
     table = bytearray()
     for cp in range(0x80, 0x10000):
@@ -111,12 +123,15 @@ the character alone, minus one; bits 2-3 and 4-5 how often it sits inside longer
 cl100k / o200k tokens (0 never, 1 up to 3 tokens, 2 up to 20, 3 more).
 BIGRAM_CL100K, BIGRAM_O200K: 2**BIGRAM_BITS-bit maps of adjacent non-ASCII
 character pairs found inside tokens, at ``_tokens_py.bigram_slot``.
+WORDS_CL100K, WORDS_O200K: 2**WORD_BITS-bit Bloom filters of the tokens that are a
+run of non-ASCII characters (leading space included), at ``_tokens_py.word_probes``.
 """
 
 import base64
 import zlib
 
 BIGRAM_BITS = {BIGRAM_BITS}
+WORD_BITS = {WORD_BITS}
 
 _CHAR_TABLE = (
 {blob(table)}
@@ -127,10 +142,18 @@ _BIGRAM_CL100K = (
 _BIGRAM_O200K = (
 {blob(bitmaps["o200k"])}
 )
+_WORDS_CL100K = (
+{blob(bitmaps["words_cl100k"])}
+)
+_WORDS_O200K = (
+{blob(bitmaps["words_o200k"])}
+)
 
 CHAR_TABLE = zlib.decompress(base64.b64decode(_CHAR_TABLE))
 BIGRAM_CL100K = zlib.decompress(base64.b64decode(_BIGRAM_CL100K))
 BIGRAM_O200K = zlib.decompress(base64.b64decode(_BIGRAM_O200K))
+WORDS_CL100K = zlib.decompress(base64.b64decode(_WORDS_CL100K))
+WORDS_O200K = zlib.decompress(base64.b64decode(_WORDS_O200K))
 '''
     )
     print(f"wrote {TABLES.relative_to(ROOT)}")
@@ -168,7 +191,9 @@ def main() -> int:
     for family, enc in encoders.items():
         y = np.array([len(enc.encode_ordinary(d["text"])) for d in train], dtype=float)
         w = balance / y
-        coef, *_ = np.linalg.lstsq(x_train * w[:, None], y * w, rcond=None)
+        used = [k for k in range(NFEAT) if k not in LEFT_OUT[family]]
+        coef = np.zeros(NFEAT)
+        coef[used], *_ = np.linalg.lstsq(x_train[:, used] * w[:, None], y * w, rcond=None)
         weights = np.array([round(v * 1000) for v in coef], dtype=np.int64)
         truth = np.array([d["tokens"][family] for d in held], dtype=float)
         est = np.maximum(0, (x_held.astype(np.int64) @ weights + 500) // 1000)

@@ -5,7 +5,10 @@
  * either end). Features 29-43 are per character: tc_char() decodes the two-
  * or three-byte UTF-8 character whose lead byte it is given, and reads the
  * character tables (a byte per BMP code point, two pair bitmaps) that the
- * module copies in at import from the twin.
+ * module copies in at import from the twin. Features 44-50 need to know where
+ * the current digit run and non-ASCII run began: a tc_state carries that
+ * through the pass; tc_word() looks a finished non-ASCII run up in the two
+ * vocabularies' Bloom filters and cuts it greedily into each one's tokens.
  *
  * The scalar loop is the reference; on x86-64 the middle of the buffer is
  * done 16 bytes at a time with SSE2, counting into per-lane byte counters
@@ -24,13 +27,24 @@
 #include <emmintrin.h>
 #endif
 
-#define NFEAT 44
+#define NFEAT 57
 #define TC_BIGRAM_BITS 15
+#define TC_WORD_BITS 21
+#define TC_WORD_PROBES 4
+#define TC_WORD_MAX 64
+#define TC_PIECE_CHARS 8
 
 /* filled once at import (hotpath/_tokens.pyx) */
 static unsigned char tc_char_table[0x10000 - 0x80];
 static unsigned char tc_bigram_cl[1 << (TC_BIGRAM_BITS - 3)];
 static unsigned char tc_bigram_o[1 << (TC_BIGRAM_BITS - 3)];
+static unsigned char tc_words_cl[1 << (TC_WORD_BITS - 3)];
+static unsigned char tc_words_o[1 << (TC_WORD_BITS - 3)];
+
+/* where the current digit run and non-ASCII run (its leading space included) begin */
+typedef struct {
+    ptrdiff_t digits_from, words_from;
+} tc_state;
 
 static inline int tc_letter(unsigned x) { return ((x | 32u) - 97u) < 26u; }
 static inline int tc_digit(unsigned x) { return (x - 48u) < 10u; }
@@ -45,6 +59,78 @@ static inline int tc_cont(unsigned x) { return (x & 0xC0u) == 0x80u; }
 static inline uint32_t tc_slot(uint32_t first, uint32_t second)
 {
     return ((first * 0x9E3779B1u) ^ (second * 0x85EBCA77u)) >> (32 - TC_BIGRAM_BITS);
+}
+
+static inline int tc_bit(const unsigned char *bits, uint32_t k) { return (bits[k >> 3] >> (k & 7)) & 1; }
+
+static inline int tc_found(const unsigned char *bits, uint32_t h)
+{
+    uint32_t step = ((h ^ (h >> 15)) * 0x85EBCA77u) | 1u, k;
+    for (k = 0; k < TC_WORD_PROBES; k++)
+        if (!tc_bit(bits, (h + k * step) >> (32 - TC_WORD_BITS)))
+            return 0;
+    return 1;
+}
+
+/* pieces of d[start..end) cut greedily, longest vocabulary token (of at most
+ * TC_PIECE_CHARS characters) first; a character no token holds is a piece of its own */
+static long long tc_pieces(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, const unsigned char *bits)
+{
+    long long count = 0;
+    ptrdiff_t i = start, k, step, best;
+    while (i < end) {
+        uint32_t h = 0x811C9DC5u;
+        int seen = 0;
+        step = best = 0;
+        for (k = i; k < end; k++) {
+            h = (h ^ d[k]) * 0x01000193u;
+            if (k + 1 == end || !tc_cont(d[k + 1])) { /* a character ends here */
+                if (!step)
+                    step = k + 1;
+                if (tc_found(bits, h))
+                    best = k + 1;
+                if (++seen == TC_PIECE_CHARS)
+                    break;
+            }
+        }
+        count++;
+        i = best ? best : step;
+    }
+    return count;
+}
+
+/* features 45-56 of the non-ASCII run d[start..end) (its leading space included) */
+static void tc_word(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, long long *o)
+{
+    uint32_t h = 0x811C9DC5u;
+    long long chars = 0;
+    unsigned top = 0;
+    int cjk;
+    ptrdiff_t k;
+    for (k = start; k < end; k++) {
+        h = (h ^ d[k]) * 0x01000193u;
+        chars += d[k] >= 0xC0u;
+        top = d[k] > top ? d[k] : top;
+    }
+    cjk = top >= 0xE1u; /* a character past U+0FFF: not an alphabet or an Indic script */
+    o[cjk ? 55 : 53] += tc_pieces(d, start, end, tc_words_o);
+    o[cjk ? 56 : 54] += chars;
+    if (end - start > TC_WORD_MAX)
+        return;
+    if (tc_found(tc_words_cl, h)) {
+        o[45]++;
+        o[46] += chars;
+        o[47] += end - start;
+    }
+    if (tc_found(tc_words_o, h)) {
+        o[48]++;
+        o[49] += chars;
+        o[50] += end - start;
+    }
+    if (!cjk) {
+        o[51] += tc_pieces(d, start, end, tc_words_cl);
+        o[52] += chars;
+    }
 }
 
 /* features 29-43 of the character whose lead byte (0xC2..0xEF) is d[i] */
@@ -100,7 +186,7 @@ static void tc_char(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, long long 
 }
 
 /* features 0-28 of byte a (p before it, x after it), and 29-43 when it leads a character */
-static inline void tc_scalar(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, long long *o)
+static inline void tc_scalar(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, long long *o, tc_state *st)
 {
     unsigned a = d[i], p = i ? d[i - 1] : 0u, x = i + 1 < n ? d[i + 1] : 0u;
     int Sp = tc_space(p), Pp = i > 0 && tc_punct(p); /* the start of text is no punctuation */
@@ -111,7 +197,12 @@ static inline void tc_scalar(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, l
         o[16] += (a - 65u) < 26u && (p - 65u) < 26u && (x - 97u) < 26u;
     } else if (tc_digit(a)) {
         o[3]++;
-        o[4] += !tc_digit(p);
+        if (!tc_digit(p)) {
+            o[4]++;
+            st->digits_from = i;
+        } else {
+            o[44] += (i - st->digits_from) % 3 == 0;
+        }
     } else if (tc_space(a)) {
         o[7]++;
         if (Sp) {
@@ -134,6 +225,10 @@ static inline void tc_scalar(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, l
         o[19] += tc_cont(p);
         return;
     }
+    if (p < 0x80u)
+        st->words_from = p == 32u ? i - 1 : i;
+    if (x < 0x80u)
+        tc_word(d, st->words_from, i + 1, o);
     if (a < 0xC0u)
         return;
     o[18] += p < 0x80u && !Sp;
@@ -173,10 +268,11 @@ static inline unsigned long long tc_hsum(__m128i acc)
 static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
 {
     ptrdiff_t i = 0;
+    tc_state st = {0, 0};
     memset(o, 0, NFEAT * sizeof(long long));
     if (n <= 0)
         return;
-    tc_scalar(d, n, 0, o);
+    tc_scalar(d, n, 0, o, &st);
     i = 1;
 #if defined(__SSE2__)
     {
@@ -222,6 +318,22 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
             acc[15] = _mm_sub_epi8(acc[15], _mm_and_si128(N, Pp));
             acc[16] = _mm_sub_epi8(acc[16], _mm_and_si128(_mm_and_si128(tc_range(a, 65, 26), tc_range(p, 65, 26)), tc_range(x, 97, 26)));
             acc[17] = _mm_sub_epi8(acc[17], tc_eq(a, 9));
+            {
+                unsigned digits = (unsigned)_mm_movemask_epi8(D);
+                if (_mm_movemask_epi8(_mm_and_si128(D, Dp))) { /* a run goes on here: walk it */
+                    unsigned after = (unsigned)_mm_movemask_epi8(Dp);
+                    while (digits) {
+                        int j = __builtin_ctz(digits);
+                        if (after >> j & 1u)
+                            o[44] += (i + j - st.digits_from) % 3 == 0;
+                        else
+                            st.digits_from = i + j;
+                        digits &= digits - 1;
+                    }
+                } else if (digits & 0x8000u) { /* a run may start in the last lane */
+                    st.digits_from = i + 15;
+                }
+            }
             if (_mm_movemask_epi8(_mm_or_si128(a, p))) { /* only blocks near non-ASCII bytes pay for these */
                 __m128i cont_p = tc_range(p, 0x80, 0x40);
                 __m128i lead = tc_range(a, 0xC0, 0x40);
@@ -244,6 +356,21 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
                     tc_char(d, n, i + j, o);
                     chars &= chars - 1;
                 }
+                {
+                    __m128i high = _mm_xor_si128(ascii, _mm_set1_epi8(-1));
+                    __m128i ascii_x = _mm_cmpgt_epi8(x, _mm_set1_epi8(-1));
+                    unsigned starts = (unsigned)_mm_movemask_epi8(_mm_and_si128(high, ascii_p));
+                    unsigned ends = (unsigned)_mm_movemask_epi8(_mm_and_si128(high, ascii_x));
+                    unsigned both = starts | ends;
+                    while (both) {
+                        int j = __builtin_ctz(both);
+                        if (starts >> j & 1u)
+                            st.words_from = d[i + j - 1] == 32u ? i + j - 1 : i + j;
+                        if (ends >> j & 1u)
+                            tc_word(d, st.words_from, i + j + 1, o);
+                        both &= both - 1;
+                    }
+                }
             }
             i += 16;
             if (++blocks == 255) {
@@ -259,7 +386,7 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
     }
 #endif
     for (; i < n; i++)
-        tc_scalar(d, n, i, o);
+        tc_scalar(d, n, i, o, &st);
 }
 
 #endif

@@ -13,9 +13,15 @@ from hotpath import _tokens_py as _twin
 
 cdef extern from "_tokcount.h":
     enum: NFEAT
+    enum: TC_WORD_BITS
+    enum: TC_WORD_PROBES
+    enum: TC_WORD_MAX
+    enum: TC_PIECE_CHARS
     unsigned char tc_char_table[0xFF80]
     unsigned char tc_bigram_cl[4096]
     unsigned char tc_bigram_o[4096]
+    unsigned char tc_words_cl[262144]
+    unsigned char tc_words_o[262144]
     void count_features(const unsigned char* d, Py_ssize_t n, long long* out) nogil
 
 
@@ -30,6 +36,12 @@ for _f, _ws in enumerate(_twin.WEIGHTS):
         WEIGHTS[_f][_i] = _w
 
 
+if (TC_WORD_BITS, TC_WORD_PROBES, TC_WORD_MAX, TC_PIECE_CHARS) != (
+    _twin.WORD_BITS, _twin.WORD_PROBES, _twin.WORD_MAX, _twin.PIECE_CHARS
+):
+    raise ImportError("hotpath._tokens_py has different word-filter constants")
+
+
 cdef void _copy_table(unsigned char* dst, bytes src, Py_ssize_t size) except *:
     if PyBytes_GET_SIZE(src) != size:
         raise ImportError("hotpath._tokens_tables does not match _tokcount.h")
@@ -39,6 +51,8 @@ cdef void _copy_table(unsigned char* dst, bytes src, Py_ssize_t size) except *:
 _copy_table(tc_char_table, _twin.CHAR_TABLE, 0xFF80)
 _copy_table(tc_bigram_cl, _twin.BIGRAM_CL100K, 4096)
 _copy_table(tc_bigram_o, _twin.BIGRAM_O200K, 4096)
+_copy_table(tc_words_cl, _twin.WORDS_CL100K, 262144)
+_copy_table(tc_words_o, _twin.WORDS_O200K, 262144)
 
 
 cpdef long estimate_text_tokens(bytes text, int family=0) except -1:

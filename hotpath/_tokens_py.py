@@ -34,11 +34,31 @@ and the byte after ``x`` (0 beyond either end):
 42 a pair of adjacent non-ASCII characters found inside some cl100k token
 43 the same in o200k
 
+44 digits that start a new group of three inside a run (the fourth, seventh, ...):
+   with 4, digit runs cost exactly what both vocabularies charge, ceil(length / 3)
+45 a run of non-ASCII bytes (with the space before it, if any) that is a whole
+   cl100k token;  46 ... its characters;  47 ... its bytes
+48-50 the same for o200k
+51 the cl100k tokens of such a run (at most U+0FFF: no CJK) cut greedily, longest
+   token first, from the same filter;  52 ... its characters
+53-54 the same cut with o200k's filter, of a run of any length;  55-56 ... of a
+   run with CJK in it
+
 39-43 come from the tokenizers' vocabularies (``hotpath/_tokens_tables.py``,
 written by bench/fit_tokens.py): rare Han characters cost cl100k two or three
 tokens, and o200k merges common pairs of Cyrillic, Arabic, Devanagari and
 CJK characters, which byte classes alone cannot see. The pair test is a
 32,768-bit hashed bitmap per family (false positives included in the fit).
+45-50 answer the question byte features cannot: is this Cyrillic, Arabic or
+Devanagari word one token of the vocabulary (a common word) or several (a rare
+one)? Each vocabulary's tokens that are a run of non-ASCII characters, with or
+without a leading space, are in a 2**21-bit Bloom filter per family (four
+probes of an FNV-1a hash, ``word_probes``); a run found there counts as a
+word, and its characters and bytes let the fit take back what the per-
+character features charged for it. The greedy cuts (51-56, tokens of at
+most PIECE_CHARS characters) go further: they count the pieces a word that is
+not one token falls into, and the pieces of a CJK sentence. Each family's
+weights use its own cut only (bench/fit_tokens.py LEFT_OUT).
 
 Weights (thousandths of a token) are fitted per family by least squares on
 tests/data/corpus.jsonl and tests/data/train_sources.jsonl, and judged on
@@ -53,102 +73,143 @@ Invariant: the twins return equal results for every input and family.
 
 from __future__ import annotations
 
-from hotpath._tokens_tables import BIGRAM_BITS, BIGRAM_CL100K, BIGRAM_O200K, CHAR_TABLE
+from hotpath._tokens_tables import (
+    BIGRAM_BITS,
+    BIGRAM_CL100K,
+    BIGRAM_O200K,
+    CHAR_TABLE,
+    WORD_BITS,
+    WORDS_CL100K,
+    WORDS_O200K,
+)
 
-NFEAT = 44
+NFEAT = 57
+# vocabulary tokens are far shorter; a longer run is never looked up whole
+WORD_MAX = 64
+# the longest token (in characters) the greedy cuts try
+PIECE_CHARS = 8
+# bits per word in the filters: the cuts look up to PIECE_CHARS lengths at every
+# character, so false positives must stay near 1e-4 (four probes at 2**21 bits)
+WORD_PROBES = 4
 FAMILY_INDEX = {"cl100k": 0, "o200k": 1, "claude": 2}
 
 CL100K = (
-    1319,
-    950,
+    1117,
+    1010,
     83,
-    301,
-    886,
-    107,
-    -177,
-    -677,
-    662,
-    1504,
-    399,
-    468,
-    459,
-    1433,
-    926,
-    -871,
-    2286,
-    319,
-    -1502,
-    1507,
-    595,
-    -1181,
-    -387,
-    -360,
-    -120,
-    -345,
-    2219,
-    -555,
-    -263,
-    -279,
-    7,
-    -799,
-    -712,
-    -458,
+    -97,
+    1558,
+    104,
+    -239,
+    -466,
+    453,
+    1277,
+    514,
+    294,
+    466,
+    1219,
+    881,
+    -793,
+    2382,
+    288,
+    -1342,
+    1183,
+    373,
+    -1075,
+    -488,
+    27,
+    150,
+    37,
+    2322,
+    -396,
+    -115,
+    -74,
+    -59,
+    -685,
+    -410,
+    -586,
+    205,
+    -175,
+    -350,
+    -193,
+    -1201,
+    1142,
+    10,
+    -3,
+    -603,
+    -106,
+    1278,
     643,
-    -1021,
-    -1116,
-    -391,
-    -596,
-    1141,
-    20,
-    60,
-    -1130,
-    29,
+    1181,
+    -671,
+    487,
+    -465,
+    141,
+    388,
+    -456,
+    0,
+    0,
+    0,
+    0,
 )
 O200K = (
-    1403,
-    1033,
-    78,
-    304,
-    856,
-    109,
-    -213,
-    -737,
-    718,
-    1507,
-    455,
-    419,
-    482,
-    1447,
-    1024,
-    -964,
-    1500,
-    361,
-    -1213,
-    1112,
-    952,
-    -1738,
-    608,
-    867,
+    1441,
     1095,
-    905,
-    1695,
-    824,
-    977,
-    975,
+    78,
+    -21,
+    1375,
+    103,
+    -321,
+    -780,
+    764,
+    1520,
+    402,
+    384,
+    523,
+    1471,
+    1024,
+    -924,
+    1797,
+    378,
+    -699,
+    739,
+    451,
+    -204,
+    122,
+    -14,
+    9,
+    -1,
+    583,
+    12,
+    41,
+    32,
     -12,
-    912,
-    914,
-    1005,
-    463,
-    473,
-    704,
-    -429,
-    -1595,
-    241,
-    47,
-    -95,
-    -619,
-    -469,
+    -373,
+    -310,
+    -57,
+    -281,
+    263,
+    433,
+    -79,
+    -290,
+    133,
+    -4,
+    -16,
+    -10,
+    24,
+    1046,
+    -347,
+    -101,
+    97,
+    96,
+    -228,
+    72,
+    0,
+    0,
+    967,
+    -109,
+    1009,
+    -128,
 )
 
 # Anthropic publishes no tokenizer. The one published side-by-side measurement
@@ -223,10 +284,74 @@ def bigram_slot(first: int, second: int) -> int:
     return mixed >> (32 - BIGRAM_BITS)
 
 
+def _probes(h: int) -> list[int]:
+    """The WORD_PROBES Bloom-filter bits of a word's FNV-1a hash (double hashing)."""
+    step = (((h ^ (h >> 15)) * 0x85EBCA77) & 0xFFFFFFFF) | 1
+    return [((h + k * step) & 0xFFFFFFFF) >> (32 - WORD_BITS) for k in range(WORD_PROBES)]
+
+
+def _found(bits: bytes, h: int) -> bool:
+    return all((bits[b >> 3] >> (b & 7)) & 1 for b in _probes(h))
+
+
+def word_probes(word: bytes) -> list[int]:
+    """The Bloom-filter bits of a word (FNV-1a, 32-bit, then double hashing)."""
+    h = 0x811C9DC5
+    for b in word:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return _probes(h)
+
+
+def _pieces(data: bytes, start: int, end: int, bits: bytes) -> int:
+    """Pieces of data[start:end] cut greedily, longest vocabulary token (of at most
+    PIECE_CHARS characters) first; a character no token holds is a piece of its own."""
+    count = 0
+    i = start
+    while i < end:
+        h = 0x811C9DC5
+        step = best = seen = 0
+        for k in range(i, end):
+            h = ((h ^ data[k]) * 0x01000193) & 0xFFFFFFFF
+            if k + 1 == end or not 0x80 <= data[k + 1] <= 0xBF:  # a character ends here
+                step = step or k + 1
+                if _found(bits, h):
+                    best = k + 1
+                seen += 1
+                if seen == PIECE_CHARS:
+                    break
+        count += 1
+        i = best or step
+    return count
+
+
+def _word(data: bytes, start: int, end: int, o: list[int]) -> None:
+    """Features 45-56 of the non-ASCII run data[start:end] (its leading space included)."""
+    h = 0x811C9DC5
+    chars = top = 0
+    for k in range(start, end):
+        h = ((h ^ data[k]) * 0x01000193) & 0xFFFFFFFF
+        chars += data[k] >= 0xC0
+        top = max(top, data[k])
+    cjk = top >= 0xE1  # a character past U+0FFF: not an alphabet or an Indic script
+    o[55 if cjk else 53] += _pieces(data, start, end, WORDS_O200K)
+    o[56 if cjk else 54] += chars
+    if end - start > WORD_MAX:
+        return
+    for base, bits in ((45, WORDS_CL100K), (48, WORDS_O200K)):
+        if _found(bits, h):
+            o[base] += 1
+            o[base + 1] += chars
+            o[base + 2] += end - start
+    if not cjk:
+        o[51] += _pieces(data, start, end, WORDS_CL100K)
+        o[52] += chars
+
+
 def count_features(data: bytes) -> list[int]:
     """The NFEAT feature counts of ``data`` (see the module docstring)."""
     o = [0] * NFEAT
     n = len(data)
+    digits_from = words_from = 0  # where the current digit run and non-ASCII run start
     for i in range(n):
         a = data[i]
         p = data[i - 1] if i else 0
@@ -250,6 +375,9 @@ def count_features(data: bytes) -> list[int]:
             o[3] += 1
             if not 48 <= p <= 57:
                 o[4] += 1
+                digits_from = i
+            elif (i - digits_from) % 3 == 0:
+                o[44] += 1
         elif punct:
             o[5] += 1
             if 97 <= (x | 32) <= 122:
@@ -278,6 +406,10 @@ def count_features(data: bytes) -> list[int]:
             if 0x80 <= p <= 0xBF:
                 o[19] += 1
             continue
+        if p < 0x80:
+            words_from = i - 1 if p == 32 else i
+        if x < 0x80:
+            _word(data, words_from, i + 1, o)
         if a >= 0xC0:
             if p < 0x80 and not space_p:
                 o[18] += 1
