@@ -155,9 +155,11 @@ def start_gateway(
     return start(["serve"], env=env, ready=SERVE_READY)
 
 
-def metric(gw: Proc, name: str, **labels: str) -> float:
-    """The sum of a Prometheus series of a running gateway over the samples matching ``labels``."""
-    text = httpx.get(gw.url + "/metrics").text
+def metric(gw: Proc, name: str, admin: str = "", **labels: str) -> float:
+    """The sum of a Prometheus series of a running gateway over the samples matching ``labels``
+    (``admin``: its admin key, when it has one)."""
+    headers = {"authorization": f"Bearer {admin}"} if admin else {}
+    text = httpx.get(gw.url + "/metrics", headers=headers).text
     total = 0.0
     for line in text.splitlines():
         if not line.startswith(name + "{"):

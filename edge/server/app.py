@@ -631,6 +631,10 @@ class Gateway:
             )
 
     async def prometheus(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """Every worker's metrics; with an admin key set, only for it (the figures tell cost
+        totals, traffic and error types: Prometheus sends it as a bearer token)."""
+        if self.settings.admin_key:
+            self._admin(req)
         proto.respond(
             200,
             [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 
 from edge.errors import Unauthorized
+
+
+_ENTRY = re.compile(r"(.+?)=(?:([A-Za-z0-9_.-]+)(?:@(.*))?|@(.*))")
 
 
 class KeysError(ValueError):
@@ -60,8 +64,15 @@ class Keyring:
             entry, _, option = entry.partition(";")
             if option.strip() not in ("", "async"):
                 raise KeysError(f"a key entry has an unknown option {option.strip()!r}")
-            key, _, rest = entry.partition("=")
-            tier, _, name = rest.partition("@")
+            # a key may end in "=" padding (base64): the tier is what follows the last "="
+            # that is followed by a tier name or "@", so `abc==` is a key and `abc===L1` the
+            # key `abc==` with tier L1
+            found = _ENTRY.fullmatch(entry.strip())
+            if found is None:
+                key, tier, name = entry, "", ""
+            else:
+                key, tier = found.group(1), found.group(2) or ""
+                name = found.group(3) if found.group(3) is not None else found.group(4) or ""
             key = key.strip()
             if key.startswith("sha256:"):
                 try:

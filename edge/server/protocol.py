@@ -312,6 +312,11 @@ class EdgeProtocol(asyncio.Protocol):
             keep_alive = b"close" not in conn_tokens
         else:
             keep_alive = b"keep-alive" in conn_tokens
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            # framed two ways (a smuggling attempt behind a proxy that trusts the length):
+            # answered by Transfer-Encoding as h11 reads it, then the connection closes
+            # (RFC 9112 6.1)
+            keep_alive = False
         self.request = Request(ev.method, ev.target, headers, request_id_for(headers), keep_alive)
         self._head_timer = False
         self._body_size = 0

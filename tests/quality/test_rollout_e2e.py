@@ -142,7 +142,7 @@ def test_a_candidate_that_breaks_json_is_rolled_back_at_an_early_stage(qsim: Sim
         assert now["report"]["canary"]["json_valid_rate"] < 1.0
         assert now["report"]["baseline"]["json_valid_rate"] == 1.0
         assert all(r.status_code == 200 for r in sent)  # every request was answered
-        metrics = httpx.get(gw.url + "/metrics").text
+        metrics = httpx.get(gw.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}).text
         assert 'edge_rollout_rollbacks_total{reason="invalid"}' in metrics
         assert "edge_rollout_stage_percent 0" in metrics
         # after the rollback every request is the baseline's again

@@ -32,3 +32,12 @@ def test_open_ring_and_bad_entries() -> None:
         Keyring(["sha256:nothex"])
     with pytest.raises(KeysError):
         Keyring(["sha256:abcd"])
+
+
+def test_a_padded_key_keeps_its_equals_signs() -> None:
+    ring = Keyring(["abc==", "xyz===L1", "k1=L2@acme", "k2=@beta"])
+    assert ring.check(None, b"abc==").tier is None  # the whole entry is the key
+    assert ring.check(None, b"xyz==").tier == "L1"  # the tier follows the last "="
+    with pytest.raises(Unauthorized):
+        ring.check(None, b"abc")  # never the key cut at its padding
+    assert ring.check(None, b"k1").name == "acme" and ring.check(None, b"k2").name == "beta"

@@ -254,7 +254,9 @@ def test_admin_spend_needs_the_admin_key_and_reports_by_key_tier_provider_model(
     assert mine[0]["output_tokens"] >= 12 and mine[0]["tenant"] != "acme"
     out = cli("spend", state_dir=state_dir)
     assert "cheap" in out and "total" in out
-    metrics = httpx.get(gw.url + "/metrics").text
+    # /metrics too is for the admin key when one is set
+    assert httpx.get(gw.url + "/metrics").status_code == 401
+    metrics = httpx.get(gw.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}).text
     assert 'edge_cost_usd_total{model="cheap",provider="openai",tier="W"}' in metrics
     assert 'edge_budget_actions_total{action="block",scope="request"}' in metrics
     assert 'edge_jobs{status="done"}' in metrics

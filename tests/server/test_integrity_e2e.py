@@ -86,7 +86,7 @@ def models_seen(sim: SimClient, since: int) -> list[str]:
 
 
 def test_a_header_or_alias_above_the_keys_tier_is_refused_in_both_dialects(gw: Proc) -> None:
-    before = metric(gw, "edge_request_errors_total", error_type="TierForbidden")
+    before = metric(gw, "edge_request_errors_total", ADMIN, error_type="TierForbidden")
     with pytest.raises(openai.PermissionDeniedError) as err:
         oa(gw, L2, **{"x-edge-tier": "L0"}).chat.completions.create(model="auto", messages=HELLO)
     assert err.value.code == "tier_not_allowed" and "L2" in err.value.message
@@ -107,7 +107,7 @@ def test_a_header_or_alias_above_the_keys_tier_is_refused_in_both_dialects(gw: P
         model="auto", messages=HELLO
     )
     assert raw.headers["x-edge-tier"] == "L2"
-    after = metric(gw, "edge_request_errors_total", error_type="TierForbidden")
+    after = metric(gw, "edge_request_errors_total", ADMIN, error_type="TierForbidden")
     assert after - before == 4
 
 

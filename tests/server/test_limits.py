@@ -192,3 +192,22 @@ def test_concurrent_streams_all_complete(gateway: Proc) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_request_framed_two_ways_is_answered_then_the_connection_closes(gateway: Proc) -> None:
+    """Content-Length and Transfer-Encoding together (RFC 9112 6.1): the answer, then close,
+    so a proxy that framed by the length cannot slip a second request in behind it."""
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+    chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + GW_KEY.encode() + b"\r\ncontent-length: 5\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+    smuggled = b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n"
+    started = time.monotonic()
+    resp = raw(gateway.port, head + chunked + smuggled, timeout=10.0)
+    assert time.monotonic() - started < 9  # closed by the gateway, not by our timeout
+    assert resp.count(b"HTTP/1.1 ") == 1  # the smuggled request was never answered
+    status, headers, _ = split(resp)
+    assert status == 200 and headers.get("connection") == "close"

@@ -50,6 +50,9 @@ def instance(sim: SimClient, redis: RedisServer, **extra: str) -> Proc:
     )
 
 
+ADMIN_AUTH = {"authorization": f"Bearer {ADMIN}"}
+
+
 def post(gw: Proc, key: str, tier: str, model: str = "cheap") -> httpx.Response:
     # Prefer: respond-async lets a blocked request become a job (without it: a 400 or 429)
     headers = {"authorization": f"Bearer {key}", "x-edge-tier": tier, "prefer": "respond-async"}
@@ -178,10 +181,10 @@ def test_redis_lost_then_back(sim: SimClient, redis: RedisServer) -> None:
         blocked = post(gw, KEY, "B")
         assert blocked.status_code == 503 and blocked.headers["retry-after"] == "5"
         assert "job queue cannot persist" in blocked.json()["error"]["message"]
-        assert "edge_state_up 0.0" in httpx.get(gw.url + "/metrics").text
+        assert "edge_state_up 0.0" in httpx.get(gw.url + "/metrics", headers=ADMIN_AUTH).text
         redis.start()  # an empty Redis on the same port
         deadline = time.monotonic() + 10
-        while "edge_state_up 1.0" not in httpx.get(gw.url + "/metrics").text:
+        while "edge_state_up 1.0" not in httpx.get(gw.url + "/metrics", headers=ADMIN_AUTH).text:
             assert time.monotonic() < deadline, "the gateway did not see Redis come back"
             time.sleep(0.1)
         assert post(gw, KEY, "B").status_code == 202  # jobs are accepted again
