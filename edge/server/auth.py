@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from edge.errors import Unauthorized
 
-
 _ENTRY = re.compile(r"(.+?)=(?:([A-Za-z0-9_.-]+)(?:@(.*))?|@(.*))")
 
 
