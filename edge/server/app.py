@@ -73,6 +73,7 @@ from edge.state.types import StateUnavailable, periods
 from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
+ADMIN_PATHS = (b"/admin/", b"/metrics", b"/v1/edge/stats", b"/dashboard")
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
 
 
@@ -259,7 +260,7 @@ class Gateway:
             self._refresh.cancel()
 
     def protocol(self) -> EdgeProtocol:
-        return EdgeProtocol(self.settings, self.tracker, self.handle, self.render_error)
+        return EdgeProtocol(self.settings, self.tracker, self.handle, self.protocol_error)
 
     # -- the boundary
 
@@ -349,8 +350,34 @@ class Gateway:
             headers.append((b"x-request-id", rid.encode()))
         proto.respond(status, headers, body)
 
+    def protocol_error(self, err: EdgeError, req: Request | None, proto: EdgeProtocol) -> None:
+        """An error the connection itself answers (framing, limits, deadlines): rendered like
+        any, and logged, since no handler ran for it."""
+        self.render_error(err, req, proto)
+        self.log.request(
+            id=req.request_id if req is not None else None,
+            method=req.method.decode("latin-1") if req is not None else None,
+            target=req.path.decode("latin-1") if req is not None else None,
+            status=err.status_code(),
+            error=type(err).__name__,
+            peer=proto.peer,
+        )
+
     def _account(self, req: Request, out: Outcome) -> None:
         if req.path not in (b"/v1/chat/completions", b"/v1/messages", b"/v1/messages/count_tokens"):
+            # every other route gets its line too (a failed admin key above all: brute force
+            # must be visible), and its errors counted
+            if out.error:
+                operation = "admin" if req.path.startswith(ADMIN_PATHS) else "other"
+                self.metrics.error(operation, out.dialect, out.error)
+            self.log.request(
+                id=req.request_id,
+                method=req.method.decode("latin-1"),
+                target=req.path.decode("latin-1"),
+                status=out.status or 200,
+                error=out.error or None,
+                latency_ms=round((time.monotonic() - req.received_at) * 1000, 2),
+            )
             return
         now = time.monotonic()
         duration = now - req.received_at
@@ -409,7 +436,7 @@ class Gateway:
             tenant=out.tenant or None,
             upstream_request_id=out.upstream_request_id or None,
             candidates=out.candidates or None,
-            path=out.path or None,
+            attempts_path=out.path or None,
             cap_usd=round(out.cap_usd, 8) if out.cap_usd else None,
         )
 
@@ -516,8 +543,10 @@ class Gateway:
         )
 
     async def edge_stats(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        """The triangle per tier and per provider/model, for operators and the dashboard."""
-        if self.settings.admin_key:
+        """The triangle per tier and per provider/model, for operators and the dashboard. It
+        tells spend per tenant: behind the admin key, or open only on a gateway without keys
+        (which serves loopback alone)."""
+        if self.settings.admin_key or not self.keys.open:
             self._admin(req)
         self.spend.flush()
         self.rollouts.flush()

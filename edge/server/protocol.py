@@ -211,6 +211,12 @@ class EdgeProtocol(asyncio.Protocol):
 
     # -- asyncio callbacks
 
+    @property
+    def peer(self) -> str:
+        """The client's address, for the log of an error no handler saw."""
+        name = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{name[0]}:{name[1]}" if isinstance(name, tuple) and len(name) >= 2 else ""
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         tracker = self._tracker

@@ -185,11 +185,11 @@ def check_request(
             # the one window where the two may differ: given up before its head was read
             unread = [
                 p
-                for p in line.get("path") or []
+                for p in line.get("attempts_path") or []
                 if p.startswith(name + ":") and p.endswith(":connecting")
             ]
             assert unread and a["disconnected"], (rid, "billed attempt missing", a, rows, line)
-            line["path"].remove(unread[0])  # each such attempt excuses one row
+            line["attempts_path"].remove(unread[0])  # each such attempt excuses one row
             continue
         # the provider's final usage is what the gateway read when the answer came whole
         exact = (

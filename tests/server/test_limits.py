@@ -211,3 +211,25 @@ def test_a_request_framed_two_ways_is_answered_then_the_connection_closes(gatewa
     assert resp.count(b"HTTP/1.1 ") == 1  # the smuggled request was never answered
     status, headers, _ = split(resp)
     assert status == 200 and headers.get("connection") == "close"
+
+
+def test_errors_no_handler_saw_are_logged(tight: Proc) -> None:
+    """Framing, limits and deadlines answer on the connection itself: each still leaves an
+    access log line with its status and the client's address."""
+    huge = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 8000 + b"\r\n\r\n"
+    status, _, _ = split(raw(tight.port, huge))
+    assert status == 431
+    deadline = time.monotonic() + 5
+    while not any('"status":431' in line and '"peer":"127.0.0.1:' in line for line in tight.lines):
+        assert time.monotonic() < deadline, "no log line for the 431"
+        time.sleep(0.05)
+
+
+def test_a_failed_admin_key_is_logged_and_counted(gateway: Proc) -> None:
+    r = httpx.get(gateway.url + "/admin/spend", headers={"authorization": "Bearer guess"})
+    assert r.status_code in (401, 403)
+    rid = r.headers["x-request-id"]
+    deadline = time.monotonic() + 5
+    while not any(rid in line and '"target":"/admin/spend"' in line for line in gateway.lines):
+        assert time.monotonic() < deadline, "no log line for the refused admin request"
+        time.sleep(0.05)

@@ -15,13 +15,13 @@ import pytest
 from tests.procs import Proc, SimClient, start_gateway
 from tests.server.conftest import POLICY
 
-KEY = "sk-stats"
+KEY, ADMIN = "sk-stats", "sk-stats-admin"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def two_workers(sim: SimClient) -> Iterator[Proc]:
-    proc = start_gateway(sim.url, POLICY, {"EDGE_KEYS": KEY}, workers=2)
+    proc = start_gateway(sim.url, POLICY, {"EDGE_KEYS": KEY, "EDGE_ADMIN_KEY": ADMIN}, workers=2)
     yield proc
     proc.stop()
 
@@ -53,7 +53,10 @@ def test_every_workers_metrics_are_exposed(two_workers: Proc) -> None:
         totals = []
         for _ in range(6):
             with httpx.Client() as c:
-                totals.append(requests_total(c.get(two_workers.url + "/metrics").text))
+                scrape = c.get(
+                    two_workers.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}
+                )
+                totals.append(requests_total(scrape.text))
                 pids.add(c.get(two_workers.url + "/healthz").json()["pid"])
         if set(totals) == {40.0} or time.monotonic() > deadline:
             break
@@ -65,7 +68,11 @@ def test_every_workers_metrics_are_exposed(two_workers: Proc) -> None:
 def test_stats_per_tier_and_model(two_workers: Proc) -> None:
     chat(two_workers, 10)
     time.sleep(1.2)
-    s = httpx.get(two_workers.url + "/v1/edge/stats").json()
+    # it tells spend per tenant: the admin key's, not a gateway key's
+    assert httpx.get(two_workers.url + "/v1/edge/stats").status_code == 401
+    s = httpx.get(
+        two_workers.url + "/v1/edge/stats", headers={"authorization": f"Bearer {ADMIN}"}
+    ).json()
     l1 = s["tiers"]["L1"]
     assert l1["requests"] >= 10 and l1["success_rate"] == 1.0
     assert l1["latency_ms"]["p50"] > 0 and l1["latency_ms"]["p99"] >= l1["latency_ms"]["p95"]
@@ -104,7 +111,7 @@ def test_the_dashboard_renders_live_numbers_without_console_errors(two_workers: 
                 "--v=0",
                 "--virtual-time-budget=3000",
                 "--dump-dom",
-                two_workers.url + "/dashboard",
+                two_workers.url + "/dashboard#key=" + ADMIN,  # never sent to the server
             ],
             capture_output=True,
             text=True,
