@@ -37,6 +37,7 @@ from bench.overhead import Service, launch  # noqa: E402
 from bench.simulator import pin, write_section  # noqa: E402
 
 KEY = "sk-bench"
+ADMIN = "sk-bench-admin"
 P95_TARGET_MS = 3000.0
 MAX_FAILURE_RATE = 0.01
 TIERS = ("L0", "L1", "L2")
@@ -75,6 +76,7 @@ def gateway(sim: Service, extra: dict[str, str]) -> Service:
             "EDGE_PORT": "0",
             "EDGE_WORKERS": "1",
             "EDGE_KEYS": f"{KEY}=L0",  # the load covers every tier
+            "EDGE_ADMIN_KEY": ADMIN,  # the stats are the admin's
             "EDGE_ACCESS_LOG": "off",
             "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-slo-state-"),
             "OPENAI_API_KEY": "sk-upstream",
@@ -133,7 +135,10 @@ def run_load(sim: Service, extra: dict[str, str], seconds: int, users: int) -> l
         )
         if not Path(f"{out}_stats.csv").exists():
             sys.exit(f"bench: locust wrote no stats:\n{done.stdout}\n{done.stderr}")
-        stats = httpx.get(f"http://127.0.0.1:{gw.port}/v1/edge/stats").json()
+        stats = httpx.get(
+            f"http://127.0.0.1:{gw.port}/v1/edge/stats",
+            headers={"authorization": f"Bearer {ADMIN}"},
+        ).json()
     finally:
         outage.cancel()
         gw.stop()
