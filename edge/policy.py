@@ -237,6 +237,31 @@ def env_names(policy: Policy) -> set[str]:
     return names
 
 
+def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model]) -> None:
+    for key in ("soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms"):
+        if values[key] <= 0:
+            raise PolicyError(f"{where}.{key}: must be greater than 0")
+    if not values["soft_timeout_ms"] < values["first_token_timeout_ms"]:
+        raise PolicyError(
+            f"{where}.soft_timeout_ms: must be less than first_token_timeout_ms (a hedge must have time to win)"
+        )
+    if not values["first_token_timeout_ms"] <= values["total_timeout_ms"]:
+        raise PolicyError(f"{where}.total_timeout_ms: must be at least first_token_timeout_ms")
+    if values["degrade_mode"] not in ("model", "max_tokens"):
+        raise PolicyError(f"{where}.degrade_mode: must be model or max_tokens")
+    if not 0 <= values["warn_usd"] <= values["degrade_usd"] <= values["block_usd"]:
+        raise PolicyError(
+            f"{where}: thresholds must satisfy 0 <= warn_usd <= degrade_usd <= block_usd"
+        )
+    if values["expected_output_tokens"] < 1:
+        raise PolicyError(f"{where}.expected_output_tokens: must be at least 1")
+    if values["strategy"] not in STRATEGIES:
+        raise PolicyError(f"{where}.strategy: must be one of {STRATEGIES}")
+    for m in values["pool"]:
+        if m not in models:
+            raise PolicyError(f"{where}.pool: unknown model {m!r}")
+
+
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
     known = ("providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs")
     _known(data, known, "policy")
@@ -361,32 +386,20 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             "never_block": _get(t, "never_block", where, bool, False),
             "expected_output_tokens": _get(t, "expected_output_tokens", where, int, 512),
         }
+        overridden: dict[str, str] = {}
         for key, current in list(values.items()):
             env_name = f"EDGE_{name.upper()}_{key.upper()}"
             if env.get(env_name):
                 values[key] = _coerce_env(env_name, env[env_name], current)
-        for key in ("soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms"):
-            if values[key] <= 0:
-                raise PolicyError(f"{where}.{key}: must be greater than 0")
-        if not values["soft_timeout_ms"] < values["first_token_timeout_ms"]:
-            raise PolicyError(
-                f"{where}.soft_timeout_ms: must be less than first_token_timeout_ms (a hedge must have time to win)"
-            )
-        if not values["first_token_timeout_ms"] <= values["total_timeout_ms"]:
-            raise PolicyError(f"{where}.total_timeout_ms: must be at least first_token_timeout_ms")
-        if values["degrade_mode"] not in ("model", "max_tokens"):
-            raise PolicyError(f"{where}.degrade_mode: must be model or max_tokens")
-        if not 0 <= values["warn_usd"] <= values["degrade_usd"] <= values["block_usd"]:
-            raise PolicyError(
-                f"{where}: thresholds must satisfy 0 <= warn_usd <= degrade_usd <= block_usd"
-            )
-        if values["expected_output_tokens"] < 1:
-            raise PolicyError(f"{where}.expected_output_tokens: must be at least 1")
-        if values["strategy"] not in STRATEGIES:
-            raise PolicyError(f"{where}.strategy: must be one of {STRATEGIES}")
-        for m in values["pool"]:
-            if m not in models:
-                raise PolicyError(f"{where}.pool: unknown model {m!r}")
+                overridden[key] = env_name
+        try:
+            _check_tier(where, values, models)
+        except PolicyError as exc:
+            # a value from the environment is named by its variable: that is where to fix it
+            named = [v for k, v in overridden.items() if k in str(exc)]
+            if named:
+                raise PolicyError(f"{exc} (set by {', '.join(named)})") from None
+            raise
         tiers[name] = Tier(name=name, **values)
     default_tier = str(data.get("default_tier", "L1"))
     if tiers and default_tier not in tiers:

@@ -71,3 +71,10 @@ def test_the_start_fails_on_an_unknown_variable() -> None:
         timeout=60,
     )
     assert r.returncode == 2 and "EDGE_WORKES (did you mean EDGE_WORKERS?)" in r.stderr
+
+
+def test_an_out_of_range_override_names_its_variable() -> None:
+    with pytest.raises(PolicyError, match=r"soft_timeout_ms.*\(set by EDGE_L1_SOFT_TIMEOUT_MS\)"):
+        load_policy(SHIPPED, {"EDGE_L1_SOFT_TIMEOUT_MS": "-5"})
+    with pytest.raises(PolicyError, match="thresholds.*set by EDGE_L2_WARN_USD"):
+        load_policy(SHIPPED, {"EDGE_L2_WARN_USD": "9"})
