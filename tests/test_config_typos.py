@@ -76,5 +76,5 @@ def test_the_start_fails_on_an_unknown_variable() -> None:
 def test_an_out_of_range_override_names_its_variable() -> None:
     with pytest.raises(PolicyError, match=r"soft_timeout_ms.*\(set by EDGE_L1_SOFT_TIMEOUT_MS\)"):
         load_policy(SHIPPED, {"EDGE_L1_SOFT_TIMEOUT_MS": "-5"})
-    with pytest.raises(PolicyError, match="thresholds.*set by EDGE_L2_WARN_USD"):
+    with pytest.raises(PolicyError, match=r"thresholds.*set by EDGE_L2_WARN_USD"):
         load_policy(SHIPPED, {"EDGE_L2_WARN_USD": "9"})
