@@ -266,7 +266,15 @@ class AnthropicStream:
 # ------------------------------------------------------------ translation
 
 _IGNORABLE = {"service_tier", "stream", "model", "messages", "metadata", "max_tokens", "system"}
-_MAPPED = {"temperature", "top_p", "stop_sequences", "tools", "tool_choice", "output_config"}
+_MAPPED = {
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "tools",
+    "tool_choice",
+    "output_config",
+    "output_format",  # the structured-outputs beta's spelling of output_config.format
+}
 
 
 def _blocks_text(content: Any, where: str) -> str:
@@ -383,7 +391,7 @@ def to_canonical(body: dict[str, Any], target: str) -> ChatRequest:
         req.tool_choice = mapping[str(kind)]
         req.tool_name = str(choice.get("name") or "")
         req.parallel_tool_calls = not choice.get("disable_parallel_tool_use", False)
-    fmt = (body.get("output_config") or {}).get("format")
+    fmt = (body.get("output_config") or {}).get("format") or body.get("output_format")
     if isinstance(fmt, dict):
         need(
             fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict),

@@ -326,7 +326,9 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
             )
             ask.tool_name = choice["name"]
         ask.parallel_tools = not choice.get("disable_parallel_tool_use", False)
-    fmt = (body.get("output_config") or {}).get("format")
+    # output_format: the structured-outputs beta's spelling (anthropic-beta:
+    # structured-outputs-2025-11-13), served like output_config.format
+    fmt = (body.get("output_config") or {}).get("format") or body.get("output_format")
     if isinstance(fmt, dict):
         _require(
             fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict),

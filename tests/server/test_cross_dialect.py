@@ -429,3 +429,36 @@ def test_every_answer_carries_the_cost_estimate(gateway: Proc) -> None:
     expected = (tokens * m.input_usd_per_mtok + prior * m.output_usd_per_mtok) / 1e6
     assert r.status_code == 200 and "x-edge-budget-action" not in r.headers
     assert float(r.headers["x-edge-cost-estimate-usd"]) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gpt-4o-mini"])
+def test_the_structured_outputs_beta_spelling_is_honoured_as_is_and_translated(
+    gateway: Proc, model: str
+) -> None:
+    import json
+
+    import httpx
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    r = httpx.post(
+        gateway.url + "/v1/messages",
+        json={
+            "model": model,
+            "max_tokens": 200,
+            "messages": [{"role": "user", "content": "Where is the Eiffel tower?"}],
+            "output_format": {"type": "json_schema", "schema": schema},
+        },
+        headers={
+            "authorization": f"Bearer {GW_KEY}",
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": "structured-outputs-2025-11-13",
+        },
+    )
+    assert r.status_code == 200, r.text
+    text = "".join(b["text"] for b in r.json()["content"] if b["type"] == "text")
+    assert isinstance(json.loads(text)["city"], str)
