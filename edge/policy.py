@@ -58,6 +58,10 @@ class Provider:
     api_key_env: str
     api_key: Secret
     anthropic_version: str = "2023-06-01"
+    # anthropic-beta names (fnmatch patterns) passed on, and refused with a 400; any other
+    # beta is not forwarded (see edge/server/relay.py ``betas_for``)
+    betas_pass: tuple[str, ...] = ()
+    betas_refuse: tuple[str, ...] = ()
     # the base URL's parts, split once (every upstream call reads them)
     scheme: str = field(init=False)
     host: str = field(init=False)
@@ -167,6 +171,8 @@ class Policy:
                 p.api_key_env,
                 p.api_key or Secret("sim"),
                 p.anthropic_version,
+                p.betas_pass,
+                p.betas_refuse,
             )
             for name, p in self.providers.items()
         }
@@ -205,7 +211,19 @@ def _coerce_env(name: str, raw: str, current: Any) -> Any:
     return raw
 
 
-PROVIDER_KEYS = ("kind", "base_url", "api_key_env", "anthropic_version")
+PROVIDER_KEYS = ("kind", "base_url", "api_key_env", "anthropic_version", "betas")
+# Betas a provider takes by default: they change how an answer streams or what it may hold,
+# not what it costs. Refused by default: betas that run billed server tools the estimate
+# cannot price, or that need state held at the provider (files, skills).
+BETAS_PASS = (
+    "prompt-caching-*", "interleaved-thinking-*", "fine-grained-tool-streaming-*",
+    "token-efficient-tools-*", "output-128k-*", "context-1m-*", "context-management-*",
+    "structured-outputs-*", "extended-cache-ttl-*", "effort-*",
+)  # fmt: skip
+BETAS_REFUSE = (
+    "web-search-*", "web-fetch-*", "code-execution-*", "computer-use-*", "mcp-client-*",
+    "files-api-*", "skills-*",
+)  # fmt: skip
 MODEL_KEYS = (
     "provider", "upstream_model", "input_usd_per_mtok", "output_usd_per_mtok",
     "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "quality", "context_window",
@@ -277,8 +295,22 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             raise PolicyError(f"{where}.base_url: not an http(s) URL: {base!r}")
         key_env = _get(t, "api_key_env", where, str, "")
         version = _get(t, "anthropic_version", where, str, "2023-06-01")
+        betas = _get(
+            t, "betas", where, dict, {"pass": list(BETAS_PASS), "refuse": list(BETAS_REFUSE)}
+        )
+        _known(betas, ("pass", "refuse"), f"{where}.betas")
+        lists = [_get(betas, k, f"{where}.betas", list, []) for k in ("pass", "refuse")]
+        if not all(isinstance(p, str) for p in lists[0] + lists[1]):
+            raise PolicyError(f"{where}.betas: expected lists of beta names (patterns allowed)")
         providers[name] = Provider(
-            name, kind, base, key_env, Secret(env.get(key_env, "") if key_env else ""), version
+            name,
+            kind,
+            base,
+            key_env,
+            Secret(env.get(key_env, "") if key_env else ""),
+            version,
+            tuple(lists[0]),
+            tuple(lists[1]),
         )
     if not providers:
         raise PolicyError("providers: at least one provider is required")

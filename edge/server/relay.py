@@ -12,6 +12,7 @@ error event: a truncated answer is never presented as complete.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -185,12 +186,35 @@ def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tu
     if provider.kind == "anthropic":
         version = req.headers.get(b"anthropic-version") or provider.anthropic_version.encode()
         headers += [(b"x-api-key", key), (b"anthropic-version", version)]
-        beta = req.headers.get(b"anthropic-beta")
+        beta = betas_for(provider, req.headers.get(b"anthropic-beta", b""))
         if beta:
             headers.append((b"anthropic-beta", beta))
     else:
         headers.append((b"authorization", b"Bearer " + key))
     return headers
+
+
+def betas_for(provider: Provider, asked: bytes) -> bytes:
+    """The ``anthropic-beta`` value to forward: the betas the provider's policy passes; a
+    refused one is a 400 naming it (on a route, the race passes the candidate over); any
+    other is not forwarded (a beta can turn on billed tools, or need state the gateway does
+    not keep)."""
+    if not asked:
+        return b""
+    kept = []
+    for raw in asked.decode("latin-1").split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in provider.betas_refuse):
+            raise InvalidRequest(
+                f"anthropic-beta: {name} is not allowed through this gateway (it is refused by "
+                f"the policy of provider {provider.name}: providers.{provider.name}.betas)",
+                param="anthropic-beta",
+            )
+        if any(fnmatch.fnmatchcase(name, p) for p in provider.betas_pass):
+            kept.append(name)
+    return ",".join(kept).encode()
 
 
 def tier_for(policy: Policy, req: Request, asked_model: str, key_tier: str | None) -> str:

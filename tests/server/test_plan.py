@@ -85,3 +85,24 @@ def test_an_answer_cut_by_its_own_max_tokens_teaches_nothing() -> None:
         settle(out, "r", 0.0, spend, Metrics(), router)
     learned = router.output[("L1", "gpt-4o-mini")]
     assert learned.count(0.0) == 2  # the two that ended by themselves
+
+
+def test_betas_pass_refuse_or_stay_behind_by_the_providers_policy() -> None:
+    from edge.server.relay import betas_for
+
+    anthropic = POLICY.providers["anthropic"]
+    asked = b"prompt-caching-2024-07-31, claude-code-20250219,interleaved-thinking-2025-05-14"
+    assert (
+        betas_for(anthropic, asked) == b"prompt-caching-2024-07-31,interleaved-thinking-2025-05-14"
+    )
+    with pytest.raises(InvalidRequest, match="web-search-2025-03-05"):
+        betas_for(anthropic, b"prompt-caching-2024-07-31,web-search-2025-03-05")
+    assert betas_for(anthropic, b"") == b""
+
+
+def test_a_refused_beta_is_a_400_before_any_call() -> None:
+    router = Router(POLICY)
+    body = {"model": "claude-haiku-4-5", "max_tokens": 50, "messages": HELLO}
+    req = request(body, b"/v1/messages", **{"anthropic-beta": "code-execution-2025-08-25"})
+    with pytest.raises(InvalidRequest, match="code-execution"):
+        plan_chat(POLICY, router, req, anthropic_dialect)
