@@ -37,6 +37,7 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     keepalive_timeout_s: float = 75.0
+    write_timeout_s: float = 30.0  # a client that reads nothing this long loses its connection
     max_connections: int = 4096
     drain_s: float = 30.0
     upstream_connect_timeout_s: float = 5.0
@@ -112,6 +113,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_HEADER_TIMEOUT_S": ("header_timeout_s", float),
     "EDGE_BODY_TIMEOUT_S": ("body_timeout_s", float),
     "EDGE_KEEPALIVE_TIMEOUT_S": ("keepalive_timeout_s", float),
+    "EDGE_WRITE_TIMEOUT_S": ("write_timeout_s", float),
     "EDGE_MAX_CONNECTIONS": ("max_connections", int),
     "EDGE_DRAIN_S": ("drain_s", float),
     "EDGE_UPSTREAM_CONNECT_TIMEOUT_S": ("upstream_connect_timeout_s", float),
@@ -217,6 +219,7 @@ def _check(s: Settings) -> None:
         ("EDGE_HEADER_TIMEOUT_S", s.header_timeout_s),
         ("EDGE_BODY_TIMEOUT_S", s.body_timeout_s),
         ("EDGE_KEEPALIVE_TIMEOUT_S", s.keepalive_timeout_s),
+        ("EDGE_WRITE_TIMEOUT_S", s.write_timeout_s),
         ("EDGE_UPSTREAM_CONNECT_TIMEOUT_S", s.upstream_connect_timeout_s),
         ("EDGE_UPSTREAM_READ_TIMEOUT_S", s.upstream_read_timeout_s),
     ):

@@ -153,6 +153,8 @@ class EdgeProtocol(asyncio.Protocol):
         "_chunked",
         "_conn",
         "_drain_waiter",
+        "_held",
+        "_write_timer",
         "_handler",
         "_head_timer",
         "_lingering",
@@ -191,6 +193,8 @@ class EdgeProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._held: bytes | None = None  # pipelined bytes waiting for the client to read
         self._paused_reading = False
         self._head_timer = False
         self._lingering = False
@@ -231,6 +235,9 @@ class EdgeProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # the answer is sent; discard what the client still sends until it closes
+        if self._held is not None:
+            self._held += data  # a read already under way when reading paused
+            return
         try:
             self._conn.receive_data(data)
         except h11.RemoteProtocolError as exc:
@@ -254,6 +261,9 @@ class EdgeProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         self._tracker.connections.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -262,12 +272,29 @@ class EdgeProtocol(asyncio.Protocol):
         self._tracker.check_idle()
 
     def pause_writing(self) -> None:
+        """The client is not reading what was written: streams wait, pipelined requests wait,
+        and a client that reads nothing for the write timeout loses the connection (it must
+        not hold a slot, or memory, for ever)."""
         self._drain_waiter = self._loop.create_future()
+        self._write_timer = self._loop.call_later(
+            self._settings.write_timeout_s, self._on_write_timeout
+        )
 
     def resume_writing(self) -> None:
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
         self._drain_waiter = None
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self._held is not None and not self.closed:
+            held, self._held = self._held, None
+            self._next_cycle(held)
+
+    def _on_write_timeout(self) -> None:
+        self._write_timer = None
+        if self._drain_waiter is not None and self.transport is not None:
+            self.transport.abort()  # nothing more can reach this client: free the slot now
 
     # -- reading requests
 
@@ -392,8 +419,20 @@ class EdgeProtocol(asyncio.Protocol):
             self.close()
             self._tracker.check_idle()
             return
-        trailing = self._conn.trailing_data[0]
+        trailing = bytes(self._conn.trailing_data[0])
         self._conn = self._new_parser()
+        if self._drain_waiter is not None:
+            # the last answer is still unread: serve no pipelined request until it is, so a
+            # client that sends and never reads cannot pile answers up in memory
+            self._held = trailing
+            if not self._paused_reading:
+                self._paused_reading = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+            return
+        self._next_cycle(trailing)
+
+    def _next_cycle(self, trailing: bytes) -> None:
         if self._paused_reading:
             self._paused_reading = False
             assert self.transport is not None
@@ -403,7 +442,7 @@ class EdgeProtocol(asyncio.Protocol):
             self._head_timer = True
             self._arm(self._settings.header_timeout_s, self._on_head_timeout)
             try:
-                self._conn.receive_data(bytes(trailing))
+                self._conn.receive_data(trailing)
             except h11.RemoteProtocolError as exc:
                 self._protocol_error(exc)
                 return

@@ -30,6 +30,7 @@ def tight(sim: SimClient) -> Iterator[Proc]:
             "EDGE_BODY_TIMEOUT_S": "1",
             "EDGE_KEEPALIVE_TIMEOUT_S": "1",
             "EDGE_MAX_CONNECTIONS": "6",
+            "EDGE_WRITE_TIMEOUT_S": "1",
         },
     )
     yield proc
@@ -233,3 +234,47 @@ def test_a_failed_admin_key_is_logged_and_counted(gateway: Proc) -> None:
     while not any(rid in line and '"target":"/admin/spend"' in line for line in gateway.lines):
         assert time.monotonic() < deadline, "no log line for the refused admin request"
         time.sleep(0.05)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_clients_that_pipeline_and_never_read_cost_no_memory_and_no_slot(tight: Proc) -> None:
+    """As many connections as the gateway allows (6 here) each pipeline a thousand requests
+    for an 8 KB page and read nothing: the gateway answers until the socket buffers are full,
+    serves no more until the client reads, and lets go of a client that reads nothing within
+    the write timeout (1 s here). Memory stays flat and the slots come back."""
+    pid = int(httpx.get(tight.url + "/healthz").json()["pid"])
+    before = rss_mb(pid)
+    one = b"GET /dashboard HTTP/1.1\r\nhost: x\r\n\r\n"
+    socks = []
+    for _ in range(6):
+        s = socket.create_connection(("127.0.0.1", tight.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        try:
+            for _ in range(1000):
+                s.send(one * 20)
+        except BlockingIOError:
+            pass  # the gateway stopped reading: its side is full too
+        socks.append(s)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the slots come back once the write timeout has let the readers go
+            try:
+                if httpx.get(tight.url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the non-reading clients still hold every slot"
+            time.sleep(0.2)
+        grown = rss_mb(pid) - before
+        assert grown < 20, f"the worker grew {grown:.1f} MB for clients that read nothing"
+    finally:
+        for s in socks:
+            s.close()
