@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev]'
 	touch $@
 
-$(EXTS): $(STAMP) setup.py $(wildcard hotpath/*.pyx hotpath/*.pxd)
+$(EXTS): $(STAMP) setup.py $(wildcard hotpath/*.pyx hotpath/*.pxd hotpath/*.h)
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
