@@ -18,7 +18,9 @@ BMP character its cl100k cost alone and how often it sits inside longer
 tokens of each vocabulary, and per family a hashed bitmap of adjacent
 non-ASCII character pairs found inside tokens, and per family a Bloom filter
 of the tokens that are a run of non-ASCII characters (a word of a non-Latin
-script, its leading space included when it has one). They depend only on the
+script, its leading space included when it has one), and for o200k a Bloom filter of
+the tokens that are a run of ASCII letters (" copy", "sign": o200k spends one
+token on a common word and several on a rare one). They depend only on the
 vocabularies, not on any text.
 
 Needs the dev extra (numpy, bpe-openai); the gateway itself needs neither.
@@ -69,9 +71,10 @@ def write_tables() -> None:
         TABLES.write_text(
             f"BIGRAM_BITS = {BIGRAM_BITS}\nCHAR_TABLE = bytes(0xFF80)\n"
             f"BIGRAM_CL100K = BIGRAM_O200K = bytes({1 << (BIGRAM_BITS - 3)})\n"
-            f"WORD_BITS = {WORD_BITS}\nWORDS_CL100K = WORDS_O200K = bytes({1 << (WORD_BITS - 3)})\n"
+            f"WORD_BITS = {WORD_BITS}\nWORDS_CL100K = WORDS_O200K = ASCII_WORDS_O200K = "
+            f"bytes({1 << (WORD_BITS - 3)})\n"
         )
-    from hotpath._tokens_py import WORD_MAX, bigram_slot, word_probes
+    from hotpath._tokens_py import WORD_MAX, ascii_word_slot, bigram_slot, word_probes
 
     inside: dict[str, dict[int, int]] = {}
     bitmaps: dict[str, bytearray] = {}
@@ -79,6 +82,7 @@ def write_tables() -> None:
         counts: dict[int, int] = {}
         bitmap = bytearray(1 << (BIGRAM_BITS - 3))
         words = bytearray(1 << (WORD_BITS - 3))
+        ascii_words = bytearray(1 << (WORD_BITS - 3))
         for token in vocabulary(name):
             try:
                 text = token.decode("utf-8")
@@ -88,6 +92,10 @@ def write_tables() -> None:
             if body and len(token) <= WORD_MAX and all(b >= 0x80 for b in body):
                 for probe in word_probes(token):
                     words[probe >> 3] |= 1 << (probe & 7)
+            if body and len(token) <= WORD_MAX and all(97 <= (b | 32) <= 122 for b in body):
+                index, mask = ascii_word_slot(token)
+                for k in range(8):
+                    ascii_words[index * 8 + k] |= (mask >> (8 * k)) & 0xFF
             stripped = text.strip()
             if len(stripped) >= 2:
                 for ch in set(stripped):
@@ -100,6 +108,7 @@ def write_tables() -> None:
         inside[family] = counts
         bitmaps[family] = bitmap
         bitmaps[f"words_{family}"] = words
+        bitmaps[f"ascii_words_{family}"] = ascii_words
     cl100k = bpe_openai.get_encoding("cl100k_base")
     table = bytearray()
     for cp in range(0x80, 0x10000):
@@ -125,6 +134,8 @@ BIGRAM_CL100K, BIGRAM_O200K: 2**BIGRAM_BITS-bit maps of adjacent non-ASCII
 character pairs found inside tokens, at ``_tokens_py.bigram_slot``.
 WORDS_CL100K, WORDS_O200K: 2**WORD_BITS-bit Bloom filters of the tokens that are a
 run of non-ASCII characters (leading space included), at ``_tokens_py.word_probes``.
+ASCII_WORDS_O200K: a blocked Bloom filter of the same size of o200k's tokens that are
+a run of ASCII letters (leading space included), at ``_tokens_py.ascii_word_slot``.
 """
 
 import base64
@@ -148,12 +159,16 @@ _WORDS_CL100K = (
 _WORDS_O200K = (
 {blob(bitmaps["words_o200k"])}
 )
+_ASCII_WORDS_O200K = (
+{blob(bitmaps["ascii_words_o200k"])}
+)
 
 CHAR_TABLE = zlib.decompress(base64.b64decode(_CHAR_TABLE))
 BIGRAM_CL100K = zlib.decompress(base64.b64decode(_BIGRAM_CL100K))
 BIGRAM_O200K = zlib.decompress(base64.b64decode(_BIGRAM_O200K))
 WORDS_CL100K = zlib.decompress(base64.b64decode(_WORDS_CL100K))
 WORDS_O200K = zlib.decompress(base64.b64decode(_WORDS_O200K))
+ASCII_WORDS_O200K = zlib.decompress(base64.b64decode(_ASCII_WORDS_O200K))
 '''
     )
     print(f"wrote {TABLES.relative_to(ROOT)}")
@@ -165,6 +180,14 @@ def main() -> int:
     args = ap.parse_args()
     if args.tables:
         write_tables()
+        # the twin was imported with the old tables to write the new ones: count with these
+        import importlib
+
+        import hotpath._tokens_py
+        import hotpath._tokens_tables
+
+        importlib.reload(hotpath._tokens_tables)
+        importlib.reload(hotpath._tokens_py)
     import bpe_openai
     import numpy as np
 

@@ -9,6 +9,8 @@
  * the current digit run and non-ASCII run began: a tc_state carries that
  * through the pass; tc_word() looks a finished non-ASCII run up in the two
  * vocabularies' Bloom filters and cuts it greedily into each one's tokens.
+ * Features 57-60 look each ASCII letter piece up, whole, in o200k's filter
+ * of ASCII words (tc_ascii_word); the state carries where the piece began.
  *
  * The scalar loop is the reference; on x86-64 the middle of the buffer is
  * done 16 bytes at a time with SSE2, counting into per-lane byte counters
@@ -27,7 +29,7 @@
 #include <emmintrin.h>
 #endif
 
-#define NFEAT 57
+#define NFEAT 61
 #define TC_BIGRAM_BITS 15
 #define TC_WORD_BITS 21
 #define TC_WORD_PROBES 4
@@ -40,10 +42,12 @@ static unsigned char tc_bigram_cl[1 << (TC_BIGRAM_BITS - 3)];
 static unsigned char tc_bigram_o[1 << (TC_BIGRAM_BITS - 3)];
 static unsigned char tc_words_cl[1 << (TC_WORD_BITS - 3)];
 static unsigned char tc_words_o[1 << (TC_WORD_BITS - 3)];
+static unsigned char tc_ascii_words_o[1 << (TC_WORD_BITS - 3)];
 
-/* where the current digit run and non-ASCII run (its leading space included) begin */
+/* where the current digit run, non-ASCII run and ASCII letter piece (their leading
+ * space included) begin */
 typedef struct {
-    ptrdiff_t digits_from, words_from;
+    ptrdiff_t digits_from, words_from, letters_from;
 } tc_state;
 
 static inline int tc_letter(unsigned x) { return ((x | 32u) - 97u) < 26u; }
@@ -133,6 +137,110 @@ static void tc_word(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, long
     }
 }
 
+/* 1 << k: a load is cheaper than a shift by a variable count */
+static const uint64_t tc_bit64[64] = {
+#define TC_B(k) 1ull << (k), 2ull << (k), 4ull << (k), 8ull << (k)
+    TC_B(0), TC_B(4), TC_B(8), TC_B(12), TC_B(16), TC_B(20), TC_B(24), TC_B(28),
+    TC_B(32), TC_B(36), TC_B(40), TC_B(44), TC_B(48), TC_B(52), TC_B(56), TC_B(60)
+#undef TC_B
+};
+
+/* eight bytes, little-endian, from anywhere */
+static inline uint64_t tc_le64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* a pending look-up in the ASCII word filter: the piece's filter word and bits */
+typedef struct {
+    uint64_t mask;
+    uint32_t index;
+    uint32_t letters; /* bytes, its space included */
+} tc_lookup;
+
+/* the filter word and bits of an ASCII letter piece from its length and its first and
+ * last eight bytes (zero-padded; last is 0 for eight bytes or fewer) */
+static inline void tc_ascii_hash(uint64_t len, uint64_t first, uint64_t last, tc_lookup *q)
+{
+    uint64_t h = ((first ^ len) * 0xFF51AFD7ED558CCDull) ^ (last * 0xC4CEB9FE1A85EC53ull);
+    h ^= h >> 32;
+    q->mask = tc_bit64[h & 63] | tc_bit64[(h >> 6) & 63];
+    q->index = (uint32_t)(h >> (64 - TC_WORD_BITS + 6));
+}
+
+/* the filter slot of the ASCII letter piece d[start..end) (its leading space included);
+ * 0 when the piece is too long to be a token. Reads only inside the piece. */
+static inline int tc_ascii_slot(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, tc_lookup *q)
+{
+    ptrdiff_t len = end - start, k;
+    uint64_t first = 0;
+    q->letters = (uint32_t)len;
+    if (len > TC_WORD_MAX)
+        return 0;
+    if (len >= 8) {
+        first = tc_le64(d + start);
+    } else {
+        for (k = 0; k < len; k++)
+            first |= (uint64_t)d[start + k] << (8 * k);
+    }
+    tc_ascii_hash((uint64_t)len, first, len > 8 ? tc_le64(d + end - 8) : 0, q);
+    return 1;
+}
+
+/* the same where the eight bytes before end and after start are inside the buffer:
+ * loads and selects, no branch on the length */
+static inline int tc_ascii_slot_fast(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, tc_lookup *q)
+{
+    ptrdiff_t len = end - start;
+    uint64_t tail = tc_le64(d + end - 8), head = tc_le64(d + start);
+    uint64_t first = len >= 8 ? head : tail >> ((64 - 8 * len) & 63);
+    q->letters = (uint32_t)len;
+    tc_ascii_hash((uint64_t)len, first, len > 8 ? tail : 0, q);
+    return len <= TC_WORD_MAX;
+}
+
+/* an ASCII letter piece waiting for its look-up */
+typedef struct {
+    ptrdiff_t from, end;
+} tc_span;
+
+/* features 57-60 of pieces whose first and last eight bytes are inside the buffer
+ * (found: a whole o200k token); no branch on a piece */
+static void tc_ascii_spans(const unsigned char *d, const tc_span *sp, int count, long long *o)
+{
+    long long found = 0, found_letters = 0, letters = 0;
+    int k;
+    for (k = 0; k < count; k++) {
+        tc_lookup q;
+        long long f = tc_ascii_slot_fast(d, sp[k].from, sp[k].end, &q);
+        f &= (tc_le64(tc_ascii_words_o + ((size_t)q.index << 3)) & q.mask) == q.mask;
+        found += f;
+        found_letters += f ? (long long)q.letters : 0;
+        letters += q.letters;
+    }
+    o[57] += found;
+    o[58] += found_letters;
+    o[59] += count - found;
+    o[60] += letters - found_letters;
+}
+
+/* features 57-60 of the ASCII letter piece d[start..end), looked up at once */
+static void tc_ascii_word(const unsigned char *d, ptrdiff_t start, ptrdiff_t end, long long *o)
+{
+    tc_lookup q;
+    int f = tc_ascii_slot(d, start, end, &q) &&
+            (tc_le64(tc_ascii_words_o + ((size_t)q.index << 3)) & q.mask) == q.mask;
+    o[57] += f;
+    o[58] += f ? q.letters : 0;
+    o[59] += !f;
+    o[60] += f ? 0 : q.letters;
+}
+
 /* features 29-43 of the character whose lead byte (0xC2..0xEF) is d[i] */
 static void tc_char(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, long long *o)
 {
@@ -195,6 +303,11 @@ static inline void tc_scalar(const unsigned char *d, ptrdiff_t n, ptrdiff_t i, l
         if (!tc_letter(p))
             o[Sp ? 0 : 1]++;
         o[16] += (a - 65u) < 26u && (p - 65u) < 26u && (x - 97u) < 26u;
+        /* a piece starts after a non-letter or at a lower-to-upper case change */
+        if (!tc_letter(p) || ((a - 65u) < 26u && (p - 97u) < 26u))
+            st->letters_from = p == 32u ? i - 1 : i;
+        if (!tc_letter(x) || ((x - 65u) < 26u && (a - 97u) < 26u))
+            tc_ascii_word(d, st->letters_from, i + 1, o);
     } else if (tc_digit(a)) {
         o[3]++;
         if (!tc_digit(p)) {
@@ -268,7 +381,7 @@ static inline unsigned long long tc_hsum(__m128i acc)
 static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
 {
     ptrdiff_t i = 0;
-    tc_state st = {0, 0};
+    tc_state st = {0, 0, 0};
     memset(o, 0, NFEAT * sizeof(long long));
     if (n <= 0)
         return;
@@ -277,9 +390,10 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
 #if defined(__SSE2__)
     {
         const __m128i case_bit = _mm_set1_epi8(32);
-        __m128i acc[29];
-        int k, blocks = 0;
-        for (k = 0; k < 29; k++)
+        __m128i acc[31];
+        tc_span span[64];
+        int k, blocks = 0, nspan = 0;
+        for (k = 0; k < 31; k++)
             acc[k] = _mm_setzero_si128();
         while (i + 17 <= n) {
             __m128i p = _mm_loadu_si128((const __m128i *)(d + i - 1));
@@ -318,6 +432,42 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
             acc[15] = _mm_sub_epi8(acc[15], _mm_and_si128(N, Pp));
             acc[16] = _mm_sub_epi8(acc[16], _mm_and_si128(_mm_and_si128(tc_range(a, 65, 26), tc_range(p, 65, 26)), tc_range(x, 97, 26)));
             acc[17] = _mm_sub_epi8(acc[17], tc_eq(a, 9));
+            {
+                /* ASCII letter pieces: cut where a letter follows a non-letter or
+                 * an upper-case letter follows a lower-case one */
+                __m128i lower = tc_range(a, 97, 26), upper = tc_range(a, 65, 26);
+                __m128i joined_p = _mm_andnot_si128(_mm_and_si128(upper, tc_range(p, 97, 26)), Lp);
+                __m128i joined_x = _mm_andnot_si128(_mm_and_si128(tc_range(x, 65, 26), lower), Ln);
+                unsigned starts = (unsigned)_mm_movemask_epi8(_mm_andnot_si128(joined_p, L));
+                /* every piece ending in this block reads at most d[i - 8 .. i + 24) */
+                int fast = i >= 8 && i + 24 <= n;
+                __m128i end_v = _mm_andnot_si128(joined_x, L), single = _mm_andnot_si128(joined_p, end_v);
+                /* a one-letter piece is always an o200k token, with or without its space:
+                 * counted by lane, never looked up */
+                unsigned ends = (unsigned)_mm_movemask_epi8(_mm_andnot_si128(single, end_v));
+                acc[29] = _mm_sub_epi8(acc[29], single);
+                acc[30] = _mm_sub_epi8(acc[30], _mm_and_si128(single, tc_eq(p, 32)));
+                /* each piece that ends here began at the last start at or before its end
+                 * (or in an earlier block); one branch per piece, none per start */
+                while (ends) {
+                    int j = __builtin_ctz(ends);
+                    unsigned before = starts & (0xFFFFu >> (15 - j));
+                    ptrdiff_t s = i + 31 - __builtin_clz(before | 1u), from = s - (d[s - 1] == 32u);
+                    st.letters_from = before ? from : st.letters_from;
+                    if (fast) { /* looked up in batches, in a tight loop of its own */
+                        span[nspan].from = st.letters_from;
+                        span[nspan].end = i + j + 1;
+                        nspan++;
+                    } else {
+                        tc_ascii_word(d, st.letters_from, i + j + 1, o);
+                    }
+                    ends &= ends - 1;
+                }
+                if (starts) { /* a piece may go on into the next block */
+                    ptrdiff_t s = i + 31 - __builtin_clz(starts);
+                    st.letters_from = s - (d[s - 1] == 32u);
+                }
+            }
             {
                 unsigned digits = (unsigned)_mm_movemask_epi8(D);
                 if (_mm_movemask_epi8(_mm_and_si128(D, Dp))) { /* a run goes on here: walk it */
@@ -372,17 +522,27 @@ static void count_features(const unsigned char *d, ptrdiff_t n, long long *o)
                     }
                 }
             }
+            if (nspan > 64 - 16) {
+                tc_ascii_spans(d, span, nspan, o);
+                nspan = 0;
+            }
             i += 16;
             if (++blocks == 255) {
                 for (k = 0; k < 29; k++) {
                     o[k] += (long long)tc_hsum(acc[k]);
                     acc[k] = _mm_setzero_si128();
                 }
+                o[57] += (long long)tc_hsum(acc[29]);
+                o[58] += (long long)tc_hsum(acc[29]) + (long long)tc_hsum(acc[30]);
+                acc[29] = acc[30] = _mm_setzero_si128();
                 blocks = 0;
             }
         }
         for (k = 0; k < 29; k++)
             o[k] += (long long)tc_hsum(acc[k]);
+        o[57] += (long long)tc_hsum(acc[29]);
+        o[58] += (long long)tc_hsum(acc[29]) + (long long)tc_hsum(acc[30]);
+        tc_ascii_spans(d, span, nspan, o);
     }
 #endif
     for (; i < n; i++)

@@ -22,6 +22,7 @@ cdef extern from "_tokcount.h":
     unsigned char tc_bigram_o[4096]
     unsigned char tc_words_cl[262144]
     unsigned char tc_words_o[262144]
+    unsigned char tc_ascii_words_o[262144]
     void count_features(const unsigned char* d, Py_ssize_t n, long long* out) nogil
 
 
@@ -53,6 +54,7 @@ _copy_table(tc_bigram_cl, _twin.BIGRAM_CL100K, 4096)
 _copy_table(tc_bigram_o, _twin.BIGRAM_O200K, 4096)
 _copy_table(tc_words_cl, _twin.WORDS_CL100K, 262144)
 _copy_table(tc_words_o, _twin.WORDS_O200K, 262144)
+_copy_table(tc_ascii_words_o, _twin.ASCII_WORDS_O200K, 262144)
 
 
 cpdef long estimate_text_tokens(bytes text, int family=0) except -1:

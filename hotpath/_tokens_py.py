@@ -43,6 +43,10 @@ and the byte after ``x`` (0 beyond either end):
    token first, from the same filter;  52 ... its characters
 53-54 the same cut with o200k's filter, of a run of any length;  55-56 ... of a
    run with CJK in it
+57 an ASCII letter piece (a letter run, cut before an upper-case letter that follows a
+   lower-case one, as o200k cuts "camelCase") that, with the space before it if any,
+   is a whole o200k token;  58 ... its bytes (space included);  59 a piece that is not;
+   60 ... its bytes
 
 39-43 come from the tokenizers' vocabularies (``hotpath/_tokens_tables.py``,
 written by bench/fit_tokens.py): rare Han characters cost cl100k two or three
@@ -59,6 +63,15 @@ character features charged for it. The greedy cuts (51-56, tokens of at
 most PIECE_CHARS characters) go further: they count the pieces a word that is
 not one token falls into, and the pieces of a CJK sentence. Each family's
 weights use its own cut only (bench/fit_tokens.py LEFT_OUT).
+57-60 ask the same of ASCII words: o200k has " camel" and "Case" as tokens but
+cuts " copysign", " dqcps" and " pyzmq" into three pieces each, which byte
+features price as one word. The o200k tokens that are a run of ASCII letters
+(leading space included, about 106,000) are in a third filter of the same
+size, ``ASCII_WORDS_O200K``, blocked (its two bits in one 64-bit word, at a
+hash of the piece's first and last eight bytes, ``ascii_word_slot``: an English
+text has a piece every six bytes, so the look-up must cost a few nanoseconds
+and few branches); each piece is looked up once, whole. cl100k's
+weights use the same counts (the two vocabularies share most English words).
 
 Weights (thousandths of a token) are fitted per family by least squares on
 tests/data/corpus.jsonl and tests/data/train_sources.jsonl, and judged on
@@ -74,6 +87,7 @@ Invariant: the twins return equal results for every input and family.
 from __future__ import annotations
 
 from hotpath._tokens_tables import (
+    ASCII_WORDS_O200K,
     BIGRAM_BITS,
     BIGRAM_CL100K,
     BIGRAM_O200K,
@@ -83,7 +97,7 @@ from hotpath._tokens_tables import (
     WORDS_O200K,
 )
 
-NFEAT = 57
+NFEAT = 61
 # vocabulary tokens are far shorter; a longer run is never looked up whole
 WORD_MAX = 64
 # the longest token (in characters) the greedy cuts try
@@ -91,125 +105,134 @@ PIECE_CHARS = 8
 # bits per word in the filters: the cuts look up to PIECE_CHARS lengths at every
 # character, so false positives must stay near 1e-4 (four probes at 2**21 bits)
 WORD_PROBES = 4
+_M64 = (1 << 64) - 1
 FAMILY_INDEX = {"cl100k": 0, "o200k": 1, "claude": 2}
 
 CL100K = (
-    1117,
-    1010,
-    83,
-    -97,
-    1558,
-    104,
-    -239,
-    -466,
-    453,
-    1277,
-    514,
-    294,
-    466,
-    1219,
-    881,
-    -793,
-    2382,
-    288,
-    -1342,
-    1183,
-    373,
-    -1075,
-    -488,
-    27,
-    150,
-    37,
-    2322,
-    -396,
-    -115,
-    -74,
-    -59,
-    -685,
-    -410,
-    -586,
-    205,
-    -175,
-    -350,
-    -193,
-    -1201,
-    1142,
-    10,
-    -3,
-    -603,
-    -106,
+    -928,
+    249,
+    -585,
+    -60,
     1278,
-    643,
-    1181,
-    -671,
-    487,
-    -465,
-    141,
-    388,
-    -456,
+    111,
+    -286,
+    580,
+    -594,
+    319,
+    803,
+    110,
+    639,
+    60,
+    695,
+    -726,
+    843,
+    199,
+    -407,
+    136,
+    245,
+    -1007,
+    -537,
+    73,
+    166,
+    72,
+    2319,
+    -360,
+    -87,
+    -31,
+    -72,
+    -725,
+    -247,
+    -363,
+    -9,
+    66,
+    -88,
+    -169,
+    -1207,
+    1132,
+    30,
+    -14,
+    -627,
+    -133,
+    1191,
+    918,
+    1415,
+    -810,
+    393,
+    -452,
+    146,
+    406,
+    -452,
     0,
     0,
     0,
     0,
+    696,
+    598,
+    787,
+    745,
 )
 O200K = (
-    1441,
-    1095,
-    78,
-    -21,
-    1375,
-    103,
-    -321,
-    -780,
-    764,
-    1520,
-    402,
-    384,
-    523,
-    1471,
-    1024,
-    -924,
-    1797,
-    378,
-    -699,
-    739,
-    451,
-    -204,
-    122,
-    -14,
-    9,
+    -963,
     -1,
-    583,
-    12,
+    -821,
+    3,
+    1136,
+    112,
+    -302,
+    124,
+    -138,
+    693,
+    669,
+    259,
+    679,
+    440,
+    825,
+    -902,
+    423,
+    412,
+    87,
+    -185,
+    331,
+    -119,
+    114,
+    -7,
+    -11,
+    -5,
+    558,
+    19,
+    39,
     41,
-    32,
-    -12,
-    -373,
-    -310,
-    -57,
-    -281,
-    263,
-    433,
-    -79,
-    -290,
-    133,
-    -4,
-    -16,
-    -10,
-    24,
-    1046,
-    -347,
-    -101,
-    97,
-    96,
-    -228,
-    72,
+    -17,
+    -420,
+    -196,
+    149,
+    -462,
+    442,
+    616,
+    -67,
+    -288,
+    124,
+    14,
+    -25,
+    -39,
+    6,
+    993,
+    -229,
+    92,
+    -8,
+    77,
+    -229,
+    77,
     0,
     0,
-    967,
-    -109,
-    1009,
-    -128,
+    975,
+    -67,
+    1018,
+    -114,
+    990,
+    826,
+    1407,
+    930,
 )
 
 # Anthropic publishes no tokenizer. The one published side-by-side measurement
@@ -347,11 +370,41 @@ def _word(data: bytes, start: int, end: int, o: list[int]) -> None:
         o[52] += chars
 
 
+def ascii_word_slot(word: bytes) -> tuple[int, int]:
+    """The filter word (64-bit, index) and its bits (mask) of an ASCII word: a hash of
+    its length, its first eight bytes (zero-padded) and, past eight, its last eight
+    (a word of 16 bytes or fewer is all there; a longer one is its ends), two bits
+    in one word."""
+    first = int.from_bytes(word[:8], "little")
+    last = int.from_bytes(word[-8:], "little") if len(word) > 8 else 0
+    h = ((first ^ len(word)) * 0xFF51AFD7ED558CCD) ^ (last * 0xC4CEB9FE1A85EC53)
+    h &= _M64
+    h ^= h >> 32
+    mask = 0
+    for k in range(0, 12, 6):
+        mask |= 1 << ((h >> k) & 63)
+    return h >> (64 - WORD_BITS + 6), mask
+
+
+def _ascii_word(data: bytes, start: int, end: int, o: list[int]) -> None:
+    """Features 57-60 of the ASCII letter piece data[start:end] (its leading space included)."""
+    size = end - start
+    if size <= WORD_MAX:
+        index, mask = ascii_word_slot(data[start:end])
+        if int.from_bytes(ASCII_WORDS_O200K[index * 8 : index * 8 + 8], "little") & mask == mask:
+            o[57] += 1
+            o[58] += size
+            return
+    o[59] += 1
+    o[60] += size
+
+
 def count_features(data: bytes) -> list[int]:
     """The NFEAT feature counts of ``data`` (see the module docstring)."""
     o = [0] * NFEAT
     n = len(data)
-    digits_from = words_from = 0  # where the current digit run and non-ASCII run start
+    # where the current digit run, non-ASCII run and ASCII letter piece start
+    digits_from = words_from = letters_from = 0
     for i in range(n):
         a = data[i]
         p = data[i - 1] if i else 0
@@ -371,6 +424,10 @@ def count_features(data: bytes) -> list[int]:
                 o[0 if space_p else 1] += 1
             if 65 <= a <= 90 and 65 <= p <= 90 and 97 <= x <= 122:
                 o[16] += 1
+            if not 97 <= (p | 32) <= 122 or (65 <= a <= 90 and 97 <= p <= 122):
+                letters_from = i - 1 if p == 32 else i
+            if not 97 <= (x | 32) <= 122 or (65 <= x <= 90 and 97 <= a <= 122):
+                _ascii_word(data, letters_from, i + 1, o)
         elif digit:
             o[3] += 1
             if not 48 <= p <= 57:
