@@ -611,11 +611,13 @@ class Gateway:
         await relay_count_tokens(self.policy, self.pool, req, proto, out)
 
     async def models(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        """The policy's models in the route's dialect (Anthropic: paged by its cursors)."""
+        """The policy's models in the route's dialect (Anthropic: paged by its cursors, and only
+        the chat models: the Messages API has no embeddings)."""
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
         policy = self.policy
         names = sorted(policy.models)
         if dialect_of(req) == "anthropic":
+            names = [n for n in names if policy.models[n].kind == "chat"]
             query = parse_qs(req.query.decode("latin-1"))
             try:
                 limit = int(query.get("limit", ["20"])[0])
@@ -640,6 +642,8 @@ class Gateway:
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
         model_id = unquote(req.path[len(b"/v1/models/") :].decode("latin-1"))
         model = self.policy.model_named(model_id)
+        if model is not None and model.kind != "chat" and dialect_of(req) == "anthropic":
+            model = None  # the Messages API has no embeddings
         if model is None:
             raise NotFound(
                 f"model: {model_id} is not configured on this gateway",
