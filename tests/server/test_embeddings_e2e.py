@@ -20,6 +20,7 @@ from tests.procs import ROOT, Proc, SimClient, metric, start, start_gateway
 POLICY = os.path.join(ROOT, "tests/server/embeddings_policy.toml")
 PROFILE = os.path.join(ROOT, "tests/server/embeddings_profile.toml")
 KEY = "sk-gw-emb"
+TINY = "sk-gw-tiny"  # tenant `tiny`: its budget fits no call
 ADMIN = "sk-admin-emb"
 
 
@@ -34,7 +35,9 @@ def esim() -> Iterator[SimClient]:
 
 @pytest.fixture(scope="module")
 def gw(esim: SimClient) -> Iterator[Proc]:
-    proc = start_gateway(esim.url, POLICY, {"EDGE_KEYS": f"{KEY}=L1@emb", "EDGE_ADMIN_KEY": ADMIN})
+    proc = start_gateway(
+        esim.url, POLICY, {"EDGE_KEYS": f"{KEY}=L1@emb,{TINY}=L1@tiny", "EDGE_ADMIN_KEY": ADMIN}
+    )
     yield proc
     proc.stop()
 
@@ -205,3 +208,15 @@ def test_ledger_cost_and_metrics(client: openai.OpenAI, gw: Proc) -> None:
     assert (
         metric(gw, "edge_request_errors_total", admin=ADMIN, operation="embeddings") == errors + 1
     )
+
+
+def test_the_keys_budget_binds(gw: Proc, esim: SimClient) -> None:
+    since = esim.seq()
+    with (
+        openai.OpenAI(base_url=gw.url + "/v1", api_key=TINY, max_retries=0) as c,
+        pytest.raises(openai.RateLimitError) as err,
+    ):
+        c.embeddings.create(model="text-embedding-3-small", input="a" * 4000)
+    assert err.value.code == "budget_exceeded"
+    assert int(err.value.response.headers["retry-after"]) >= 1
+    assert esim.attempts(since=since) == []  # refused before any upstream call
