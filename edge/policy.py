@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from edge.routing.capabilities import CAPABILITIES, KIND_DEFAULTS, bits
 
 KINDS = ("openai", "anthropic")
+MODEL_KINDS = ("chat", "embedding")  # what a model answers: chat routes or /v1/embeddings
 STRATEGIES = ("quality", "value", "latency")
 ALIASES = ("auto", "L0", "L1", "L2")
 FAMILIES = ("cl100k", "o200k", "claude")
@@ -100,6 +101,7 @@ class Model:
     tokenizer: str = "o200k"  # the estimator family: cl100k | o200k | claude
     aliases: tuple[str, ...] = ()  # other ids clients send for it (dated snapshots)
     released: str = ""  # YYYY-MM-DD, for the models lists' creation dates
+    kind: str = "chat"  # chat | embedding: the routes it serves, never the other's
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +230,7 @@ MODEL_KEYS = (
     "provider", "upstream_model", "input_usd_per_mtok", "output_usd_per_mtok",
     "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "quality", "context_window",
     "max_output_tokens", "default_max_tokens", "fallbacks", "token_factor", "tokenizer",
-    "capabilities", "aliases", "released",
+    "capabilities", "aliases", "released", "kind",
 )  # fmt: skip
 TIER_KEYS = (
     "pool", "strategy", "soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms",
@@ -278,6 +280,10 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
     for m in values["pool"]:
         if m not in models:
             raise PolicyError(f"{where}.pool: unknown model {m!r}")
+        if models[m].kind != "chat":
+            raise PolicyError(
+                f"{where}.pool: {m!r} is an embedding model; tiers route chat requests only"
+            )
 
 
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
@@ -359,6 +365,17 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             raise PolicyError(f"{where}.tokenizer: must be one of {FAMILIES}")
         if max_out < 1 or default_max < 1 or default_max > max_out:
             raise PolicyError(f"{where}: need 1 <= default_max_tokens <= max_output_tokens")
+        model_kind = _get(t, "kind", where, str, "chat")
+        if model_kind not in MODEL_KINDS:
+            raise PolicyError(f"{where}.kind: must be one of {MODEL_KINDS}")
+        if model_kind == "embedding":
+            if kind != "openai":
+                raise PolicyError(
+                    f"{where}.kind: an embedding model needs an openai-kind provider "
+                    f"({provider!r} is {kind}; Anthropic has no embeddings API)"
+                )
+            if prices[1] != 0:
+                raise PolicyError(f"{where}.output_usd_per_mtok: an embedding model's must be 0")
         models[name] = Model(
             name,
             provider,
@@ -377,12 +394,18 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             tokenizer,
             tuple(_get(t, "aliases", where, list, [])),
             _get(t, "released", where, str, ""),
+            model_kind,
         )
     aliases: dict[str, str] = {}
     for m in models.values():
         for fb in m.fallbacks:
             if fb not in models:
                 raise PolicyError(f"models.{m.name}.fallbacks: unknown model {fb!r}")
+            if models[fb].kind != m.kind:
+                raise PolicyError(
+                    f"models.{m.name}.fallbacks: {fb!r} is a {models[fb].kind} model, "
+                    f"{m.name!r} a {m.kind} one"
+                )
         if m.name in ALIASES:
             raise PolicyError(f"models.{m.name}: the name is a route alias")
         for alias in m.aliases:

@@ -50,7 +50,9 @@ def test_shipped_policy_loads_with_env_overrides() -> None:
     assert "sk-x" not in repr(p.providers["openai"])
     assert p.providers["anthropic"].path_prefix == "" and p.providers["openai"].path_prefix == "/v1"
     for m in p.models.values():
-        assert m.input_usd_per_mtok > 0 and m.output_usd_per_mtok > 0
+        assert m.input_usd_per_mtok > 0
+        # embedding models bill input alone
+        assert (m.output_usd_per_mtok > 0) == (m.kind == "chat")
         assert all(f in p.models for f in m.fallbacks)
 
 

@@ -58,6 +58,7 @@ from edge.quality.engines import Engines
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
 from edge.server.auth import Keyring
+from edge.server.embeddings import relay_embeddings
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import (
     JSON_HEADERS,
@@ -74,6 +75,13 @@ from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
 ADMIN_PATHS = (b"/admin/", b"/metrics", b"/v1/edge/stats", b"/dashboard")
+# the routes accounted (metrics, ledger, access log) and their operation label
+OPERATIONS = {
+    b"/v1/chat/completions": "chat",
+    b"/v1/messages": "chat",
+    b"/v1/messages/count_tokens": "count_tokens",
+    b"/v1/embeddings": "embeddings",
+}
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
 
 
@@ -183,6 +191,7 @@ class Gateway:
             b"/v1/chat/completions": {b"POST": self.chat_completions},
             b"/v1/messages": {b"POST": self.messages},
             b"/v1/messages/count_tokens": {b"POST": self.count_tokens},
+            b"/v1/embeddings": {b"POST": self.embeddings},
             b"/v1/models": {b"GET": self.models},
             b"/healthz": {b"GET": self.healthz},
             b"/readyz": {b"GET": self.readyz},
@@ -364,12 +373,13 @@ class Gateway:
         )
 
     def _account(self, req: Request, out: Outcome) -> None:
-        if req.path not in (b"/v1/chat/completions", b"/v1/messages", b"/v1/messages/count_tokens"):
+        operation = OPERATIONS.get(req.path)
+        if operation is None:
             # every other route gets its line too (a failed admin key above all: brute force
             # must be visible), and its errors counted
             if out.error:
-                operation = "admin" if req.path.startswith(ADMIN_PATHS) else "other"
-                self.metrics.error(operation, out.dialect, out.error)
+                other = "admin" if req.path.startswith(ADMIN_PATHS) else "other"
+                self.metrics.error(other, out.dialect, out.error)
             self.log.request(
                 id=req.request_id,
                 method=req.method.decode("latin-1"),
@@ -393,7 +403,6 @@ class Gateway:
                 out.json_asked,
                 out.json_valid,
             )
-        operation = "count_tokens" if req.path == b"/v1/messages/count_tokens" else "chat"
         self.metrics.observe(
             operation,
             out.dialect,
@@ -404,7 +413,8 @@ class Gateway:
             duration,
             out.ttft,
         )
-        if out.tier and req.path != b"/v1/messages/count_tokens" and out.status != 202:
+        if out.tier and operation == "chat" and out.status != 202:
+            # the tiers' triangle is chat's: embeddings' latency would blur its P95
             self.metrics.observe_stats(
                 out.tier,
                 out.provider,
@@ -591,16 +601,23 @@ class Gateway:
         if not hmac.compare_digest(given, want.encode()):
             raise Unauthorized("invalid admin key", code="invalid_api_key")
 
+    async def embeddings(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        await relay_embeddings(
+            self.engines.active.policy, self.keys, self.spend, self.pool, req, proto, out
+        )
+
     async def count_tokens(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
         await relay_count_tokens(self.policy, self.pool, req, proto, out)
 
     async def models(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        """The policy's models in the route's dialect (Anthropic: paged by its cursors)."""
+        """The policy's models in the route's dialect (Anthropic: paged by its cursors, and only
+        the chat models: the Messages API has no embeddings)."""
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
         policy = self.policy
         names = sorted(policy.models)
         if dialect_of(req) == "anthropic":
+            names = [n for n in names if policy.models[n].kind == "chat"]
             query = parse_qs(req.query.decode("latin-1"))
             try:
                 limit = int(query.get("limit", ["20"])[0])
@@ -625,6 +642,8 @@ class Gateway:
         self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
         model_id = unquote(req.path[len(b"/v1/models/") :].decode("latin-1"))
         model = self.policy.model_named(model_id)
+        if model is not None and model.kind != "chat" and dialect_of(req) == "anthropic":
+            model = None  # the Messages API has no embeddings
         if model is None:
             raise NotFound(
                 f"model: {model_id} is not configured on this gateway",

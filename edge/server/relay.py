@@ -282,6 +282,13 @@ def resolve_model(policy: Policy, name: str, tier: str) -> Model:
             param="model",
             code="model_not_found",
         )
+    if model.kind != "chat":
+        raise NotFound(
+            f"The model `{name}` is an {model.kind} model, not a chat model: "
+            "use POST /v1/embeddings",
+            param="model",
+            code="model_not_found",
+        )
     return model
 
 

@@ -1,6 +1,7 @@
 """The simulated OpenAI + Anthropic provider: one asyncio protocol, both dialects.
 
-Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI);
+Routes: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` (``embed``) and
+``GET /v1/models`` (OpenAI);
 ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` and ``GET /v1/models``
 with an ``anthropic-version`` header (Anthropic); ``GET /sim/stats``,
 ``POST /sim/reset``, ``POST /sim/outage``, ``GET /healthz`` (simulator control).
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from edge.simulate import anthropic_wire, openai_wire, prefix, script
+from edge.simulate import anthropic_wire, embed, openai_wire, prefix, script
 from edge.simulate.behaviour import Behaviour, Profile, ProfileError, parse_override
 from edge.simulate.cache import PromptCache
 from edge.simulate.generate import Answer, Ask, InvalidRequest, answer, input_tokens, read_anthropic
@@ -209,6 +210,10 @@ class SimProtocol(asyncio.Protocol):
             if method != b"POST":
                 return self._not_allowed(openai_wire)
             return self._complete(req, openai_wire)
+        if path == b"/v1/embeddings":
+            if method != b"POST":
+                return self._not_allowed(openai_wire)
+            return self._embeddings(req)
         if path == b"/v1/messages":
             if method != b"POST":
                 return self._not_allowed(anthropic_wire)
@@ -318,6 +323,60 @@ class SimProtocol(asyncio.Protocol):
             self._send(400, dialect.error(400, exc.message, param=exc.param), JSON, dialect)
             return
         self._send(200, b'{"input_tokens":%d}' % input_tokens(ask), JSON, dialect)
+
+    def _embeddings(self, req: Request) -> None:
+        """One answer, not streamed; errors and outages as the model's behaviour says (the
+        stream faults do not apply); billed its input by the write that carries the 200."""
+        sim, dialect = self._sim, openai_wire
+        if not self._authorized(req, dialect):
+            return
+        body = self._decode(req, dialect)
+        if body is None:
+            return
+        try:
+            ask = embed.read(body)
+            beh = sim.behaviour(ask.model, req.headers.get(b"x-sim"))
+        except (InvalidRequest, ProfileError) as exc:
+            param = getattr(exc, "param", None)
+            self._send(400, dialect.error(400, str(exc), param=param), JSON, dialect)
+            return
+        if beh is None:
+            self._send(
+                404,
+                dialect.error(404, f"model: {ask.model}", code="model_not_found"),
+                JSON,
+                dialect,
+            )
+            return
+        rid = dialect.new_ids()[1]
+        rec = sim.recorder.add(
+            dialect.NAME,
+            ask.model,
+            False,
+            rid,
+            req.headers.get(b"x-request-id", b"").decode("latin-1"),
+            req.headers.get(b"x-stainless-retry-count", b"").decode("latin-1"),
+        )
+        self._attempt = rec
+        outcome = sim.outcome(ask.model, beh)
+        if outcome in ("outage", "error"):
+            status = beh.outage_status if outcome == "outage" else beh.error_status
+            live = sim.outages.get(ask.model)
+            if outcome == "outage" and live is not None and sim.recorder.now() < live[0]:
+                status = live[1]
+            rec.outcome, rec.status = outcome, status or 503
+            code = (beh.error_code or None) if outcome == "error" else None
+            err = dialect.error(rec.status, code=code, request_id=rid)
+            self._send(rec.status, err, JSON, dialect, rid=rid)
+            return
+        payload, tokens = embed.answer(ask)
+        self._input = (tokens, 0, 0)
+        rec.status = 200
+        head = self._head(200, JSON, dialect, rid, len(payload))
+        steps = script.body_steps(
+            head, payload, delay_s=beh.ttft_s(sim.rng), tokens=0, fault="none", stall_s=0.0
+        )
+        self._start(steps)
 
     def _complete(self, req: Request, dialect: ModuleType) -> None:
         sim = self._sim

@@ -60,3 +60,16 @@ def test_the_anthropic_list_has_dates_and_pages(shipped: Proc) -> None:
     assert all(m.created_at.year >= 2024 for m in first.data)
     with pytest.raises(anthropic.BadRequestError):
         an.models.list(limit=5000)
+
+
+def test_embedding_models_are_listed_in_the_openai_dialect_only(shipped: Proc) -> None:
+    oa = openai.OpenAI(base_url=shipped.url + "/v1", api_key="any", max_retries=0)
+    assert "text-embedding-3-small" in [m.id for m in oa.models.list()]
+    assert oa.models.retrieve("text-embedding-3-large").owned_by == "openai"
+    an = anthropic.Anthropic(base_url=shipped.url, api_key="any", max_retries=0)
+    assert not [m.id for m in an.models.list(limit=100) if m.id.startswith("text-embedding")]
+    with pytest.raises(anthropic.NotFoundError):
+        an.models.retrieve("text-embedding-3-small")
+    # and the shipped policy serves them through the SDK's defaults (base64)
+    got = oa.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert [len(d.embedding) for d in got.data] == [1536, 1536]
