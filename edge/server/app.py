@@ -75,6 +75,7 @@ from edge.upstream.pool import Pool
 
 Route = Callable[[Request, EdgeProtocol, Outcome], Awaitable[None]]
 ADMIN_PATHS = (b"/admin/", b"/metrics", b"/v1/edge/stats", b"/dashboard")
+KEYLESS = frozenset({b"/healthz", b"/readyz"})
 # the routes accounted (metrics, ledger, access log) and their operation label
 OPERATIONS = {
     b"/v1/chat/completions": "chat",
@@ -269,7 +270,20 @@ class Gateway:
             self._refresh.cancel()
 
     def protocol(self) -> EdgeProtocol:
-        return EdgeProtocol(self.settings, self.tracker, self.handle, self.protocol_error)
+        return EdgeProtocol(
+            self.settings, self.tracker, self.handle, self.protocol_error, self.check_head
+        )
+
+    def check_head(self, req: Request) -> EdgeError | None:
+        """Before a body is read: a request to a keyed route without a valid gateway key."""
+        keyed = req.path in self.routes or req.path.startswith((b"/v1/jobs/", b"/v1/models/"))
+        if not keyed or req.path in KEYLESS or req.path.startswith(ADMIN_PATHS):
+            return None  # unknown (a 404 later), health, the admin routes (their own key)
+        try:
+            self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        except Unauthorized as err:
+            return err
+        return None
 
     # -- the boundary
 
@@ -357,6 +371,8 @@ class Gateway:
         headers = JSON_HEADERS + headers
         if req is None:
             headers.append((b"x-request-id", rid.encode()))
+        elif dialect == "anthropic" and all(n != b"request-id" for n, _ in proto.extra_headers):
+            headers.append((b"request-id", rid.encode()))  # an error answered before the handler
         proto.respond(status, headers, body)
 
     def protocol_error(self, err: EdgeError, req: Request | None, proto: EdgeProtocol) -> None:

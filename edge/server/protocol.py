@@ -120,6 +120,8 @@ def request_id_for(headers: dict[bytes, bytes]) -> str:
 
 Handler = Callable[[Request, "EdgeProtocol"], Coroutine[Any, Any, None]]
 ErrorRenderer = Callable[[EdgeError, Request | None, "EdgeProtocol"], None]
+# checks a request head before its body is read (a missing or wrong key): the error, or None
+HeadCheck = Callable[[Request], EdgeError | None]
 
 
 class ConnectionTracker:
@@ -150,6 +152,7 @@ class EdgeProtocol(asyncio.Protocol):
     __slots__ = (
         "_body_parts",
         "_body_size",
+        "_check_head",
         "_chunked",
         "_conn",
         "_drain_waiter",
@@ -182,11 +185,13 @@ class EdgeProtocol(asyncio.Protocol):
         tracker: ConnectionTracker,
         handler: Handler,
         render_error: ErrorRenderer,
+        check_head: HeadCheck | None = None,
     ) -> None:
         self._settings = settings
         self._tracker = tracker
         self._handler = handler
         self._render_error = render_error
+        self._check_head = check_head
         self._loop = asyncio.get_running_loop()
         self._conn = self._new_parser()
         self.transport: asyncio.Transport | None = None
@@ -377,6 +382,12 @@ class EdgeProtocol(asyncio.Protocol):
             self._fail(
                 HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
             )
+            return False
+        refused = self._check_head(self.request) if self._check_head is not None else None
+        if refused is not None:
+            # a request that will be refused anyway is refused before its body is read: a
+            # client without a key cannot make the gateway buffer max_body_bytes for it
+            self._fail(refused)
             return False
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._settings.max_body_bytes:

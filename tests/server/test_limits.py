@@ -89,7 +89,8 @@ def test_slowloris_head_is_cut_off(tight: Proc) -> None:
 def test_body_deadline(tight: Proc) -> None:
     with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
         s.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"authorization: Bearer " + GW_KEY.encode() + b"\r\ncontent-length: 100\r\n\r\n{"
         )
         got = s.recv(4096)
     assert got.startswith(b"HTTP/1.1 408")
@@ -278,3 +279,20 @@ def test_clients_that_pipeline_and_never_read_cost_no_memory_and_no_slot(tight: 
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_request_without_a_valid_key_is_refused_before_its_body(tight: Proc) -> None:
+    """The key is checked on the head: a keyless client announcing a large body gets its 401
+    at once, without the gateway reading (and buffering) the body."""
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 4000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
+        s.sendall(head)  # and not one byte of the body
+        data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 401 ")
+    wrong = head.replace(b"\r\n\r\n", b"\r\nauthorization: Bearer nope\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
+        s.sendall(wrong)
+        assert s.recv(65536).startswith(b"HTTP/1.1 401 ")
