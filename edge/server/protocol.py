@@ -159,6 +159,7 @@ class EdgeProtocol(asyncio.Protocol):
         "_handler",
         "_head_timer",
         "_held",
+        "_half_closed",
         "_lingering",
         "_loop",
         "_over_limit",
@@ -200,6 +201,7 @@ class EdgeProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._held: bytes | None = None  # pipelined bytes waiting for the client to read
+        self._half_closed = False  # the client sent EOF after its request: close after it
         self._paused_reading = False
         self._head_timer = False
         self._lingering = False
@@ -261,6 +263,11 @@ class EdgeProtocol(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool | None:
+        if self.in_flight and not self._lingering:
+            # a client that half-closed after its whole request (shutdown(SHUT_WR)) still reads:
+            # answer it, then close (HTTP/1.1 allows it; curl and proxies do it)
+            self._half_closed = True
+            return True
         return None  # the client is gone (or done after an error): close, cancelling any handler
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -426,7 +433,12 @@ class EdgeProtocol(asyncio.Protocol):
         self.extra_headers = []
         if self.closed:
             return
-        if not self._response_done or not req.keep_alive or self._tracker.draining:
+        if (
+            not self._response_done
+            or not req.keep_alive
+            or self._tracker.draining
+            or self._half_closed
+        ):
             self.close()
             self._tracker.check_idle()
             return

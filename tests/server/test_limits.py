@@ -296,3 +296,18 @@ def test_a_request_without_a_valid_key_is_refused_before_its_body(tight: Proc) -
     with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as s:
         s.sendall(wrong)
         assert s.recv(65536).startswith(b"HTTP/1.1 401 ")
+
+
+def test_a_client_that_half_closes_after_its_request_gets_its_answer(gateway: Proc) -> None:
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Repeat after me: half"}]}'
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + GW_KEY.encode() + b"\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(head + body)
+        s.shutdown(socket.SHUT_WR)  # done sending; still reading
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and b'"content":"half"' in data
