@@ -149,6 +149,50 @@ def _spend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_check(args: argparse.Namespace) -> int:
+    """Validate a policy with this environment's overrides and print what it resolves to."""
+    import json
+    import os
+
+    from edge.policy import PolicyError, env_names, load_policy
+    from edge.routing.capabilities import names_of
+    from edge.settings import unknown_names
+
+    try:
+        policy = load_policy(args.file)
+        if typos := unknown_names(os.environ, env_names(policy)):
+            raise PolicyError(f"unknown EDGE_* variables: {', '.join(typos)}")
+    except PolicyError as exc:
+        print(f"llm-edge policy check: {exc}", file=sys.stderr)
+        return 2
+    resolved = {
+        "default_tier": policy.default_tier,
+        "prices_date": policy.prices_date,
+        "providers": {
+            n: {"kind": p.kind, "base_url": p.base_url, "key_set": bool(p.api_key)}
+            for n, p in policy.providers.items()
+        },
+        "models": {
+            n: {
+                "provider": m.provider,
+                "usd_per_mtok": [m.input_usd_per_mtok, m.output_usd_per_mtok],
+                "quality": m.quality,
+                "context_window": m.context_window,
+                "max_output_tokens": m.max_output_tokens,
+                "tokenizer": m.tokenizer,
+                "capabilities": names_of(m.capabilities),
+                "aliases": list(m.aliases),
+                "fallbacks": list(m.fallbacks),
+            }
+            for n, m in policy.models.items()
+        },
+        "tiers": {n: {k: getattr(t, k) for k in t.__slots__} for n, t in policy.tiers.items()},
+        "budgets": {n: {k: getattr(b, k) for k in b.__slots__} for n, b in policy.budgets.items()},
+    }
+    print(json.dumps(resolved, indent=2, default=list))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-edge", description="LLM routing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--since", default="", help="first UTC day, YYYY-MM-DD (default today)")
     spend.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
     spend.set_defaults(func=_spend)
+    check = sub.add_parser(
+        "policy", help="policy check FILE: validate a policy (with EDGE_* overrides), print it"
+    )
+    check.add_argument("action", choices=["check"])
+    check.add_argument("file", nargs="?", default="", help="default: the shipped policy")
+    check.set_defaults(func=_policy_check)
     from edge.quality.runner import add_parser as add_gold
     from edge.quality.runner import add_rollout_parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,28 @@ def test_an_out_of_range_override_names_its_variable() -> None:
         load_policy(SHIPPED, {"EDGE_L1_SOFT_TIMEOUT_MS": "-5"})
     with pytest.raises(PolicyError, match=r"thresholds.*set by EDGE_L2_WARN_USD"):
         load_policy(SHIPPED, {"EDGE_L2_WARN_USD": "9"})
+
+
+def test_policy_check_prints_the_resolved_policy_or_names_the_mistake(tmp_path: Any) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "policy", "check", SHIPPED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    resolved = json.loads(ok.stdout)
+    assert resolved["tiers"]["L1"]["soft_timeout_ms"] == 1500
+    assert "thinking" in resolved["models"]["claude-haiku-4-5"]["capabilities"]
+    bad = tmp_path / "bad.toml"
+    with open(SHIPPED) as f:
+        bad.write_text(f.read().replace("quality = 0.97\n", "qualty = 0.97\n", 1))
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "policy", "check", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "did you mean 'quality'" in r.stderr
