@@ -28,6 +28,7 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from types import ModuleType
 from typing import Any, cast
@@ -38,7 +39,7 @@ import orjson
 from edge.simulate import anthropic_wire, embed, openai_wire, prefix, script
 from edge.simulate.behaviour import Behaviour, Profile, ProfileError, parse_override
 from edge.simulate.cache import PromptCache
-from edge.simulate.generate import Answer, Ask, InvalidRequest, answer, input_tokens, read_anthropic
+from edge.simulate.generate import Answer, InvalidRequest, answer, input_tokens, read_anthropic
 from edge.simulate.http1 import BadRequest, Request, RequestReader, response_head
 from edge.simulate.recorder import Attempt, Recorder
 
@@ -325,49 +326,15 @@ class SimProtocol(asyncio.Protocol):
         self._send(200, b'{"input_tokens":%d}' % input_tokens(ask), JSON, dialect)
 
     def _embeddings(self, req: Request) -> None:
-        """One answer, not streamed; errors and outages as the model's behaviour says (the
-        stream faults do not apply); billed its input by the write that carries the 200."""
         sim, dialect = self._sim, openai_wire
-        if not self._authorized(req, dialect):
+        begun = self._begin(req, dialect, embed.read)
+        if begun is None:
             return
-        body = self._decode(req, dialect)
-        if body is None:
-            return
-        try:
-            ask = embed.read(body)
-            beh = sim.behaviour(ask.model, req.headers.get(b"x-sim"))
-        except (InvalidRequest, ProfileError) as exc:
-            param = getattr(exc, "param", None)
-            self._send(400, dialect.error(400, str(exc), param=param), JSON, dialect)
-            return
-        if beh is None:
-            self._send(
-                404,
-                dialect.error(404, f"model: {ask.model}", code="model_not_found"),
-                JSON,
-                dialect,
-            )
-            return
+        ask, _, beh = begun
         rid = dialect.new_ids()[1]
-        rec = sim.recorder.add(
-            dialect.NAME,
-            ask.model,
-            False,
-            rid,
-            req.headers.get(b"x-request-id", b"").decode("latin-1"),
-            req.headers.get(b"x-stainless-retry-count", b"").decode("latin-1"),
-        )
-        self._attempt = rec
+        rec = self._record(req, dialect, ask.model, False, rid)
         outcome = sim.outcome(ask.model, beh)
-        if outcome in ("outage", "error"):
-            status = beh.outage_status if outcome == "outage" else beh.error_status
-            live = sim.outages.get(ask.model)
-            if outcome == "outage" and live is not None and sim.recorder.now() < live[0]:
-                status = live[1]
-            rec.outcome, rec.status = outcome, status or 503
-            code = (beh.error_code or None) if outcome == "error" else None
-            err = dialect.error(rec.status, code=code, request_id=rid)
-            self._send(rec.status, err, JSON, dialect, rid=rid)
+        if self._refused(rec, outcome, beh, dialect, ask.model, rid):
             return
         payload, tokens = embed.answer(ask)
         self._input = (tokens, 0, 0)
@@ -378,21 +345,23 @@ class SimProtocol(asyncio.Protocol):
         )
         self._start(steps)
 
-    def _complete(self, req: Request, dialect: ModuleType) -> None:
-        sim = self._sim
+    def _begin(
+        self, req: Request, dialect: ModuleType, read: Callable[[Any], Any]
+    ) -> tuple[Any, Any, Behaviour] | None:
+        """Authorize, decode, read (400 naming the field) and find the model's behaviour
+        (404): the request, its body and behaviour, or None when it was answered."""
         if not self._authorized(req, dialect):
-            return
+            return None
         body = self._decode(req, dialect)
         if body is None:
-            return
+            return None
         try:
-            ask: Ask = dialect.read(body)
-            points = prefix.anthropic(body) if dialect is anthropic_wire else []
-            beh = sim.behaviour(ask.model, req.headers.get(b"x-sim"))
+            ask = read(body)
+            beh = self._sim.behaviour(ask.model, req.headers.get(b"x-sim"))
         except (InvalidRequest, ProfileError) as exc:
             param = getattr(exc, "param", None)
             self._send(400, dialect.error(400, str(exc), param=param), JSON, dialect)
-            return
+            return None
         if beh is None:
             self._send(
                 404,
@@ -400,35 +369,69 @@ class SimProtocol(asyncio.Protocol):
                 JSON,
                 dialect,
             )
-            return
-        cid, rid = dialect.new_ids()
-        rec = sim.recorder.add(
+            return None
+        return ask, body, beh
+
+    def _record(
+        self, req: Request, dialect: ModuleType, model: str, stream: bool, rid: str
+    ) -> Attempt:
+        rec = self._sim.recorder.add(
             dialect.NAME,
-            ask.model,
-            ask.stream,
+            model,
+            stream,
             rid,
             req.headers.get(b"x-request-id", b"").decode("latin-1"),
             req.headers.get(b"x-stainless-retry-count", b"").decode("latin-1"),
         )
         self._attempt = rec
-        outcome = sim.outcome(ask.model, beh)
+        return rec
+
+    def _refused(
+        self,
+        rec: Attempt,
+        outcome: str,
+        beh: Behaviour,
+        dialect: ModuleType,
+        model: str,
+        rid: str,
+    ) -> bool:
+        """An outage or error outcome answered (its status, Retry-After, or a reset): True."""
         rec.outcome = outcome
-        if outcome in ("outage", "error"):
-            status = beh.outage_status if outcome == "outage" else beh.error_status
-            live = sim.outages.get(ask.model)
-            if outcome == "outage" and live is not None and sim.recorder.now() < live[0]:
-                status = live[1]
-            if outcome == "outage" and status == 0:
-                rec.outcome = "reset"
-                self._start(script.fault_steps("reset") or [])
-                return
-            rec.status = status
-            code = (beh.error_code or None) if outcome == "error" else None
-            extra: list[tuple[bytes, bytes]] = []
-            if beh.retry_after_s >= 0 and status in (429, 503, 529):
-                extra.append((b"retry-after", _retry_after(beh.retry_after_s)))
-            err = dialect.error(status, code=code, request_id=rid)
-            self._send(status, err, JSON, dialect, rid=rid, extra=extra)
+        if outcome not in ("outage", "error"):
+            return False
+        sim = self._sim
+        status = beh.outage_status if outcome == "outage" else beh.error_status
+        live = sim.outages.get(model)
+        if outcome == "outage" and live is not None and sim.recorder.now() < live[0]:
+            status = live[1]
+        if outcome == "outage" and status == 0:
+            rec.outcome = "reset"
+            self._start(script.fault_steps("reset") or [])
+            return True
+        rec.status = status
+        code = (beh.error_code or None) if outcome == "error" else None
+        extra: list[tuple[bytes, bytes]] = []
+        if beh.retry_after_s >= 0 and status in (429, 503, 529):
+            extra.append((b"retry-after", _retry_after(beh.retry_after_s)))
+        err = dialect.error(status, code=code, request_id=rid)
+        self._send(status, err, JSON, dialect, rid=rid, extra=extra)
+        return True
+
+    def _complete(self, req: Request, dialect: ModuleType) -> None:
+        sim = self._sim
+        begun = self._begin(req, dialect, dialect.read)
+        if begun is None:
+            return
+        ask, body, beh = begun
+        try:
+            points = prefix.anthropic(body) if dialect is anthropic_wire else []
+        except InvalidRequest as exc:
+            self._send(400, dialect.error(400, exc.message, param=exc.param), JSON, dialect)
+            return
+        cid, rid = dialect.new_ids()
+        rec = self._record(req, dialect, ask.model, ask.stream, rid)
+        outcome = sim.outcome(ask.model, beh)
+        if self._refused(rec, outcome, beh, dialect, ask.model, rid):
             return
         early = script.fault_steps(outcome)
         if early is not None:
