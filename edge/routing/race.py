@@ -240,7 +240,6 @@ class Attempt:
         "overdue",
         "phase",
         "scanner",
-        "sent",
         "started",
         "tail",
         "task",
@@ -261,7 +260,6 @@ class Attempt:
         self.tail = b""
         self.scanner = SSEScanner()
         self.upstream_id = ""
-        self.sent = False  # the request reached a provider that accepted it (a 200 head)
         self.ended = False
         self.closed = False
         self.expired = False
@@ -288,7 +286,6 @@ class Attempt:
                 raise self.call.upstream_dialect.error_from_upstream(
                     head.status_code, raw, list(head.headers)
                 )
-            self.sent = True
             self.phase = Phase.SENT
             while not self.state.first_token and not self.ended:
                 self.held.append(await self.step())
