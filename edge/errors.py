@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-Dialect = Literal["openai", "anthropic"]
+ErrorDialect = Literal["openai", "anthropic"]  # the shape of an error body
 
 
 class EdgeError(Exception):
@@ -245,7 +245,7 @@ class UpstreamStatus(UpstreamError):
 
 
 def render(
-    err: EdgeError, dialect: Dialect, request_id: str
+    err: EdgeError, dialect: ErrorDialect, request_id: str
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, extra headers and JSON body for ``err`` in ``dialect``."""
     status = err.status_code()

@@ -90,8 +90,12 @@ class StreamState(Protocol):
 
     first_token: bool
     finished: bool
-    usage: dict[str, Any] | None  # the provider's usage as far as it came (final once complete)
     output: list[str]  # the generated pieces so far: the estimate when the usage never came
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The provider's usage as far as it came (final once complete)."""
+        ...
 
     @property
     def complete(self) -> bool:

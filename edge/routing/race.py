@@ -43,11 +43,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from edge.budget.pricing import Tokens, cost_usd
 from edge.dialects.common import StreamBroken, StreamState
+from edge.dialects.core import Dialect
 from edge.errors import (
     EdgeError,
     ServiceUnavailable,
@@ -86,7 +86,7 @@ class Call:
     target: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
-    upstream_dialect: ModuleType
+    upstream_dialect: Dialect
     state: StreamState
 
 

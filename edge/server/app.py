@@ -24,7 +24,6 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -38,9 +37,10 @@ from edge.budget.settle import settle
 from edge.budget.spend import Spend
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
+from edge.dialects.core import Dialect
 from edge.errors import (
-    Dialect,
     EdgeError,
+    ErrorDialect,
     Forbidden,
     InvalidRequest,
     MethodNotAllowed,
@@ -62,7 +62,9 @@ from edge.server.auth import Keyring
 from edge.server.embeddings import relay_embeddings
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import (
+    ANTHROPIC,
     JSON_HEADERS,
+    OPENAI,
     Capture,
     Outcome,
     Sink,
@@ -87,7 +89,7 @@ OPERATIONS = {
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
 
 
-def dialect_of(req: Request | None) -> Dialect:
+def dialect_of(req: Request | None) -> ErrorDialect:
     if req is None:
         return "openai"
     if req.path.startswith(b"/v1/messages"):
@@ -471,17 +473,17 @@ class Gateway:
     # -- routes
 
     async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        await self._chat(req, proto, out, openai_dialect)
+        await self._chat(req, proto, out, OPENAI)
 
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        await self._chat(req, proto, out, anthropic_dialect)
+        await self._chat(req, proto, out, ANTHROPIC)
 
     async def _chat(
         self,
         req: Request,
         proto: Sink,
         out: Outcome,
-        dialect: ModuleType,
+        dialect: Dialect,
         job_tier: str | None = None,
     ) -> None:
         """Gate on entitlement and cost, then answer, or queue a job (when asked to)."""
@@ -500,14 +502,14 @@ class Gateway:
         headers[b"content-type"] = b"application/json"
         req = Request(b"POST", job["path"].encode(), headers, job["id"], False)
         req.body = job["body"]
-        dialect = anthropic_dialect if job["dialect"] == "anthropic" else openai_dialect
+        dialect = ANTHROPIC if job["dialect"] == "anthropic" else OPENAI
         out = Outcome(dialect=dialect.NAME)
         sink = Capture()
         try:
             await self._chat(req, sink, out, dialect, job_tier=job["tier"])
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
-            status, extra, body = render(err, dialect.NAME, job["id"])
+            status, extra, body = render(err, dialect.ERRORS, job["id"])
             return status, JSON_HEADERS + extra, body
         finally:
             self._account(req, out)

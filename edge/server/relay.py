@@ -15,7 +15,6 @@ import asyncio
 import fnmatch
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -27,8 +26,8 @@ from edge.budget.prompt_cache import Prefix, prefix_of
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import ChatInfo, StreamState, estimate_inputs, output_ceilings
-from edge.dialects.translate import TranslatingStream
+from edge.dialects.common import ChatInfo, estimate_inputs, output_ceilings
+from edge.dialects.core import Dialect, stream_for
 from edge.errors import (
     InvalidRequest,
     MalformedJSON,
@@ -134,7 +133,7 @@ class Outcome:
 class Plan:
     info: ChatInfo
     body: dict[str, Any]
-    dialect: ModuleType  # the caller's
+    dialect: Dialect  # the caller's
     tier: Tier
     decision: Decision
     candidates: list[Model]  # the order to try them: the primary, then hedges and fallbacks
@@ -292,14 +291,17 @@ def resolve_model(policy: Policy, name: str, tier: str) -> Model:
     return model
 
 
-_DIALECTS: dict[str, ModuleType] = {"openai": openai_dialect, "anthropic": anthropic_dialect}
+OPENAI: Dialect = openai_dialect.DIALECT
+ANTHROPIC: Dialect = anthropic_dialect.DIALECT
+# the dialect each provider kind speaks
+_DIALECTS: dict[str, Dialect] = {"openai": OPENAI, "anthropic": ANTHROPIC}
 
 
 def plan_chat(
     policy: Policy,
     router: Router,
     req: Request,
-    dialect: ModuleType,
+    dialect: Dialect,
     key_tier: str | None = None,
     *,
     ceiling: str | None = None,
@@ -344,7 +346,7 @@ def plan_chat(
             param="model",
         )
     if decision.degraded.startswith("max_tokens="):
-        body = with_max_tokens(body, dialect, decision.max_tokens)
+        body = dialect.with_max_tokens(body, decision.max_tokens)
     call, candidates = first_call(policy, req, dialect, info, body, decision.order, named)
     return Plan(
         info,
@@ -365,7 +367,7 @@ def plan_chat(
 def first_call(
     policy: Policy,
     req: Request,
-    dialect: ModuleType,
+    dialect: Dialect,
     info: ChatInfo,
     body: dict[str, Any],
     order: list[Model],
@@ -434,25 +436,10 @@ def check_limits(
         )
 
 
-def with_max_tokens(body: dict[str, Any], dialect: ModuleType, max_tokens: int) -> dict[str, Any]:
-    """The request with its output capped (a degrade by max_tokens, a candidate's limit):
-    every output limit field it sets is lowered, so no other field can undo the cap."""
-    out = dict(body)
-    if dialect is anthropic_dialect:
-        out["max_tokens"] = max_tokens
-        return out
-    keys = [k for k in ("max_tokens", "max_completion_tokens") if k in out] or [
-        "max_completion_tokens"
-    ]
-    for key in keys:
-        out[key] = max_tokens
-    return out
-
-
 def build_call(
     policy: Policy,
     req: Request,
-    dialect: ModuleType,
+    dialect: Dialect,
     info: ChatInfo,
     body: dict[str, Any],
     model: Model,
@@ -465,18 +452,13 @@ def build_call(
     if asked > model.max_output_tokens:
         # a ceiling above this candidate's own limit: its limit (the answer's finish reason
         # still says when it was reached)
-        body = with_max_tokens(body, dialect, model.max_output_tokens)
+        body = dialect.with_max_tokens(body, model.max_output_tokens)
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
     else:
         try:
             canonical = dialect.to_canonical(body, provider.kind)
-            if upstream is anthropic_dialect:
-                out = anthropic_dialect.from_canonical(
-                    canonical, model.upstream_model, model.default_max_tokens
-                )
-            else:
-                out = openai_dialect.from_canonical(canonical, model.upstream_model)
+            out = upstream.from_canonical(canonical, model.upstream_model, model.default_max_tokens)
             payload = orjson.dumps(out)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             # a shape the field checks let through and the translation cannot read: the
@@ -486,8 +468,7 @@ def build_call(
                 f"serves {model.name}: {type(exc).__name__} reading a field of an unexpected "
                 "shape"
             ) from None
-    path = b"/chat/completions" if provider.kind == "openai" else b"/v1/messages"
-    target = provider.path_prefix.encode() + path
+    target = provider.path_prefix.encode() + upstream.UPSTREAM_PATH
     return Call(
         model,
         provider,
@@ -495,18 +476,8 @@ def build_call(
         upstream_headers(provider, req, len(payload)),
         payload,
         upstream,
-        _stream_state(dialect, upstream, info),
+        stream_for(dialect, upstream, info),
     )
-
-
-def _stream_state(dialect: ModuleType, upstream: ModuleType, info: ChatInfo) -> StreamState:
-    if upstream is not dialect:
-        return TranslatingStream(
-            upstream.NAME, dialect.NAME, stream=info.stream, include_usage=info.include_usage
-        )
-    if dialect is anthropic_dialect:
-        return anthropic_dialect.AnthropicStream(stream=info.stream)
-    return openai_dialect.OpenAIStream(stream=info.stream, include_usage=info.include_usage)
 
 
 def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes, bytes]]:
@@ -631,17 +602,10 @@ async def relay_chat(
                 plan.router.sent(charge.model, plan.prefixes, now)
 
 
-def json_answer_ok(body: bytes, dialect: ModuleType) -> bool:
+def json_answer_ok(body: bytes, dialect: Dialect) -> bool:
     """Whether a structured-output answer's text is JSON (the rollout's online quality signal)."""
     try:
-        obj = orjson.loads(body)
-        if dialect is anthropic_dialect:
-            text = "".join(
-                b.get("text", "") for b in obj.get("content", []) if b.get("type") == "text"
-            )
-        else:
-            text = obj["choices"][0]["message"]["content"] or ""
-        orjson.loads(text)
+        orjson.loads(dialect.answer_text(orjson.loads(body)))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
         return False
     return True

@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from edge.dialects import openai as openai_dialect
-from edge.dialects.openai import OpenAIStream
+from edge.dialects.common import ChatInfo
+from edge.dialects.core import stream_for
+from edge.dialects.openai import DIALECT as openai_dialect
 from edge.errors import EdgeError, UpstreamError, UpstreamStatus, UpstreamTimeout
 from edge.policy import Model, Provider, Secret
 from edge.routing.breaker import Admit, BreakerConfig, Breakers, State
@@ -167,7 +168,7 @@ class World:
             [],
             b"{}",
             openai_dialect,
-            OpenAIStream(stream=True, include_usage=True),
+            stream_for(openai_dialect, openai_dialect, ChatInfo("m", True, True)),
         )
 
     async def connect(self, call: Call, idle: float) -> Fake:
