@@ -93,7 +93,11 @@ def check_request(body: Any, *, count_only: bool = False) -> ChatInfo:
     if isinstance(body.get("system"), list):
         check_content(body["system"], "system", nullable=False)
     check_list_of(body.get("tools"), dict, "tool objects", "tools")
-    return ChatInfo(model=model, stream=bool(body.get("stream")) and not count_only)
+    return ChatInfo(
+        model=model,
+        stream=bool(body.get("stream")) and not count_only,
+        stop=tuple(body.get("stop_sequences") or ()),
+    )
 
 
 def upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
@@ -526,9 +530,10 @@ class Decoder:
     """An Anthropic provider's events as canonical events (see ``core.Decoder``); unwraps the
     forced JSON tool. Thinking is ``produced`` (output with no canonical counterpart)."""
 
-    __slots__ = ("_json_blocks", "_tool_of_block", "_tools", "obj", "usage")
+    __slots__ = ("_json_blocks", "_tool_of_block", "_tools", "cut", "obj", "usage")
 
     def __init__(self) -> None:
+        self.cut = False  # stop sequences are the provider's own: it never ends a stream
         self._tool_of_block: dict[int, int] = {}
         self._json_blocks: set[int] = set()
         self._tools = 0
@@ -774,7 +779,7 @@ class _Messages:
     render = staticmethod(render)
     answer_text = staticmethod(answer_text)
 
-    def decoder(self) -> Decoder:
+    def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
         return Decoder()
 
     def relay(self, *, stream: bool, include_usage: bool) -> Output:

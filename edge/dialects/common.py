@@ -21,6 +21,7 @@ class ChatInfo:
     model: str
     stream: bool
     include_usage: bool = False
+    stop: tuple[str, ...] = ()  # stop sequences a translation may have to match itself
 
 
 def parse_event(data: bytes) -> dict[str, Any]:
@@ -91,6 +92,11 @@ class StreamState(Protocol):
     first_token: bool
     finished: bool
     output: list[str]  # the generated pieces so far: the estimate when the usage never came
+
+    @property
+    def cut(self) -> bool:
+        """The gateway ended the answer itself (a stop sequence): read no further."""
+        ...
 
     @property
     def usage(self) -> dict[str, Any] | None:

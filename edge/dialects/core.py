@@ -85,6 +85,7 @@ class Decoder(Protocol):
 
     obj: dict[str, Any] | None  # the last event's JSON object (None for markers such as [DONE])
     usage: dict[str, Any] | None  # the provider's own usage as far as it came
+    cut: bool  # the decoder ended the answer itself (it matched a stop sequence)
 
     def feed(self, name: bytes, data: bytes) -> list[Event]:
         """Canonical events of one provider event; ``StreamBroken`` on an error event."""
@@ -140,7 +141,10 @@ class Dialect(Protocol):
         """A dialect-correct error event for a stream that already sent bytes."""
         ...
 
-    def decoder(self) -> Decoder: ...
+    def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
+        """A decoder of this dialect's provider stream; ``stops``: sequences the provider was
+        not given and the decoder must match (a translation that needs to know which one)."""
+        ...
 
     def relay(self, *, stream: bool, include_usage: bool) -> Output:
         """The provider's own stream passed through, or folded into its own answer."""
@@ -189,6 +193,10 @@ class Stream:
     @property
     def usage(self) -> dict[str, Any] | None:
         return self._decoder.usage
+
+    @property
+    def cut(self) -> bool:
+        return self._decoder.cut
 
     def feed(self, name: bytes, data: bytes) -> bytes:
         events = self._decoder.feed(name, data)
@@ -281,7 +289,8 @@ def stream_for(caller: Dialect, upstream: Dialect, info: ChatInfo) -> Stream:
         out = caller.encoder(include_usage=info.include_usage, created=int(time.time()))
     else:
         out = _Fold(caller, int(time.time()))
-    return Stream(caller, upstream.decoder(), out, aggregate=not info.stream)
+    decoder = upstream.decoder() if upstream is caller else upstream.decoder(info.stop)
+    return Stream(caller, decoder, out, aggregate=not info.stream)
 
 
 def encoded(encoder: Any) -> Output:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from edge.dialects.canonical import (
+    STOP_SEQUENCE,
     TO_OPENAI_FINISH,
     Answer,
     ChatRequest,
@@ -630,13 +631,10 @@ def from_canonical(
         body["temperature"] = req.temperature
     if req.top_p is not None:
         body["top_p"] = req.top_p
-    if req.stop:
-        need(
-            len(req.stop) <= 4,
-            "stop_sequences: an OpenAI provider accepts at most 4",
-            "stop_sequences",
-        )
-        body["stop"] = req.stop
+    # ``req.stop`` is not sent: an OpenAI provider drops the sequence and says only "stop",
+    # which cannot tell a matched sequence from the end of the turn. The gateway matches the
+    # sequences itself in the decoder (``Decoder(stops)``), so the caller learns which one
+    # ended the answer (Anthropic's ``stop_reason: stop_sequence``), and then ends the call.
     if req.tools:
         body["tools"] = [
             {
@@ -668,16 +666,28 @@ class Decoder:
 
     Content and refusals are text; tool calls are tool events; a legacy
     ``function_call`` and audio are ``produced`` (output with no canonical
-    counterpart: a first token, never translated)."""
+    counterpart: a first token, never translated).
 
-    __slots__ = ("_started", "obj", "usage")
+    With ``stops`` (a translated request's stop sequences, which the provider
+    was not given) the text is matched here: the tail that may begin a
+    sequence is held back until it cannot, and a match ends the answer with
+    ``finish(stop_sequence, the sequence)`` and ``end``; ``cut`` tells the
+    reader to stop reading the provider."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_held", "_hold", "_started", "_stops", "cut", "obj", "usage")
+
+    def __init__(self, stops: tuple[str, ...] = ()) -> None:
         self._started = False
+        self._stops = tuple(s for s in stops if s)
+        self._hold = max(map(len, self._stops), default=1) - 1
+        self._held = ""
+        self.cut = False
         self.obj: dict[str, Any] | None = None
         self.usage: dict[str, Any] | None = None
 
     def feed(self, name: bytes, data: bytes) -> list[Event]:
+        if self.cut:
+            return []
         if data[:6] == b"[DONE]":
             self.obj = None
             return [("end",)]
@@ -689,7 +699,11 @@ class Decoder:
         for choice in obj.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                events.append(("text", delta["content"]))
+                if self._stops:
+                    if self._match(delta["content"], events):
+                        return events
+                else:
+                    events.append(("text", delta["content"]))
             if delta.get("refusal"):
                 events.append(("text", delta["refusal"]))
             for tc in delta.get("tool_calls") or ():
@@ -714,6 +728,9 @@ class Decoder:
             if audio:
                 events.append(("produced", audio.get("transcript") or ""))
             if choice.get("finish_reason"):
+                if self._held:
+                    events.append(("text", self._held))
+                    self._held = ""
                 events.append(("finish", from_openai_finish(choice["finish_reason"]), None))
         usage = obj.get("usage")
         if usage:
@@ -732,6 +749,33 @@ class Decoder:
                 )
             )
         return events
+
+    def _match(self, piece: str, events: list[Event]) -> bool:
+        """Text up to a stop sequence; True when one matched (the answer ends there)."""
+        text = self._held + piece
+        # the sequence completed first wins (the smallest end; at one end, the longest), as
+        # when the text arrives a character at a time: chunking never changes the answer
+        found, at, end = "", -1, 0
+        for seq in self._stops:
+            i = text.find(seq)
+            if i >= 0 and (at < 0 or (i + len(seq), i) < (end, at)):
+                found, at, end = seq, i, i + len(seq)
+        if at >= 0:
+            if at:
+                events.append(("text", text[:at]))
+            events += [("finish", STOP_SEQUENCE, found), ("end",)]
+            self._held, self.cut = "", True
+            return True
+        keep = 0  # the longest tail that may still become a sequence
+        for k in range(min(self._hold, len(text)), 0, -1):
+            tail = text[-k:]
+            if any(seq.startswith(tail) for seq in self._stops):
+                keep = k
+                break
+        if len(text) > keep:
+            events.append(("text", text[: len(text) - keep]))
+        self._held = text[len(text) - keep :]
+        return False
 
 
 def _usage_body(u: Usage | None) -> dict[str, Any]:
@@ -879,8 +923,8 @@ class _ChatCompletions:
     render = staticmethod(render)
     answer_text = staticmethod(answer_text)
 
-    def decoder(self) -> Decoder:
-        return Decoder()
+    def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
+        return Decoder(stops)
 
     def relay(self, *, stream: bool, include_usage: bool) -> Output:
         return _Relay(include_usage) if stream else _Fold()

@@ -323,6 +323,12 @@ class Attempt:
             piece = state.feed(name, data)
             if piece:
                 out.append(piece)
+            if state.cut:  # the answer ended here (a stop sequence): the rest is not wanted
+                self.ended = True
+                self.upstream.close()
+                self.tail = state.close()
+                out.append(self.tail)
+                break
         return b"".join(out)
 
     def take_held(self) -> bytes:
@@ -666,7 +672,7 @@ class Race:
                 attempt.phase,
                 state.usage,
                 state.complete,
-                _text(state.output) if not state.complete else b"",
+                b"" if state.complete and state.usage else _text(state.output),
                 int(self.input_tokens * OVER_BASE[model.tokenizer] * model.token_factor + 0.5),
                 model.tokenizer,
             )

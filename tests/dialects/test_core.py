@@ -167,3 +167,32 @@ def test_anthropic_thinking_is_a_first_token_when_translated_too() -> None:
         assert not state.first_token and state.usage == {"input_tokens": 5}
         state.feed(b"", delta)
         assert _produced(state) and state.output == ["hm"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(alphabet="abHALT ", min_size=0, max_size=40),
+    cuts=st.lists(st.integers(0, 40), max_size=6),
+    stops=st.lists(st.text(alphabet="abHALT ", min_size=1, max_size=5), min_size=1, max_size=3),
+)
+def test_stop_matching_across_chunks(text: str, cuts: list[int], stops: list[str]) -> None:
+    """However the text is split into chunks, the decoder emits exactly the text before the
+    earliest stop sequence and names it; without a match, all of it and the provider's end."""
+    marks = sorted({c for c in cuts if 0 < c < len(text)})
+    pieces = [text[i:j] for i, j in zip([0, *marks], [*marks, len(text)], strict=True)]
+    decoder = OPENAI.decoder(tuple(stops))
+    events = decoder.feed(b"", b'{"id":"c","model":"m","choices":[]}')
+    for piece in pieces:
+        chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": piece}}]}
+        events += decoder.feed(b"", orjson.dumps(chunk))
+    done = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    events += decoder.feed(b"", orjson.dumps(done))
+    got = "".join(e[1] for e in events if e[0] == "text")
+    # the sequence completed first wins (smallest end; at one end, the longest)
+    hits = sorted((text.find(s) + len(s), text.find(s), s) for s in stops if s in text)
+    if not hits:
+        assert got == text and ("finish", "stop", None) in events and not decoder.cut
+    else:
+        _, start, seq = hits[0]
+        assert got == text[:start] and decoder.cut
+        assert [e for e in events if e[0] == "finish"] == [("finish", "stop_sequence", seq)]

@@ -247,12 +247,23 @@ def test_neutral_defaults_are_accepted() -> None:
     )
 
 
+def test_stop_sequences_are_matched_by_the_gateway_not_sent() -> None:
+    """Any number of sequences (OpenAI takes 4): the provider gets none, the decoder matches."""
+    body = {
+        "model": "c",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "stop_sequences": list("abcde"),
+    }
+    out = openai.from_canonical(anthropic.to_canonical(body, "openai"), "gpt")
+    assert "stop" not in out
+
+
 def test_what_openai_cannot_honour_is_rejected() -> None:
     base = {"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     for extra, param in (
         ({"top_k": 3}, "top_k"),
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
-        ({"stop_sequences": list("abcde")}, "stop_sequences"),
     ):
         with pytest.raises(InvalidRequest) as err:
             openai.from_canonical(anthropic.to_canonical({**base, **extra}, "openai"), "gpt")
