@@ -50,6 +50,7 @@ from edge.budget.pricing import Tokens, cost_usd
 from edge.dialects.common import StreamBroken, StreamState
 from edge.errors import (
     EdgeError,
+    PoolSaturated,
     ServiceUnavailable,
     UpstreamError,
     UpstreamStatus,
@@ -215,6 +216,8 @@ def classify(err: EdgeError) -> tuple[bool, str, str]:
         if err.code == "context_length_exceeded":
             return False, WIDER, "rejected"
         return False, STOP, "rejected"
+    if isinstance(err, PoolSaturated):
+        return False, NEXT, "saturated"  # our own connection limit, not the provider's fault
     if isinstance(err, UpstreamTimeout):
         return True, NEXT, "timeout"
     if isinstance(err, UpstreamError):

@@ -18,7 +18,7 @@ import pytest
 
 from edge.dialects import openai as openai_dialect
 from edge.dialects.openai import OpenAIStream
-from edge.errors import EdgeError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from edge.errors import EdgeError, PoolSaturated, UpstreamError, UpstreamStatus, UpstreamTimeout
 from edge.policy import Model, Provider, Secret
 from edge.routing.breaker import Admit, BreakerConfig, Breakers, State
 from edge.routing.race import Attempt, Call, HedgeBudget, Race, Shared, Timing, retry_after_s
@@ -62,8 +62,10 @@ class Fake:
         hang_connect: bool = False,
         hang_head: bool = False,
         headers: list[tuple[bytes, bytes]] | None = None,
+        connect_error: EdgeError | None = None,
     ) -> None:
         self.name = name
+        self.connect_error = connect_error
         self.status = status
         self.steps = list(ANSWER if body is None else body)
         self.hang_connect = hang_connect
@@ -174,6 +176,8 @@ class World:
         queue = self.scripts[call.model.name]
         fake = queue.pop(0) if len(queue) > 1 else queue[0]
         self.connected.append((fake.name, self.shared.clock()))
+        if fake.connect_error is not None:
+            raise fake.connect_error
         if fake.hang_connect:
             self.connecting.set()
             await fake._hang()
@@ -330,6 +334,21 @@ def test_failover_is_immediate_and_in_decision_order() -> None:
         assert w.breakers["b"].admit(now) is Admit.DENY  # Retry-After: avoided for 30 s
         assert w.breakers["a"].admit(now) is Admit.PASS  # one 503 does not trip a breaker
         assert w.events.attempts[:2] == [("a", "error"), ("b", "rate_limited")]
+
+    run(main)
+
+
+def test_a_saturated_pool_fails_over_and_is_no_verdict_on_the_provider() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("a", connect_error=PoolSaturated("all connections busy")), Fake("b")],
+            breaker=BreakerConfig(failures=1),
+        )
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["a", "b"] and winner.call.model.name == "b"
+        assert w.events.attempts[0] == ("a", "saturated")
+        assert w.breakers["a"].state is State.CLOSED  # one provider failure would have tripped it
+        assert w.breakers["a"].admit(w.shared.clock()) is Admit.PASS
 
     run(main)
 
