@@ -382,7 +382,7 @@ def test_a_content_filter_rejection_is_the_answer() -> None:
             await race.run()
         assert err.value.upstream_status == 400 and "safety system" in err.value.message
         assert w.order() == ["a"]
-        assert w.breakers["a"].streak == 0  # a 400 is not the provider's failure
+        assert not w.breakers["a"].window.failure_times  # a 400 is not the provider's failure
 
     run(main)
 
@@ -455,7 +455,7 @@ def test_the_first_token_deadline_fails_a_silent_attempt() -> None:
         winner = await race.run()
         assert winner.call.model.name == "b" and w.fakes["a"].closed
         assert w.events.attempts[0] == ("a", "timeout")
-        assert w.breakers["a"].streak == 1
+        assert len(w.breakers["a"].window.failure_times) == 1
 
     run(main)
 
