@@ -9,7 +9,11 @@ failover or a hedge invisible to the caller.
 
 Rules, per request:
 
-- Candidates come from the routing decision in order. A candidate whose
+- Candidates come from the routing decision in order, except that a hedge
+  or a failover takes the best candidate on a provider other than those in
+  flight and those that already failed this request, when there is one:
+  slowness and outages are correlated per provider, so a second model of
+  the same provider is the last place to look. A candidate whose
   breaker is open (or that asked us to wait with ``Retry-After``) is
   skipped; a half-open one is taken only as one of its bounded probes. When
   every candidate is refused, the least recently failed one is still tried
@@ -408,6 +412,7 @@ class Race:
         self.forced = False
         self.stopped = False  # a 4xx said no further attempt can help
         self.min_window = 0
+        self.failed_providers: set[str] = set()
         self.last_error: EdgeError | None = None
         self.stop_error: EdgeError | None = None
         self.hedged = False
@@ -429,7 +434,7 @@ class Race:
                 self.queue, self.again = self.again, []
             if not self.queue:
                 break
-            model = self.queue.pop(0)
+            model = self.queue.pop(self._best_index())
             if model.context_window <= self.min_window:
                 continue
             breaker = breakers[model.name]
@@ -450,6 +455,16 @@ class Race:
             if call is not None:
                 return call, Admit.PASS, breakers[model.name]
         return None
+
+    def _best_index(self) -> int:
+        """The first queued candidate on a provider not in flight and not failed in this
+        request; the first one when every candidate is on such a provider."""
+        avoid = self.failed_providers.union(a.call.model.provider for a in self.live)
+        if avoid:
+            for i, model in enumerate(self.queue):
+                if model.provider not in avoid and model.context_window >= self.min_window:
+                    return i
+        return 0
 
     def _call(self, model: Model) -> Call | None:
         if self.first_call is not None and self.first_call.model is model:
@@ -579,6 +594,7 @@ class Race:
 
     def _failed(self, attempt: Attempt, err: EdgeError, now: float) -> None:
         then = self._settle(attempt, End.FAILED, now, err)
+        self.failed_providers.add(attempt.call.model.provider)
         if then == WIDER:
             self.min_window = max(self.min_window, attempt.call.model.context_window)
             if not self._has_candidates():

@@ -28,8 +28,8 @@ PROVIDER = Provider("p", "openai", "http://127.0.0.1:1/v1", "", Secret("k"))
 HANG = "hang"
 
 
-def model(name: str, window: int = 100_000) -> Model:
-    return Model(name, "p", 1.0, 1.0, 1.0, 1.0, 0.99, window, 4096, 1024, (), name)
+def model(name: str, window: int = 100_000, provider: str = "p") -> Model:
+    return Model(name, provider, 1.0, 1.0, 1.0, 1.0, 0.99, window, 4096, 1024, (), name)
 
 
 def sse(obj: dict[str, Any]) -> bytes:
@@ -146,13 +146,18 @@ class World:
         windows: dict[str, int] | None = None,
         budget: HedgeBudget | None = None,
         breaker: BreakerConfig | None = None,
+        providers: dict[str, str] | None = None,
     ) -> None:
         windows = windows or {}
+        providers = providers or {}
         self.scripts: dict[str, list[Fake]] = {}
         for f in fakes:  # a name given twice: its second Fake serves the second attempt
             self.scripts.setdefault(f.name, []).append(f)
         self.fakes = {name: queue[0] for name, queue in self.scripts.items()}
-        self.models = [model(name, windows.get(name, 100_000)) for name in self.scripts]
+        self.models = [
+            model(name, windows.get(name, 100_000), providers.get(name, "p"))
+            for name in self.scripts
+        ]
         self.events = Events()
         self.breakers = Breakers(
             [m.name for m in self.models], breaker or BreakerConfig(), rng=random.Random(0)
@@ -349,6 +354,69 @@ def test_a_saturated_pool_fails_over_and_is_no_verdict_on_the_provider() -> None
         assert w.events.attempts[0] == ("a", "saturated")
         assert w.breakers["a"].state is State.CLOSED  # one provider failure would have tripped it
         assert w.breakers["a"].admit(w.shared.clock()) is Admit.PASS
+
+    run(main)
+
+
+# -- diversity: a hedge or failover leaves the providers in flight or failed
+
+
+def test_a_hedge_goes_to_another_provider_than_the_slow_one() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", hang_head=True), Fake("oa-2"), Fake("an-1")],
+            providers={"oa-1": "openai", "oa-2": "openai", "an-1": "anthropic"},
+        )
+        race = w.race(timing(soft=0.02))
+        winner = await race.run()
+        assert race.hedged and w.order() == ["oa-1", "an-1"]
+        assert winner.call.model.name == "an-1"
+
+    run(main)
+
+
+def test_a_failover_goes_to_another_provider_than_the_failed_one() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", status=503), Fake("oa-2", status=503), Fake("an-1", status=500)],
+            providers={"oa-1": "openai", "oa-2": "openai", "an-1": "anthropic"},
+        )
+        race = w.race(timing(soft=5.0))
+        with pytest.raises(UpstreamStatus):
+            await race.run()
+        # another provider first; once every provider failed, the decision's order again
+        assert w.order() == ["oa-1", "an-1", "oa-2"]
+
+    run(main)
+
+
+def test_with_no_other_provider_the_decision_order_holds() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", status=503), Fake("oa-2"), Fake("oa-3")],
+            providers={"oa-1": "openai", "oa-2": "openai", "oa-3": "openai"},
+        )
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["oa-1", "oa-2"] and winner.call.model.name == "oa-2"
+
+    run(main)
+
+
+def test_another_provider_whose_breaker_is_open_is_passed_over() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", status=503), Fake("an-1"), Fake("oa-2"), Fake("an-2")],
+            providers={
+                "oa-1": "openai",
+                "oa-2": "openai",
+                "an-1": "anthropic",
+                "an-2": "anthropic",
+            },
+            breaker=BreakerConfig(failures=1, cooldown_s=60, cooldown_max_s=60),
+        )
+        w.breakers["an-1"].failure(Admit.PASS, w.shared.clock())
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["oa-1", "an-2"] and winner.call.model.name == "an-2"
 
     run(main)
 
