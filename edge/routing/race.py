@@ -27,7 +27,10 @@ Rules, per request:
 - A failure before the first token (connect error, reset, 5xx, 529, 429, a
   broken or malformed stream, a timeout) starts the next candidate at once,
   unless another attempt is already racing (that one is the failover).
-  A context-length rejection moves to a candidate with a larger window; any
+  A context-length rejection of a request the policy said fits proves that
+  model's declared window wrong for this request, not every window: the
+  race moves on to the candidates whose declared window is at least the
+  failing one's (never a smaller one), and ends only when none is left; any
   other 4xx (content filter, invalid request) stops new attempts and, when
   nothing else is in flight, is the answer.
 - Deadlines: first token per attempt (a lone attempt silent past it is
@@ -435,8 +438,8 @@ class Race:
             if not self.queue:
                 break
             model = self.queue.pop(self._best_index())
-            if model.context_window <= self.min_window:
-                continue
+            if model.context_window < self.min_window:
+                continue  # declared smaller than a window that already proved too small
             breaker = breakers[model.name]
             admit = breaker.admit(now)
             if admit is Admit.DENY:
@@ -590,7 +593,7 @@ class Race:
                     self.hedged = True
 
     def _has_candidates(self) -> bool:
-        return any(m.context_window > self.min_window for m in self.queue)
+        return any(m.context_window >= self.min_window for m in self.queue)
 
     def _failed(self, attempt: Attempt, err: EdgeError, now: float) -> None:
         then = self._settle(attempt, End.FAILED, now, err)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -421,22 +422,57 @@ def test_another_provider_whose_breaker_is_open_is_passed_over() -> None:
     run(main)
 
 
-def test_context_length_moves_to_a_larger_window_only() -> None:
+CONTEXT_LENGTH = (
+    b'{"error":{"message":"too long","type":"invalid_request_error",'
+    b'"code":"context_length_exceeded"}}'
+)
+
+
+def test_context_length_moves_to_a_window_at_least_as_large_never_a_smaller_one() -> None:
     async def main() -> None:
-        small = Fake(
-            "small",
-            status=400,
-            body=[
-                b'{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}'
-            ],
-        )
+        small = Fake("small", status=400, body=[CONTEXT_LENGTH])
         w = World(
-            [small, Fake("same"), Fake("large")],
-            windows={"small": 8000, "same": 8000, "large": 200_000},
+            [small, Fake("smaller"), Fake("large")],
+            windows={"small": 8000, "smaller": 4000, "large": 200_000},
         )
         race = w.race(timing())
         winner = await race.run()
         assert w.order() == ["small", "large"] and winner.call.model.name == "large"
+
+    run(main)
+
+
+def test_a_context_length_error_proves_one_declared_window_wrong_not_all() -> None:
+    """The declared windows say nothing else is larger: the others as large are still tried
+    (the provider just proved a declared window wrong), rather than ending the request."""
+
+    async def main() -> None:
+        w = World(
+            [
+                Fake("a", status=400, body=[CONTEXT_LENGTH]),
+                Fake("b", status=400, body=[CONTEXT_LENGTH]),
+                Fake("c"),
+            ],
+            windows={"a": 128_000, "b": 128_000, "c": 128_000},
+        )
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["a", "b", "c"] and winner.call.model.name == "c"
+        assert w.breakers["a"].window.failure_times == deque()  # the request's fault, not a's
+
+    run(main)
+
+
+def test_context_length_everywhere_is_the_answer() -> None:
+    async def main() -> None:
+        w = World(
+            [
+                Fake("a", status=400, body=[CONTEXT_LENGTH]),
+                Fake("b", status=400, body=[CONTEXT_LENGTH]),
+            ]
+        )
+        with pytest.raises(UpstreamStatus) as info:
+            await w.race(timing(soft=5.0)).run()
+        assert info.value.code == "context_length_exceeded" and w.order() == ["a", "b"]
 
     run(main)
 
