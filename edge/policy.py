@@ -65,6 +65,8 @@ class Provider:
     # beta is not forwarded (see edge/server/relay.py ``betas_for``)
     betas_pass: tuple[str, ...] = ()
     betas_refuse: tuple[str, ...] = ()
+    # a simulated provider (edge/simulate): the only kind the x-sim fault header is forwarded to
+    simulated: bool = False
     # the base URL's parts, split once (every upstream call reads them)
     scheme: str = field(init=False)
     host: str = field(init=False)
@@ -178,10 +180,11 @@ class Policy:
                 p.anthropic_version,
                 p.betas_pass,
                 p.betas_refuse,
+                name in base_urls if simulated else p.simulated,
             )
             for name, p in self.providers.items()
         }
-        sim = frozenset(base_urls) if simulated else self.simulated
+        sim = frozenset(n for n, p in providers.items() if p.simulated)
         return replace(self, providers=providers, simulated=sim)
 
 
@@ -216,7 +219,7 @@ def _coerce_env(name: str, raw: str, current: Any) -> Any:
     return raw
 
 
-PROVIDER_KEYS = ("kind", "base_url", "api_key_env", "anthropic_version", "betas")
+PROVIDER_KEYS = ("kind", "base_url", "api_key_env", "anthropic_version", "betas", "simulated")
 # Betas a provider takes by default: they change how an answer streams or what it may hold,
 # not what it costs. Refused by default: betas that run billed server tools the estimate
 # cannot price, or that need state held at the provider (files, skills).
@@ -363,6 +366,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             version,
             tuple(lists[0]),
             tuple(lists[1]),
+            _get(t, "simulated", where, bool, False),
         )
     if not providers:
         raise PolicyError("providers: at least one provider is required")
@@ -540,7 +544,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         default_tier,
         str(data.get("prices_date", "")),
         source,
-        frozenset(),
+        frozenset(n for n, p in providers.items() if p.simulated),
         budgets,
         webhook,
         aliases,
