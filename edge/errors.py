@@ -15,6 +15,7 @@
      +- HeadersTooLarge            431     invalid_request_error  invalid_request_error
      +- OverBudget                 429     insufficient_quota     rate_limit_error
      +- ServiceUnavailable         503     server_error           overloaded_error
+     |   +- PoolSaturated          503     (the gateway's own connections to a provider all busy)
      +- UpstreamError              502     server_error           api_error
          +- UpstreamUnavailable    503     server_error           overloaded_error
          +- UpstreamTimeout        504     timeout                timeout_error
@@ -143,6 +144,12 @@ class ServiceUnavailable(EdgeError):
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
     retryable = True
+
+
+class PoolSaturated(ServiceUnavailable):
+    """Every connection the gateway may open to a provider stayed busy until the wait's
+    deadline: the gateway's own limit, so no verdict on the provider (its breaker never
+    hears of it)."""
 
 
 class UpstreamError(EdgeError):

@@ -190,6 +190,11 @@ def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tu
             headers.append((b"anthropic-beta", beta))
     else:
         headers.append((b"authorization", b"Bearer " + key))
+    if provider.simulated:
+        # fault injection per request, end to end; a real provider never sees the header
+        sim = req.headers.get(b"x-sim")
+        if sim is not None:
+            headers.append((b"x-sim", sim))
     return headers
 
 
