@@ -61,6 +61,11 @@ class Settings:
     jobs_retention_s: float = 7 * 86400.0
     jobs_poll_s: float = 0.5
     jobs_backoff_s: float = 2.0  # first retry delay of a failed job; doubles, capped at 300 s
+    jobs_webhook_attempts: int = 5  # deliveries of a job's webhook tried before it is given up
+    jobs_webhook_backoff_s: float = 1.0  # first delay between them; doubles
+    state_wait_ms: float = 10.0  # longest a SQLite call on the event loop waits for a lock
+    redis_wait_ms: float = 100.0  # longest a Redis call on the event loop waits (connect, answer)
+    spend_pending_max: int = 10_000  # settlements and ledger rows kept while the state is down
     rollout_stages: str = "1,10,50,100"  # canary percentages, in order
     rollout_min_requests: int = 200  # canary requests a stage needs before it advances
     rollout_dwell_s: float = 600.0  # minimum age of a stage before it advances
@@ -127,6 +132,11 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_JOBS_RETENTION_S": ("jobs_retention_s", float),
     "EDGE_JOBS_POLL_S": ("jobs_poll_s", float),
     "EDGE_JOBS_BACKOFF_S": ("jobs_backoff_s", float),
+    "EDGE_JOBS_WEBHOOK_ATTEMPTS": ("jobs_webhook_attempts", int),
+    "EDGE_JOBS_WEBHOOK_BACKOFF_S": ("jobs_webhook_backoff_s", float),
+    "EDGE_STATE_WAIT_MS": ("state_wait_ms", float),
+    "EDGE_REDIS_WAIT_MS": ("redis_wait_ms", float),
+    "EDGE_SPEND_PENDING_MAX": ("spend_pending_max", int),
     "EDGE_GOLD_REPORT": ("gold_report", str),
     "EDGE_ROLLOUT_STAGES": ("rollout_stages", str),
     "EDGE_ROLLOUT_MIN_REQUESTS": ("rollout_min_requests", int),
@@ -232,12 +242,17 @@ def _check(s: Settings) -> None:
     )
     need(s.jobs_concurrency >= 1, "EDGE_JOBS_CONCURRENCY", "must be at least 1")
     need(s.jobs_max_attempts >= 1, "EDGE_JOBS_MAX_ATTEMPTS", "must be at least 1")
+    need(s.jobs_webhook_attempts >= 1, "EDGE_JOBS_WEBHOOK_ATTEMPTS", "must be at least 1")
+    need(s.spend_pending_max >= 100, "EDGE_SPEND_PENDING_MAX", "must be at least 100")
     for name, value in (
         ("EDGE_JOBS_RATE", s.jobs_rate),
         ("EDGE_JOBS_LEASE_S", s.jobs_lease_s),
         ("EDGE_JOBS_RETENTION_S", s.jobs_retention_s),
         ("EDGE_JOBS_POLL_S", s.jobs_poll_s),
         ("EDGE_JOBS_BACKOFF_S", s.jobs_backoff_s),
+        ("EDGE_JOBS_WEBHOOK_BACKOFF_S", s.jobs_webhook_backoff_s),
+        ("EDGE_STATE_WAIT_MS", s.state_wait_ms),
+        ("EDGE_REDIS_WAIT_MS", s.redis_wait_ms),
     ):
         need(value > 0, name, "must be greater than 0")
     need(

@@ -17,20 +17,34 @@ reservation still counts, which errs on the safe side.
 
 When the shared state (Redis) is lost, budgets are enforced locally from the
 last shared figure plus what this worker let through since, settlements are
-kept and written when it returns, and ``available`` says so.
+kept and written when it returns, and ``available`` says so. A state that is
+there but busy past the call's short wait (``StateBusy``) is the same for
+one call only: that request is enforced locally, a flush is tried again.
+
+What is kept is bounded, whatever the outage's length: past ``pending_max``
+rows (checked at every enqueue), the oldest half is folded into aggregates,
+one settlement per tenant, day and month, one ledger row per tenant, tier,
+provider, model, kind and day, carrying the totals (cost, tokens, the number
+of requests). Nothing is dropped while the aggregates fit in ``pending_max``
+(they number tenants x models x days); past that the oldest aggregate is
+dropped, counted (``dropped``) and logged. A reservation whose release is
+folded away is released by the backend itself after ``STALE_S``.
+Writing back happens in batches of ``BATCH`` rows, each its own short
+transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.policy import Policy
-from edge.state.types import LedgerRow, Settlement, State, StateUnavailable
+from edge.state.types import LedgerRow, Settlement, State, StateBusy, StateUnavailable, periods
 
 ORDER = {"ok": 0, "warn": 1, "degrade": 2, "block": 3}
 
@@ -65,21 +79,40 @@ def period_end(period: str, now: float) -> float:
 
 class Spend:
     FLUSH_S = 0.25
+    BATCH = 1000  # rows per write: another worker's holds wait for one batch at most
 
     def __init__(
-        self, policy: Policy, state: State, clock: Callable[[], float] = time.time
+        self,
+        policy: Policy,
+        state: State,
+        clock: Callable[[], float] = time.time,
+        pending_max: int = 10_000,
     ) -> None:
         self.policy = policy
         self.state = state
         self.clock = clock
-        self._settlements: list[Settlement] = []
+        self.pending_max = pending_max
+        self._settlements: list[Settlement] = []  # oldest first
         self._ledger: list[LedgerRow] = []
+        # the folded oldest: (tenant, day, month) -> one budgeted settlement with their cost;
+        # (day, tenant, tier, provider, model, kind) -> one ledger row with their totals
+        self._spent: dict[tuple[str, str, str], Settlement] = {}
+        self._rows: dict[tuple[str, ...], LedgerRow] = {}
         self._timer: asyncio.TimerHandle | None = None
         self.known: dict[str, float] = {}  # tenant -> its budget share, as the state last said
         self.local: dict[str, float] = {}  # tenant -> USD let through here while the state was down
         self.available = True
         self.errors = 0
+        self.busy = 0  # calls that found the state busy past their wait
+        self.aggregated = 0  # settlements and ledger rows folded into aggregates
+        self.dropped = 0  # aggregates dropped (past pending_max of them): spend not written
         self.on_change: Callable[[bool, str], None] | None = None
+        self.on_drop: Callable[[int], None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Settlements and ledger rows waiting to be written, aggregates included."""
+        return len(self._settlements) + len(self._ledger) + len(self._spent) + len(self._rows)
 
     def hold(self, tenant: str, estimate_usd: float, overdraft: bool = False) -> Hold:
         """Check and reserve the estimate. A key's budget is hard at every tier: past its
@@ -148,6 +181,8 @@ class Spend:
                 Settlement(hold.reservation, tenant, cost_usd, self.clock(), hold.budgeted)
             )
         self._ledger += rows
+        if self.pending > self.pending_max:
+            self._fold()
         if self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -156,20 +191,94 @@ class Spend:
                 return
             self._timer = loop.call_later(self.FLUSH_S, self.flush)
 
+    def _fold(self) -> None:
+        """Fold the oldest half of what waits into the aggregates (amortised constant time)."""
+        half_s, half_l = (len(self._settlements) + 1) // 2, (len(self._ledger) + 1) // 2
+        days: dict[int, tuple[str, str]] = {}  # the UTC day's number -> its periods
+
+        def periods_of(at: float) -> tuple[str, str]:
+            n = int(at // 86400)
+            found = days.get(n)
+            if found is None:
+                found = days[n] = periods(at)
+            return found
+
+        for s in self._settlements[:half_s]:
+            self.aggregated += 1
+            if not s.budgeted or s.cost_usd <= 0:
+                continue  # a release alone: the backend releases it itself after STALE_S
+            day, month = periods_of(s.at)
+            key = (s.tenant, day, month)
+            into = self._spent.get(key)
+            if into is None:
+                self._spent[key] = Settlement("", s.tenant, s.cost_usd, s.at, True)
+            else:
+                into.cost_usd += s.cost_usd
+        for r in self._ledger[:half_l]:
+            self.aggregated += 1
+            key2 = (periods_of(r.ts)[0], r.tenant, r.tier, r.provider, r.model, r.kind)
+            row = self._rows.get(key2)
+            if row is None:
+                self._rows[key2] = LedgerRow(
+                    r.ts, r.tenant, r.tier, r.provider, r.model, r.kind, r.input_tokens,
+                    r.cache_read_tokens, r.cache_write_tokens, r.output_tokens, r.cost_usd, "",
+                    r.requests,
+                )  # fmt: skip
+            else:
+                row.input_tokens += r.input_tokens
+                row.cache_read_tokens += r.cache_read_tokens
+                row.cache_write_tokens += r.cache_write_tokens
+                row.output_tokens += r.output_tokens
+                row.cost_usd += r.cost_usd
+                row.requests += r.requests
+        del self._settlements[:half_s]
+        del self._ledger[:half_l]
+        # the aggregates themselves past the bound (tenants x models x days of outage): the
+        # oldest go, counted and told, never silently
+        gone = 0
+        while self.pending > self.pending_max:
+            if len(self._spent) >= len(self._rows):
+                del self._spent[next(iter(self._spent))]
+            else:
+                del self._rows[next(iter(self._rows))]
+            gone += 1
+        if gone:
+            self.dropped += gone
+            if self.on_drop is not None:
+                self.on_drop(gone)
+
     def flush(self) -> None:
+        """Write what waits, oldest (the aggregates) first, in batches; kept on failure."""
         self._timer = None
-        if (not self._settlements and not self._ledger) or not self.available:
+        if not self.pending or not self.available:
             return  # nothing to write, or kept until a tick finds the state again
+        spent, rows = list(self._spent.items()), list(self._rows.items())
+        settlements = [s for _, s in spent] + self._settlements
+        ledger = [r for _, r in rows] + self._ledger
+        n = self.BATCH
+        done = 0
         try:
-            self.state.settle(self._settlements, self._ledger)
+            while done < max(len(settlements), len(ledger)):
+                self.state.settle(settlements[done : done + n], ledger[done : done + n])
+                done += n
         except StateUnavailable as exc:
-            # kept (bounded) and written when the state is back: spend re-syncs, nothing lost
+            # what was not written stays, oldest first, and is written when the state answers
+            # again: nothing lost (nothing was added meanwhile: this is all synchronous)
+            self._spent = dict(spent[done:])
+            self._rows = dict(rows[done:])
+            self._settlements = self._settlements[max(0, done - len(spent)) :]
+            self._ledger = self._ledger[max(0, done - len(rows)) :]
             self.down(exc)
-            self._settlements = self._settlements[-100_000:]
-            self._ledger = self._ledger[-100_000:]
+            if isinstance(exc, StateBusy):
+                self._retry_later()
             return
+        self._spent, self._rows, self._settlements, self._ledger = {}, {}, [], []
         self.up()
-        self._settlements, self._ledger = [], []
+
+    def _retry_later(self) -> None:
+        if self._timer is None:
+            with contextlib.suppress(RuntimeError):  # no loop: the next flush call writes it
+                self._timer = asyncio.get_running_loop().call_later(self.FLUSH_S, self.flush)
 
     def up(self) -> None:
         if not self.available:
@@ -178,6 +287,11 @@ class Spend:
                 self.on_change(True, "")
 
     def down(self, exc: Exception) -> None:
+        """A call failed: the state is down (``StateUnavailable``), or was only busy for that
+        call (``StateBusy``: counted, the state stays up)."""
+        if isinstance(exc, StateBusy):
+            self.busy += 1
+            return
         self.errors += 1
         if self.available:
             self.available = False

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -128,6 +128,17 @@ TTFT_BUCKETS = (
 )
 
 
+class StateView(NamedTuple):
+    """The state backend as a worker sees it (``edge.budget.spend.Spend``)."""
+
+    up: bool
+    errors: int
+    busy: int = 0
+    pending: int = 0
+    aggregated: int = 0
+    dropped: int = 0
+
+
 class Hist:
     """A classic histogram: per-bucket counts (not cumulative), sum."""
 
@@ -171,7 +182,7 @@ class Metrics:
         self._quality: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
         self.rollbacks: dict[tuple[str], int] = {}
-        self._state: Callable[[], tuple[bool, int]] | None = None
+        self._state: Callable[[], StateView] | None = None
         self.tier_requests: dict[tuple[str, str], int] = {}
         # latency and TTFT sketches by ("tier", tier) and ("model", provider, model): the stats'
         # quantiles, mergeable across workers
@@ -320,8 +331,9 @@ class Metrics:
         """Export the rollout's stage and per-arm outcomes, read at scrape time."""
         self._rollout = view
 
-    def watch_state(self, view: Callable[[], tuple[bool, int]]) -> None:
-        """Export whether the shared state backend is reachable, read at scrape time."""
+    def watch_state(self, view: Callable[[], StateView]) -> None:
+        """Export whether the shared state backend is reachable and what waits for it, read at
+        scrape time."""
         self._state = view
 
     def watch_quality(self, scores: Callable[[], dict[str, float]]) -> None:
@@ -401,12 +413,34 @@ class _Collector(Collector):
                 depth.add_metric([status], by_status.get(status, 0))
             yield depth
         if m._state is not None:
-            up, failed = m._state()
+            v = m._state()
             yield GaugeMetricFamily(
-                "edge_state_up", "1 when the state backend (SQLite or Redis) answers", value=int(up)
+                "edge_state_up",
+                "1 when the state backend (SQLite or Redis) answers",
+                value=int(v.up),
             )
             yield CounterMetricFamily(
-                "edge_state_errors", "Calls the state backend failed", value=failed
+                "edge_state_errors", "Calls the state backend failed", value=v.errors
+            )
+            yield CounterMetricFamily(
+                "edge_state_busy",
+                "Calls that found the state busy past EDGE_STATE_WAIT_MS (skipped or retried)",
+                value=v.busy,
+            )
+            yield GaugeMetricFamily(
+                "edge_spend_pending_rows",
+                "Settlements and ledger rows waiting for the state, aggregates included",
+                value=v.pending,
+            )
+            yield CounterMetricFamily(
+                "edge_spend_aggregated_rows",
+                "Waiting settlements and ledger rows folded into aggregates (totals kept)",
+                value=v.aggregated,
+            )
+            yield CounterMetricFamily(
+                "edge_spend_dropped_rows",
+                "Aggregates dropped past EDGE_SPEND_PENDING_MAX (spend not written)",
+                value=v.dropped,
             )
         if m._rollout is not None:
             percent, arms = m._rollout()

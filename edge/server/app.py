@@ -32,7 +32,7 @@ import orjson
 import hotpath.http
 import hotpath.sse
 from edge.budget.gate import Gate
-from edge.budget.jobs import JobRunner, JobSettings
+from edge.budget.jobs import JobRunner, JobSettings, post_webhook
 from edge.budget.settle import settle
 from edge.budget.spend import Spend
 from edge.dialects import anthropic as anthropic_dialect
@@ -52,7 +52,7 @@ from edge.errors import (
 )
 from edge.observe.fleet import Fleet
 from edge.observe.log import Log
-from edge.observe.metrics import Metrics
+from edge.observe.metrics import Metrics, StateView
 from edge.observe.stats import fleet_stats
 from edge.policy import Model, Policy
 from edge.quality.engines import Engines
@@ -132,11 +132,22 @@ class Gateway:
             }
         )
         self.created = int(time.time())
-        self.state = open_state(settings.state_dir, settings.redis_url)
-        self.spend = Spend(policy, self.state)
+        # the event loop's handle waits a few milliseconds at most (a busy lock: StateBusy);
+        # the job runner's own handle may wait longer, in its thread
+        self.state = open_state(
+            settings.state_dir,
+            settings.redis_url,
+            settings.redis_wait_ms if settings.redis_url else settings.state_wait_ms,
+        )
+        self.spend = Spend(policy, self.state, pending_max=settings.spend_pending_max)
         self.spend.on_change = self._state_changed
+        self.spend.on_drop = lambda n: log.event(
+            "error",
+            "spend kept for the state dropped: EDGE_SPEND_PENDING_MAX aggregates exceeded",
+            dropped=n,
+        )
         self.jobs = JobRunner(
-            self.state,
+            open_state(settings.state_dir, settings.redis_url),
             self.run_job,
             JobSettings(
                 concurrency=settings.jobs_concurrency,
@@ -146,10 +157,12 @@ class Gateway:
                 retention_s=settings.jobs_retention_s,
                 poll_s=settings.jobs_poll_s,
                 backoff_s=settings.jobs_backoff_s,
+                webhook_attempts=settings.jobs_webhook_attempts,
+                webhook_backoff_s=settings.jobs_webhook_backoff_s,
             ),
             log,
             policy.webhook_url,
-            self._notify,
+            post_webhook,
             self.metrics.job_finished,
             lambda: self.spend.available,
         )
@@ -188,7 +201,16 @@ class Gateway:
             ]
         )
         self._gauges(self.metrics)
-        self.metrics.watch_state(lambda: (self.spend.available, self.spend.errors))
+        self.metrics.watch_state(
+            lambda: StateView(
+                self.spend.available,
+                self.spend.errors,
+                self.spend.busy,
+                self.spend.pending,
+                self.spend.aggregated,
+                self.spend.dropped,
+            )
+        )
         self.fleet = Fleet(
             self.metrics, self.state, settings.metrics_dir, self.spend, log, self._gauges
         )
@@ -268,6 +290,7 @@ class Gateway:
         self.rollouts.flush()
         self.fleet.publish()  # a worker's counts outlive it: counters never go backwards
         self.state.close()
+        self.jobs.state.close()
 
     def stop_refresh(self) -> None:
         if self._refresh is not None:
@@ -514,15 +537,6 @@ class Gateway:
         finally:
             self._account(req, out)
         return sink.status, sink.headers, sink.body
-
-    async def _notify(self, url: str, payload: dict[str, Any]) -> None:
-        import httpx
-
-        try:
-            async with httpx.AsyncClient(timeout=10.0) as client:
-                await client.post(url, json=payload)
-        except httpx.HTTPError as exc:
-            self.log.event("warning", "job webhook failed", url=url, error=str(exc))
 
     async def job(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         """``GET /v1/jobs/{id}``: status, or the answer once done; ``DELETE``: cancel."""

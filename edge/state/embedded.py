@@ -1,11 +1,9 @@
 """The embedded state backend: one SQLite file in WAL mode under ``EDGE_STATE_DIR``.
 
-Every worker process opens the same file; SQLite's write lock
-(``BEGIN IMMEDIATE``) makes each reservation and each job claim atomic
-across processes. Two connections per process: jobs are written with
-``synchronous=FULL`` (a job is on disk before its 202 is sent), budgets and
-the ledger with ``synchronous=NORMAL`` (a crash can lose the last moments of
-the ledger, never a job).
+Every worker process opens the same file. Two connections per handle: jobs
+are written with ``synchronous=FULL`` (a job is on disk before its 202 is
+sent), budgets and the ledger with ``synchronous=NORMAL`` (a crash can lose
+the last moments of the ledger, never a job).
 
 Tables:
 
@@ -13,34 +11,50 @@ Tables:
   (``lease_owner``, ``lease_until``); only the lease holder can finish it,
   so a job whose worker died is reclaimed after its lease and completed
   exactly once.
-- ``spend``: USD spent per tenant and period (``day:2026-11-26``,
-  ``month:2026-11``), settled from real usage.
-- ``reservations``: estimates of requests in flight; counted against the
-  budget until settled, ignored after ``STALE_S`` (their worker died).
-- ``ledger``: one row per answer (and per wasted attempt): tokens by kind and
-  cost, for ``/admin/spend``.
+- ``spend``: one row per tenant and period (``day:2026-11-26``,
+  ``month:2026-11``): USD spent (settled from real usage) and the estimates
+  reserved by requests in flight (``reserved_nusd``, integer nano-USD, so
+  holds and releases sum exactly). The key's own rows are all a reservation
+  reads: its cost does not grow with the requests in flight.
+- ``reservations``: one row per estimate in flight. Inserting one is the
+  reservation: a single ``INSERT ... SELECT ... WHERE`` that checks the key's
+  day and month rows for headroom, and whose trigger adds the amount to them,
+  so the check and the hold are one statement (atomic across processes, the
+  write lock held for that statement only, no transaction spanning Python
+  code). Deleting one (settled, or older than ``STALE_S``: its worker died)
+  releases it through the other trigger.
+- ``ledger``: one row per answer (and per wasted attempt), or one row that
+  aggregates several (``requests``): tokens by kind and cost, for
+  ``/admin/spend``.
 
-The calls are synchronous and short (an indexed row or two); the gateway
-makes them on its event loop.
+Waits are bounded: the busy timeout is the handle's ``wait_ms`` (the
+gateway's request path: ``EDGE_STATE_WAIT_MS``); a lock held longer raises
+``StateBusy`` instead of stalling the event loop.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
 
 from edge.state.types import (
     JOB_COLUMNS,
     LIVE_ROLLOUT,
     ROLLOUT_COLUMNS,
     STALE_S,
+    ControllerBusy,
     LedgerRow,
     Settlement,
+    StateBusy,
     periods,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -65,13 +79,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_body BLOB,
     error TEXT,
     finished_at REAL,
-    notified INTEGER NOT NULL DEFAULT 0
+    notified INTEGER NOT NULL DEFAULT 0,
+    notify_attempts INTEGER NOT NULL DEFAULT 0,
+    notify_error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (status, next_run_at);
 CREATE TABLE IF NOT EXISTS spend (
     tenant TEXT NOT NULL,
     period TEXT NOT NULL,
     spent_usd REAL NOT NULL,
+    reserved_nusd INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, period)
 );
 CREATE TABLE IF NOT EXISTS reservations (
@@ -82,7 +99,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     amount REAL NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations (tenant, day);
+CREATE INDEX IF NOT EXISTS reservations_age ON reservations (created_at);
 CREATE TABLE IF NOT EXISTS ledger (
     ts REAL NOT NULL,
     day TEXT NOT NULL,
@@ -96,7 +113,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     cache_write_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
-    request_id TEXT NOT NULL
+    request_id TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS ledger_day ON ledger (day, tenant);
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -126,31 +144,125 @@ CREATE TABLE IF NOT EXISTS rollout_events (
 CREATE INDEX IF NOT EXISTS rollout_events_stage ON rollout_events (rollout, stage, arm);
 """
 
+# the reservations' amounts, summed on the key's rows (created by the first hold of a period)
+_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS reservation_held AFTER INSERT ON reservations BEGIN
+    INSERT INTO spend (tenant, period, spent_usd, reserved_nusd)
+    VALUES (NEW.tenant, NEW.day, 0, CAST(round(NEW.amount * 1e9) AS INTEGER)),
+           (NEW.tenant, NEW.month, 0, CAST(round(NEW.amount * 1e9) AS INTEGER))
+    ON CONFLICT (tenant, period)
+    DO UPDATE SET reserved_nusd = reserved_nusd + excluded.reserved_nusd;
+END;
+CREATE TRIGGER IF NOT EXISTS reservation_released AFTER DELETE ON reservations BEGIN
+    UPDATE spend SET reserved_nusd = reserved_nusd - CAST(round(OLD.amount * 1e9) AS INTEGER)
+    WHERE tenant = OLD.tenant AND period IN (OLD.day, OLD.month);
+END;
+"""
+
+# columns added since the first schema: (table, column, definition)
+_ADDED = (
+    ("spend", "reserved_nusd", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger", "requests", "INTEGER NOT NULL DEFAULT 1"),
+    ("jobs", "notify_attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "notify_error", "TEXT"),
+)
+
+# one statement: the hold, only if both of the key's periods have headroom for it
+_RESERVE = """
+INSERT INTO reservations (id, tenant, day, month, amount, created_at)
+SELECT :id, :tenant, :day, :month, :amount, :now
+WHERE (:day_cap IS NULL OR COALESCE((SELECT spent_usd + reserved_nusd * 1e-9 FROM spend
+                                     WHERE tenant = :tenant AND period = :day), 0)
+                           + :amount < :day_cap)
+  AND (:month_cap IS NULL OR COALESCE((SELECT spent_usd + reserved_nusd * 1e-9 FROM spend
+                                       WHERE tenant = :tenant AND period = :month), 0)
+                             + :amount < :month_cap)
+"""
+
+_LOCKED = ("database is locked", "database table is locked", "database is busy")
+
+
+def _bounded(fn: Callable[P, R]) -> Callable[P, R]:
+    """A lock held longer than the handle's wait becomes ``StateBusy``, not a stall."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if str(exc) in _LOCKED:
+                raise StateBusy(f"sqlite: {exc} ({fn.__name__})") from None
+            raise
+
+    return call
+
 
 class EmbeddedState:
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, wait_ms: float = 2000.0) -> None:
+        """``wait_ms``: the longest any call waits for another process's lock."""
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "edge.db")
-        self._jobs = self._connect(full=True)
-        self._db = self._connect(full=False)
-        self._jobs.executescript(_SCHEMA)
+        self.wait_ms = wait_ms
+        # the schema (and its migration) may wait: it runs once, before serving
+        self._jobs = self._connect(full=True, wait_ms=max(wait_ms, 5000.0))
+        self._db = self._connect(full=False, wait_ms=wait_ms)
+        self._migrate(self._jobs)
+        self._jobs.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
 
-    def _connect(self, full: bool) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    def _connect(self, full: bool, wait_ms: float) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=wait_ms / 1000.0, isolation_level=None, check_same_thread=False
+        )
+        db.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
-        db.execute("PRAGMA busy_timeout=30000")
         return db
 
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Create the schema, or bring an older file up to it (in one transaction)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            for table, column, definition in _ADDED:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    if column == "reserved_nusd":  # the holds in flight, summed once
+                        db.execute(
+                            "INSERT OR IGNORE INTO spend (tenant, period, spent_usd) "
+                            "SELECT tenant, day, 0 FROM reservations "
+                            "UNION SELECT tenant, month, 0 FROM reservations"
+                        )
+                        db.execute(
+                            "UPDATE spend SET reserved_nusd = (SELECT "
+                            "COALESCE(SUM(CAST(round(amount * 1e9) AS INTEGER)), 0) "
+                            "FROM reservations r WHERE r.tenant = spend.tenant "
+                            "AND spend.period IN (r.day, r.month))"
+                        )
+            db.execute("DROP INDEX IF EXISTS reservations_tenant")
+            for statement in _TRIGGERS.split("END;"):
+                if statement.strip():
+                    db.execute(statement + "END;")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @_bounded
     def ping(self) -> None:
         self._db.execute("SELECT 1").fetchone()
 
+    @_bounded
     def close(self) -> None:
         self._jobs.close()
         self._db.close()
 
     # -- budgets
 
+    @_bounded
     def reserve(
         self,
         reservation: str,
@@ -163,36 +275,51 @@ class EmbeddedState:
     ) -> float:
         """The fraction of the tighter budget that spent + reserved + ``amount`` would use.
 
-        When it is under ``block_at`` the amount is reserved (atomically with the check,
-        so concurrent requests cannot all pass on the same headroom)."""
+        When it is under ``block_at`` the amount is reserved, atomically with the check (one
+        statement), so concurrent requests cannot all pass on the same headroom."""
         day, month = periods(now)
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            fraction = 0.0
-            for period, column, limit in ((day, "day", day_limit), (month, "month", month_limit)):
-                if limit == float("inf"):
-                    continue
-                row = db.execute(
-                    "SELECT spent_usd FROM spend WHERE tenant = ? AND period = ?", (tenant, period)
-                ).fetchone()
-                reserved = db.execute(
-                    f"SELECT COALESCE(SUM(amount), 0) FROM reservations "
-                    f"WHERE tenant = ? AND {column} = ? AND created_at > ?",
-                    (tenant, period, now - STALE_S),
-                ).fetchone()[0]
-                fraction = max(fraction, ((row[0] if row else 0.0) + reserved + amount) / limit)
-            if fraction < block_at:
-                db.execute(
-                    "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?)",
-                    (reservation, tenant, day, month, amount, now),
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return fraction
+        inf = float("inf")
+        caps = {
+            "day_cap": None if day_limit == inf or block_at == inf else block_at * day_limit,
+            "month_cap": None if month_limit == inf or block_at == inf else block_at * month_limit,
+        }
+        held = False
+        if reservation and block_at > 0:
+            held = (
+                self._db.execute(
+                    _RESERVE,
+                    {
+                        "id": reservation,
+                        "tenant": tenant,
+                        "day": day,
+                        "month": month,
+                        "amount": amount,
+                        "now": now,
+                        **caps,
+                    },
+                ).rowcount
+                == 1
+            )
+        # the key's rows as they are now (a read: it waits for no one)
+        used = dict(
+            self._db.execute(
+                "SELECT period, spent_usd + reserved_nusd * 1e-9 FROM spend "
+                "WHERE tenant = ? AND period IN (?, ?)",
+                (tenant, day, month),
+            ).fetchall()
+        )
+        fraction = 0.0
+        for period, limit in ((day, day_limit), (month, month_limit)):
+            if limit != inf:
+                # held: the rows count this request already; else as if it were added
+                fraction = max(fraction, (used.get(period, 0.0) + (0 if held else amount)) / limit)
+        # others' holds and releases since the statement may move the figure: the statement's
+        # verdict stands, the fraction stays on its side of the threshold
+        if held:
+            return min(fraction, block_at * (1 - 1e-12))
+        return max(fraction, block_at) if block_at > 0 and reservation else fraction
 
+    @_bounded
     def settle(self, settlements: Iterable[Settlement], ledger: Iterable[LedgerRow]) -> None:
         """Release reservations, count real costs, append ledger rows: one transaction."""
         db = self._db
@@ -204,12 +331,13 @@ class EmbeddedState:
                 if s.budgeted and s.cost_usd > 0:
                     for period in periods(s.at):
                         db.execute(
-                            "INSERT INTO spend VALUES (?, ?, ?) ON CONFLICT (tenant, period) "
+                            "INSERT INTO spend (tenant, period, spent_usd) VALUES (?, ?, ?) "
+                            "ON CONFLICT (tenant, period) "
                             "DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd",
                             (s.tenant, period, s.cost_usd),
                         )
             db.executemany(
-                "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.ts,
@@ -225,26 +353,30 @@ class EmbeddedState:
                         r.output_tokens,
                         r.cost_usd,
                         r.request_id,
+                        r.requests,
                     )
                     for r in ledger
                 ],
             )
+            # holds of workers that died: released (their rows' sums drop with them)
             db.execute("DELETE FROM reservations WHERE created_at < ?", (time.time() - STALE_S,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
+    @_bounded
     def spent(self, tenant: str, period: str) -> float:
         row = self._db.execute(
             "SELECT spent_usd FROM spend WHERE tenant = ? AND period = ?", (tenant, period)
         ).fetchone()
         return float(row[0]) if row else 0.0
 
+    @_bounded
     def spend_report(self, since_day: str) -> list[dict[str, Any]]:
         """Spend and tokens by tenant, tier, provider, model and kind since a UTC day."""
         rows = self._db.execute(
-            "SELECT tenant, tier, provider, model, kind, COUNT(*), SUM(input_tokens), "
+            "SELECT tenant, tier, provider, model, kind, SUM(requests), SUM(input_tokens), "
             "SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(output_tokens), SUM(cost_usd) "
             "FROM ledger WHERE day >= ? GROUP BY tenant, tier, provider, model, kind "
             "ORDER BY SUM(cost_usd) DESC",
@@ -267,6 +399,7 @@ class EmbeddedState:
 
     # -- jobs
 
+    @_bounded
     def put_job(self, job: dict[str, Any]) -> None:
         """Insert a queued job; on disk (fsync) when this returns."""
         cols = [c for c in JOB_COLUMNS if c in job]
@@ -275,6 +408,7 @@ class EmbeddedState:
             [job[c] for c in cols],
         )
 
+    @_bounded
     def claim_job(self, owner: str, now: float, lease_s: float) -> dict[str, Any] | None:
         """Take the next runnable job (queued and due, or running with an expired lease)."""
         db = self._jobs
@@ -297,6 +431,7 @@ class EmbeddedState:
             raise
         return self.get_job(row[0]) if row is not None else None
 
+    @_bounded
     def renew_lease(self, job_id: str, owner: str, until: float) -> bool:
         cur = self._jobs.execute(
             "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running'",
@@ -304,6 +439,7 @@ class EmbeddedState:
         )
         return cur.rowcount == 1
 
+    @_bounded
     def finish_job(
         self,
         job_id: str,
@@ -324,22 +460,32 @@ class EmbeddedState:
         )
         return cur.rowcount == 1
 
+    @_bounded
     def retry_job_later(
-        self, job_id: str, owner: str, next_run_at: float, error: str, now: float
+        self,
+        job_id: str,
+        owner: str,
+        next_run_at: float,
+        error: str,
+        now: float,
+        refund: bool = False,
     ) -> bool:
         cur = self._jobs.execute(
             "UPDATE jobs SET status = 'queued', next_run_at = ?, error = ?, lease_owner = NULL, "
-            "lease_until = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'",
-            (next_run_at, error, now, job_id, owner),
+            "lease_until = NULL, updated_at = ?, attempts = attempts - ? "
+            "WHERE id = ? AND lease_owner = ? AND status = 'running'",
+            (next_run_at, error, now, int(refund), job_id, owner),
         )
         return cur.rowcount == 1
 
+    @_bounded
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         row = self._jobs.execute(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)
         ).fetchone()
         return dict(zip(JOB_COLUMNS, row, strict=True)) if row else None
 
+    @_bounded
     def cancel_job(self, job_id: str, now: float) -> bool:
         cur = self._jobs.execute(
             "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, "
@@ -348,18 +494,24 @@ class EmbeddedState:
         )
         return cur.rowcount == 1
 
+    @_bounded
     def requeue_job(self, job_id: str, now: float) -> bool:
         cur = self._jobs.execute(
             "UPDATE jobs SET status = 'queued', next_run_at = ?, attempts = 0, error = NULL, "
-            "finished_at = NULL, notified = 0, updated_at = ? "
+            "finished_at = NULL, notified = 0, notify_attempts = 0, notify_error = NULL, updated_at = ? "
             "WHERE id = ? AND status IN ('failed', 'cancelled')",
             (now, now, job_id),
         )
         return cur.rowcount == 1
 
-    def mark_notified(self, job_id: str) -> None:
-        self._jobs.execute("UPDATE jobs SET notified = 1 WHERE id = ?", (job_id,))
+    @_bounded
+    def note_webhook(self, job_id: str, attempts: int, error: str, delivered: bool) -> None:
+        self._jobs.execute(
+            "UPDATE jobs SET notified = ?, notify_attempts = ?, notify_error = ? WHERE id = ?",
+            (int(delivered), attempts, error or None, job_id),
+        )
 
+    @_bounded
     def list_jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         cols = (
             "id created_at status tenant tier dialect reason attempts next_run_at error finished_at"
@@ -371,6 +523,7 @@ class EmbeddedState:
         ).fetchall()
         return [dict(zip(cols.split(), r, strict=True)) for r in rows]
 
+    @_bounded
     def job_counts(self) -> dict[str, int]:
         return dict(
             self._jobs.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
@@ -378,6 +531,7 @@ class EmbeddedState:
 
     # -- rollouts
 
+    @_bounded
     def put_rollout(self, row: dict[str, Any]) -> None:
         """A new rollout supersedes any live one (their traffic returns to the baseline first)."""
         db = self._jobs
@@ -398,6 +552,7 @@ class EmbeddedState:
             db.execute("ROLLBACK")
             raise
 
+    @_bounded
     def live_rollout(self) -> dict[str, Any] | None:
         row = self._db.execute(
             f"SELECT {', '.join(ROLLOUT_COLUMNS)} FROM rollouts "
@@ -406,12 +561,14 @@ class EmbeddedState:
         ).fetchone()
         return dict(zip(ROLLOUT_COLUMNS, row, strict=True)) if row else None
 
+    @_bounded
     def last_rollout(self) -> dict[str, Any] | None:
         row = self._db.execute(
             f"SELECT {', '.join(ROLLOUT_COLUMNS)} FROM rollouts ORDER BY created_at DESC LIMIT 1"
         ).fetchone()
         return dict(zip(ROLLOUT_COLUMNS, row, strict=True)) if row else None
 
+    @_bounded
     def move_rollout(
         self,
         rollout_id: str,
@@ -437,6 +594,7 @@ class EmbeddedState:
         )
         return cur.rowcount == 1
 
+    @_bounded
     def add_rollout_events(self, rows: list[tuple[Any, ...]]) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -447,6 +605,7 @@ class EmbeddedState:
             db.execute("ROLLBACK")
             raise
 
+    @_bounded
     def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]:
         """(ok, latency_ms, cost_usd, json_asked, json_valid) of one arm in one stage."""
         return self._db.execute(
@@ -456,15 +615,24 @@ class EmbeddedState:
         ).fetchall()
 
     def begin(self) -> None:
-        """Serialise a read-decide-write across workers (the rollout controller)."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """Serialise a read-decide-write across workers (the rollout controller); a lock held
+        past the wait is another worker's turn."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if str(exc) in _LOCKED:
+                raise ControllerBusy("another worker holds the state's write lock") from None
+            raise
 
+    @_bounded
     def commit(self) -> None:
         self._db.execute("COMMIT")
 
+    @_bounded
     def rollback(self) -> None:
         self._db.execute("ROLLBACK")
 
+    @_bounded
     def purge_jobs(self, finished_before: float) -> int:
         cur = self._jobs.execute(
             "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < ?",

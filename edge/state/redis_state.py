@@ -4,9 +4,13 @@ The ``State`` calls (``edge.state.types``); every read-decide-write is one Lua
 script, so it is atomic across instances:
 
 - budgets: ``spend:{tenant}:{period}`` (INCRBYFLOAT, expiring after the
-  period) and ``resv:{tenant}:{period}`` hashes of reservation -> amount and
-  time; ``reserve`` sums spend + live reservations and inserts only under the
-  block threshold. The ledger is aggregated per day in ``ledger:{day}``.
+  period); ``held:{tenant}:{period}`` hashes of reservation -> amount in
+  integer nano-USD plus their running sum (field ``~sum``), and
+  ``heldt:{tenant}:{period}`` (reservation -> time, to release the holds of
+  dead workers after ``STALE_S``). ``reserve`` reads the key's own figures
+  (constant time, whatever is in flight), releases a few stale holds, and
+  holds only under the block threshold. The ledger is aggregated per day in
+  ``ledger:{day}``.
 - jobs: a hash per job, ``jobs:ready`` (due time) and ``jobs:leases`` (lease
   expiry) sorted sets; ``claim`` takes a due job or one whose lease expired,
   ``finish`` only for the lease holder: a job of a dead instance is taken
@@ -14,8 +18,9 @@ script, so it is atomic across instances:
 - rollouts: a hash per rollout, ``rollouts`` (by creation), per stage and arm
   lists of outcomes; the controller's turn is a ``SET NX PX`` lock.
 
-Calls have a short socket timeout; a lost Redis raises ``StateUnavailable``
-and the gateway degrades (see ``edge/server/app.py``).
+Calls have a short socket timeout (the handle's ``wait_ms``;
+``EDGE_STATE_WAIT_MS`` on the request path); a lost Redis raises
+``StateUnavailable`` and the gateway degrades (see ``edge/server/app.py``).
 """
 
 from __future__ import annotations
@@ -42,29 +47,52 @@ P = "edge:"
 
 
 _RESERVE = """
-local fraction = 0
 local now, stale, amount, block_at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local nano = tonumber(ARGV[8])
+local used = {0, 0}
+for i = 1, 2 do
+  -- a few holds of dead workers go at each call (bounded work, whatever is in flight)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[4 + i], '-inf', '(' .. (now - stale), 'LIMIT', 0, 16)
+  for _, id in ipairs(old) do
+    local amt = redis.call('HGET', KEYS[2 + i], id)
+    if amt then
+      redis.call('HDEL', KEYS[2 + i], id)
+      redis.call('HINCRBY', KEYS[2 + i], '~sum', -tonumber(amt))
+    end
+    redis.call('ZREM', KEYS[4 + i], id)
+  end
+  used[i] = tonumber(redis.call('GET', KEYS[i]) or '0') + tonumber(redis.call('HGET', KEYS[2 + i], '~sum') or '0') * 1e-9
+end
+local fraction = 0
 for i = 1, 2 do
   local limit = tonumber(ARGV[4 + i])
   if limit > 0 then
-    local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
-    local reserved = 0
-    local all = redis.call('HGETALL', KEYS[2 + i])
-    for j = 1, #all, 2 do
-      local amt, at = string.match(all[j + 1], '([^|]+)|([^|]+)')
-      if tonumber(at) > now - stale then reserved = reserved + tonumber(amt) else redis.call('HDEL', KEYS[2 + i], all[j]) end
-    end
-    local f = (spent + reserved + amount) / limit
+    local f = (used[i] + amount) / limit
     if f > fraction then fraction = f end
   end
 end
-if fraction < block_at then
-  for i = 3, 4 do
-    redis.call('HSET', KEYS[i], ARGV[7], ARGV[3] .. '|' .. ARGV[1])
-    redis.call('EXPIRE', KEYS[i], 40 * 86400)
+if ARGV[7] ~= '' and fraction < block_at then
+  for i = 1, 2 do
+    redis.call('HSET', KEYS[2 + i], ARGV[7], nano)
+    redis.call('HINCRBY', KEYS[2 + i], '~sum', nano)
+    redis.call('ZADD', KEYS[4 + i], now, ARGV[7])
+    redis.call('EXPIRE', KEYS[2 + i], 40 * 86400)
+    redis.call('EXPIRE', KEYS[4 + i], 40 * 86400)
   end
 end
 return tostring(fraction)
+"""
+
+_RELEASE = """
+for i = 1, 2 do
+  local amt = redis.call('HGET', KEYS[i], ARGV[1])
+  if amt then
+    redis.call('HDEL', KEYS[i], ARGV[1])
+    redis.call('HINCRBY', KEYS[i], '~sum', -tonumber(amt))
+  end
+  redis.call('ZREM', KEYS[2 + i], ARGV[1])
+end
+return 1
 """
 
 _CLAIM = """
@@ -122,19 +150,26 @@ _INT = {"created_at", "updated_at", "next_run_at", "lease_until", "finished_at",
 
 
 class RedisState:
-    def __init__(self, url: str, timeout_s: float = 0.5) -> None:
+    def __init__(self, url: str, wait_ms: float = 500.0) -> None:
+        """``wait_ms``: the longest a call waits to connect, or for an answer."""
         self.url = url
         self.path = url
+        self.wait_ms = wait_ms
+        timeout_s = wait_ms / 1000.0
         self.r = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=False
         )
         self._reserve = self.r.register_script(_RESERVE)
+        self._release = self.r.register_script(_RELEASE)
         self._claim = self.r.register_script(_CLAIM)
         self._if_owner = self.r.register_script(_IF_OWNER)
         self._renew = self.r.register_script(_RENEW)
         self._move = self.r.register_script(_MOVE)
         # the liveness probe of a lost Redis: quick to say no, so a tick never stalls on it
-        self._probe = redis.Redis.from_url(url, socket_timeout=0.1, socket_connect_timeout=0.1)
+        probe_s = min(timeout_s, 0.1)
+        self._probe = redis.Redis.from_url(
+            url, socket_timeout=probe_s, socket_connect_timeout=probe_s
+        )
         self._lock = ""
 
     def _do(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -166,8 +201,10 @@ class RedisState:
         keys = [
             f"{P}spend:{tenant}:{day}",
             f"{P}spend:{tenant}:{month}",
-            f"{P}resv:{tenant}:{day}",
-            f"{P}resv:{tenant}:{month}",
+            f"{P}held:{tenant}:{day}",
+            f"{P}held:{tenant}:{month}",
+            f"{P}heldt:{tenant}:{day}",
+            f"{P}heldt:{tenant}:{month}",
         ]
         inf = float("inf")
         args = [
@@ -178,6 +215,7 @@ class RedisState:
             repr(day_limit) if day_limit != inf else "0",
             repr(month_limit) if month_limit != inf else "0",
             reservation,
+            str(round(amount * 1e9)),
         ]
         return float(self._do(self._reserve, keys=keys, args=args))
 
@@ -186,8 +224,16 @@ class RedisState:
         for s in settlements:
             day, month = periods(s.at)
             if s.reservation:
-                for period in (day, month):
-                    pipe.hdel(f"{P}resv:{s.tenant}:{period}", s.reservation)
+                self._release(
+                    keys=[
+                        f"{P}held:{s.tenant}:{day}",
+                        f"{P}held:{s.tenant}:{month}",
+                        f"{P}heldt:{s.tenant}:{day}",
+                        f"{P}heldt:{s.tenant}:{month}",
+                    ],
+                    args=[s.reservation],
+                    client=pipe,
+                )
             if s.budgeted and s.cost_usd > 0:
                 for period, ttl in ((day, 2 * 86400), (month, 40 * 86400)):
                     pipe.incrbyfloat(f"{P}spend:{s.tenant}:{period}", s.cost_usd)
@@ -196,7 +242,7 @@ class RedisState:
             key = f"{P}ledger:{periods(row.ts)[0][4:]}"
             group = "|".join((row.tenant, row.tier, row.provider, row.model, row.kind))
             for name, value in (
-                ("requests", 1),
+                ("requests", row.requests),
                 ("input_tokens", row.input_tokens),
                 ("cache_read_tokens", row.cache_read_tokens),
                 ("cache_write_tokens", row.cache_write_tokens),
@@ -248,6 +294,7 @@ class RedisState:
         fields: dict[Any, Any] = {k: _enc(v) for k, v in job.items() if v is not None}
         fields.setdefault("attempts", b"0")
         fields.setdefault("notified", b"0")
+        fields.setdefault("notify_attempts", b"0")
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self._job_key(job["id"]), mapping=fields)
         pipe.zadd(f"{P}jobs:ready", {job["id"]: float(job["next_run_at"])})
@@ -315,8 +362,19 @@ class RedisState:
         )
 
     def retry_job_later(
-        self, job_id: str, owner: str, next_run_at: float, error: str, now: float
+        self,
+        job_id: str,
+        owner: str,
+        next_run_at: float,
+        error: str,
+        now: float,
+        refund: bool = False,
     ) -> bool:
+        fields: dict[str, Any] = {}
+        if refund:  # read here: only the lease holder may write it, and the script checks that
+            job = self.get_job(job_id)
+            if job is not None and job["attempts"]:
+                fields["attempts"] = job["attempts"] - 1
         return self._owned(
             job_id,
             owner,
@@ -326,6 +384,7 @@ class RedisState:
             error=error,
             lease_owner="",
             updated_at=now,
+            **fields,
         )
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -337,13 +396,13 @@ class RedisState:
             name = k.decode()
             if name in ("body", "result_body"):
                 job[name] = v
-            elif name in ("attempts", "result_status", "notified"):
+            elif name in ("attempts", "result_status", "notified", "notify_attempts"):
                 job[name] = int(v) if v else None
             elif name in _INT:
                 job[name] = float(v) if v else None
             else:
                 job[name] = v.decode()
-        for name in ("lease_owner", "error"):
+        for name in ("lease_owner", "error", "notify_error"):
             if job.get(name) == "":
                 job[name] = None
         return job
@@ -376,15 +435,24 @@ class RedisState:
         pipe.hset(
             self._job_key(job_id),
             mapping={"status": "queued", "next_run_at": repr(now), "attempts": "0", "error": "",
-                     "finished_at": "", "notified": "0", "updated_at": repr(now)},
+                     "finished_at": "", "notified": "0", "notify_attempts": "0", "notify_error": "",
+                     "updated_at": repr(now)},
         )  # fmt: skip
         pipe.zadd(f"{P}jobs:ready", {job_id: now})
         pipe.zrem(f"{P}jobs:status:{job['status']}", job_id)
         self._do(pipe.execute)
         return True
 
-    def mark_notified(self, job_id: str) -> None:
-        self._do(self.r.hset, self._job_key(job_id), "notified", "1")
+    def note_webhook(self, job_id: str, attempts: int, error: str, delivered: bool) -> None:
+        self._do(
+            self.r.hset,
+            self._job_key(job_id),
+            mapping={
+                "notified": "1" if delivered else "0",
+                "notify_attempts": str(attempts),
+                "notify_error": error,
+            },
+        )
 
     def list_jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         ids = self._do(self.r.zrevrange, f"{P}jobs:all", 0, -1)

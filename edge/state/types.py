@@ -7,8 +7,16 @@ Jobs and rollouts travel as plain dicts keyed by ``JOB_COLUMNS`` and
 reservation older than ``STALE_S`` no longer counts (its worker died).
 
 Errors: ``StateUnavailable`` (the shared backend cannot be reached: the
-gateway degrades, never fails a request for it) and ``ControllerBusy``
-(``begin``: another instance holds the rollout controller's turn).
+gateway degrades, never fails a request for it), ``StateBusy`` (a kind of
+``StateUnavailable``: the backend is there but did not answer within the
+short wait a call on the event loop is allowed, ``EDGE_STATE_WAIT_MS``; the
+call is skipped or kept for later, the backend is not marked down) and
+``ControllerBusy`` (``begin``: another instance holds the rollout
+controller's turn).
+
+Every call is short and bounded: a handle opened with ``wait_ms`` never waits
+longer than that for a lock (SQLite) or an answer (Redis). Calls that may wait
+longer (the job runner's) go to a handle of their own, in a thread.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ JOB_COLUMNS = [
     "error",
     "finished_at",
     "notified",
+    "notify_attempts",
+    "notify_error",
 ]
 
 
@@ -80,7 +90,8 @@ class LedgerRow:
     cache_write_tokens: int
     output_tokens: int
     cost_usd: float
-    request_id: str
+    request_id: str  # "" for a row that aggregates several (``requests`` > 1)
+    requests: int = 1  # answers (or wasted attempts) this row counts
 
 
 @dataclass(slots=True)
@@ -96,6 +107,11 @@ class Settlement:
 
 class StateUnavailable(RuntimeError):
     """The shared state backend cannot be reached."""
+
+
+class StateBusy(StateUnavailable):
+    """The backend did not answer within the call's short wait (a lock held elsewhere, a slow
+    round trip): this call only; the backend is not known to be down."""
 
 
 class ControllerBusy(RuntimeError):
@@ -154,8 +170,17 @@ class State(Protocol):
     ) -> bool: ...
 
     def retry_job_later(
-        self, job_id: str, owner: str, next_run_at: float, error: str, now: float
-    ) -> bool: ...
+        self,
+        job_id: str,
+        owner: str,
+        next_run_at: float,
+        error: str,
+        now: float,
+        refund: bool = False,
+    ) -> bool:
+        """Queue a running job again for ``next_run_at``; ``refund``: this run does not count
+        against its attempts (it was deferred, not failed)."""
+        ...
 
     def get_job(self, job_id: str) -> dict[str, Any] | None: ...
 
@@ -163,7 +188,9 @@ class State(Protocol):
 
     def requeue_job(self, job_id: str, now: float) -> bool: ...
 
-    def mark_notified(self, job_id: str) -> None: ...
+    def note_webhook(self, job_id: str, attempts: int, error: str, delivered: bool) -> None:
+        """Record a webhook delivery attempt of a finished job (``notified`` once delivered)."""
+        ...
 
     def list_jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]: ...
 

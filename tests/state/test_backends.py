@@ -166,3 +166,124 @@ def test_rollouts_are_one_state_for_every_handle(new: Callable[[], Backend]) -> 
     a.put_rollout({**row, "id": "ro_2", "created_at": NOW + 4})
     live = b.live_rollout()
     assert live is not None and live["id"] == "ro_2"
+
+
+def test_a_reservation_is_one_statement_on_its_own_keys_rows() -> None:
+    """No transaction spanning Python code: the check and the hold are one INSERT (its
+    trigger sums it on the key's rows), so the write lock is held for one statement; the
+    figures read are the key's own rows, not a sum over every hold in flight."""
+    state = EmbeddedState(tempfile.mkdtemp())
+    for i in range(50):  # holds in flight of another key: nothing the reservation reads
+        state.reserve(f"o{i}", "other", 100.0, float("inf"), 0.1, 1.0, NOW)
+    seen: list[str] = []
+    state._db.set_trace_callback(seen.append)
+    assert state.reserve("r1", "t", 1.0, 10.0, 0.25, 1.0, NOW) == pytest.approx(0.25)
+    state._db.set_trace_callback(None)
+    assert not [s for s in seen if s.lstrip().upper().startswith(("BEGIN", "COMMIT"))]
+    writes = [s for s in seen if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    # (the trace names the statement once more for each trigger program it runs)
+    assert len(set(writes)) == 1 and "INSERT INTO reservations" in writes[0]
+    assert not [s for s in seen if "SUM(" in s.upper()]
+    state.close()
+
+
+def test_a_lock_held_elsewhere_fails_a_call_fast_instead_of_stalling() -> None:
+    """Another process holds the write lock (a long transaction): a handle with a short wait
+    says ``StateBusy`` within it, for reservations, settlements and jobs alike."""
+    directory = tempfile.mkdtemp()
+    EmbeddedState(directory).close()  # the schema
+    state = EmbeddedState(directory, wait_ms=10)
+    import sqlite3
+
+    from edge.state.types import StateBusy
+
+    other = sqlite3.connect(state.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        for call in (
+            lambda: state.reserve("r1", "t", 1.0, 10.0, 0.25, 1.0, NOW),
+            lambda: state.settle([Settlement("", "t", 0.1, NOW, True)], []),
+            lambda: state.put_job(state_job(NOW)),
+        ):
+            started = time.monotonic()
+            with pytest.raises(StateBusy):
+                call()
+            assert time.monotonic() - started < 0.5  # the old 30 s busy timeout: never again
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert state.reserve("r1", "t", 1.0, 10.0, 0.25, 1.0, NOW) == pytest.approx(0.25)
+    state.close()
+
+
+def test_holds_of_a_dead_worker_stop_counting_after_stale_s(new: Callable[[], Backend]) -> None:
+    from edge.state.types import STALE_S
+
+    state = new()
+    now = time.time()
+    # a worker reserved most of the budget, then died (never settled)
+    assert state.reserve("dead", "t", 1.0, float("inf"), 0.9, 1.0, now - STALE_S - 60) < 1.0
+    assert state.reserve("r1", "t", 1.0, float("inf"), 0.5, 1.0, now - STALE_S - 30) >= 1.0
+    state.settle([], [])  # any worker's next settlement (embedded) or reservation (Redis)
+    assert state.reserve("r2", "t", 1.0, float("inf"), 0.5, 1.0, now) == pytest.approx(0.5)
+    # and a settled hold is released exactly: its amount, no float drift
+    state.settle([Settlement("r2", "t", 0.0, now, True)], [])
+    assert state.reserve("r3", "t", 1.0, float("inf"), 0.999, 1.0, now) == pytest.approx(0.999)
+
+
+def test_an_aggregated_ledger_row_counts_its_requests(new: Callable[[], Backend]) -> None:
+    state = new()
+    row = LedgerRow(NOW, "t", "L1", "openai", "m", "answer", 30, 0, 0, 15, 0.75, "", requests=3)
+    one = LedgerRow(NOW, "t", "L1", "openai", "m", "answer", 10, 0, 0, 5, 0.25, "req")
+    state.settle([], [row, one])
+    report = state.spend_report(periods(NOW)[0][4:])
+    assert report[0]["requests"] == 4 and report[0]["input_tokens"] == 40
+    assert report[0]["cost_usd"] == pytest.approx(1.0)
+
+
+def test_a_deferred_run_is_refunded_and_webhook_attempts_are_recorded(
+    new: Callable[[], Backend],
+) -> None:
+    state = new()
+    now = time.time()
+    state.put_job(state_job(now))
+    job = state.claim_job("a", now, lease_s=5)
+    assert job is not None and job["attempts"] == 1
+    assert state.retry_job_later("job_1", "a", now + 60, "budget", now, refund=True)
+    job = state.get_job("job_1")
+    assert job is not None and job["attempts"] == 0 and job["status"] == "queued"
+    job = state.claim_job("a", now + 61, lease_s=5)
+    assert job is not None and job["attempts"] == 1
+    assert state.finish_job("job_1", "a", "done", 200, "[]", b"{}", "", now + 62)
+    state.note_webhook("job_1", 1, "HTTP 500", False)
+    job = state.get_job("job_1")
+    assert job is not None and (job["notified"], job["notify_attempts"]) == (0, 1)
+    assert job["notify_error"] == "HTTP 500"
+    state.note_webhook("job_1", 2, "", True)
+    job = state.get_job("job_1")
+    assert job is not None and (job["notified"], job["notify_attempts"]) == (1, 2)
+    assert job["notify_error"] is None
+
+
+def test_an_older_state_file_is_brought_up_to_the_schema() -> None:
+    """A file of the previous schema, with a hold in flight: migrated at open, the hold summed."""
+    import sqlite3
+
+    directory = tempfile.mkdtemp()
+    import os
+
+    db = sqlite3.connect(os.path.join(directory, "edge.db"), isolation_level=None)
+    db.executescript(
+        "CREATE TABLE spend (tenant TEXT NOT NULL, period TEXT NOT NULL, spent_usd REAL NOT NULL,"
+        " PRIMARY KEY (tenant, period));"
+        "CREATE TABLE reservations (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, day TEXT NOT NULL,"
+        " month TEXT NOT NULL, amount REAL NOT NULL, created_at REAL NOT NULL);"
+    )
+    day, month = periods(NOW)
+    db.execute("INSERT INTO reservations VALUES ('old', 't', ?, ?, 0.5, ?)", (day, month, NOW))
+    db.close()
+    state = EmbeddedState(directory)
+    assert state.reserve("r1", "t", 1.0, float("inf"), 0.6, 1.0, NOW) >= 1.0  # 0.5 still held
+    state.settle([Settlement("old", "t", 0.0, NOW, True)], [])
+    assert state.reserve("r2", "t", 1.0, float("inf"), 0.6, 1.0, NOW) == pytest.approx(0.6)
+    state.close()
