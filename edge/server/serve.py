@@ -284,7 +284,7 @@ async def _worker(
             for name, p in policy.providers.items()
         }
         policy = policy.with_base_urls(urls, simulated=True)
-    tracker = ConnectionTracker()
+    tracker = ConnectionTracker(settings.body_budget)
     gateway = Gateway(settings, policy, keys, log, tracker)
     gateway.start_refresh(loop)
     gateway.start_jobs()
