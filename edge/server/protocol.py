@@ -629,6 +629,10 @@ class EdgeProtocol(asyncio.Protocol):
         self._next_cycle(trailing)
 
     def _next_cycle(self, trailing: bytes) -> None:
+        # a new request cycle: an error answered from its head must be written (it was
+        # skipped as "already started" on a reused connection)
+        self.started = False
+        self._response_done = False
         if self._paused_reading:
             self._paused_reading = False
             assert self.transport is not None

@@ -323,3 +323,19 @@ def test_repeated_failed_auth_from_one_peer_is_slowed_and_counted(guarded: Proc)
     assert after[admin] - before.get(admin, 0) == 1
     delayed = 'edge_auth_delayed_total{route="/v1/chat/completions"}'
     assert after[delayed] - before.get(delayed, 0) >= 2
+
+
+def test_an_error_from_the_head_is_answered_on_a_reused_connection(guarded: Proc) -> None:
+    """A keep-alive connection that already had an answer still gets the 401 (or 413) its
+    next request earns from its head, not a silent close."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        first = b""
+        while not _complete(first):
+            first += s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        s.sendall(head("/v1/chat/completions", 10, key=None))
+        second = b""
+        while chunk := s.recv(65536):
+            second += chunk
+    assert second.startswith(b"HTTP/1.1 401 ")
