@@ -33,6 +33,15 @@ class Settings:
     log_level: str = "info"
     access_log: bool = True
     max_body_bytes: int = 32 * 1024 * 1024
+    # request body bytes one worker buffers at once; 0 = the larger of 64 MiB and two bodies
+    max_buffered_bytes: int = 0
+    max_json_items: int = 200_000  # `{`, `[` and `,` outside strings in a request body
+    max_json_depth: int = 64
+    max_messages: int = 10_000
+    max_tools: int = 1_000
+    auth_failures: int = 5  # failed auths per peer address within the window before delays
+    auth_window_s: float = 60.0
+    auth_delay_max_s: float = 8.0
     max_header_bytes: int = 32 * 1024
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
@@ -91,6 +100,12 @@ class Settings:
         return self.gold_report or os.path.join(self.state_dir, "gold", "latest.json")
 
     @property
+    def body_budget(self) -> int:
+        if self.max_buffered_bytes:
+            return self.max_buffered_bytes
+        return max(64 * 1024 * 1024, 2 * self.max_body_bytes)
+
+    @property
     def loopback(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
@@ -108,6 +123,14 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_LOG_LEVEL": ("log_level", str),
     "EDGE_ACCESS_LOG": ("access_log", bool),
     "EDGE_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "EDGE_MAX_BUFFERED_BYTES": ("max_buffered_bytes", int),
+    "EDGE_MAX_JSON_ITEMS": ("max_json_items", int),
+    "EDGE_MAX_JSON_DEPTH": ("max_json_depth", int),
+    "EDGE_MAX_MESSAGES": ("max_messages", int),
+    "EDGE_MAX_TOOLS": ("max_tools", int),
+    "EDGE_AUTH_FAILURES": ("auth_failures", int),
+    "EDGE_AUTH_WINDOW_S": ("auth_window_s", float),
+    "EDGE_AUTH_DELAY_MAX_S": ("auth_delay_max_s", float),
     "EDGE_MAX_HEADER_BYTES": ("max_header_bytes", int),
     "EDGE_HEADER_TIMEOUT_S": ("header_timeout_s", float),
     "EDGE_BODY_TIMEOUT_S": ("body_timeout_s", float),
@@ -211,6 +234,22 @@ def _check(s: Settings) -> None:
     need(s.workers >= 1, "EDGE_WORKERS", "must be at least 1")
     need(s.max_body_bytes >= 1024, "EDGE_MAX_BODY_BYTES", "must be at least 1024")
     need(s.max_header_bytes >= 1024, "EDGE_MAX_HEADER_BYTES", "must be at least 1024")
+    need(
+        not s.max_buffered_bytes or s.max_buffered_bytes >= s.max_body_bytes,
+        "EDGE_MAX_BUFFERED_BYTES",
+        "must be at least EDGE_MAX_BODY_BYTES (a body of the largest size must fit)",
+    )
+    need(s.max_json_items >= 16, "EDGE_MAX_JSON_ITEMS", "must be at least 16")
+    need(
+        1 <= s.max_json_depth <= 254,
+        "EDGE_MAX_JSON_DEPTH",
+        "must be 1..254 (deeper JSON cannot be forwarded)",
+    )
+    need(s.max_messages >= 1, "EDGE_MAX_MESSAGES", "must be at least 1")
+    need(s.max_tools >= 0, "EDGE_MAX_TOOLS", "must not be negative")
+    need(s.auth_failures >= 0, "EDGE_AUTH_FAILURES", "must not be negative")
+    need(s.auth_window_s > 0, "EDGE_AUTH_WINDOW_S", "must be greater than 0")
+    need(s.auth_delay_max_s >= 0, "EDGE_AUTH_DELAY_MAX_S", "must not be negative")
     need(s.max_connections >= 1, "EDGE_MAX_CONNECTIONS", "must be at least 1")
     need(s.upstream_max_per_host >= 1, "EDGE_UPSTREAM_MAX_PER_HOST", "must be at least 1")
     for name, value in (

@@ -81,6 +81,18 @@ COUNTER_FAMILIES = (
         ["action", "scope"],
     ),
     ("jobs_done", "edge_jobs_finished", "Async jobs finished", ["outcome"]),
+    (
+        "auth_failures",
+        "edge_auth_failures",
+        "Failed authentications (credential: gateway key or admin key)",
+        ["route", "credential"],
+    ),
+    (
+        "auth_delays",
+        "edge_auth_delayed",
+        "Failed authentications answered late (repeated failures from one peer address)",
+        ["route"],
+    ),
     ("rollbacks", "edge_rollout_rollbacks", "Automatic rollout rollbacks", ["reason"]),
 )
 # what a worker shares with the others: the exported counters and the stats' per-tier counts
@@ -178,6 +190,8 @@ class Metrics:
         self.costs: dict[tuple[str, str, str], float] = {}
         self.actions: dict[tuple[str, str], int] = {}
         self.jobs_done: dict[tuple[str], int] = {}
+        self.auth_failures: dict[tuple[str, str], int] = {}
+        self.auth_delays: dict[tuple[str], int] = {}
         self._jobs: Callable[[], dict[str, int]] | None = None
         self._quality: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
@@ -190,6 +204,8 @@ class Metrics:
         self.first_token: dict[tuple[str, ...], LatencySketch] = {}
         # another worker's gauges, summed (pool) or at their most open (breakers), when absorbed
         self.pool_totals: dict[str, int] = {}
+        self.bodies_totals: list[int] = [0, 0, 0]
+        self._bodies: Callable[[], tuple[int, int, int]] | None = None
         self.breaker_worst: dict[tuple[str, str], int] = {}
         self.workers = 1
         self.in_flight = 0
@@ -241,6 +257,13 @@ class Metrics:
 
     # -- across workers
 
+    def body_figures(self) -> tuple[int, int, int]:
+        """Request body bytes reserved and read within the body budget, and bodies waiting."""
+        if self._bodies is not None:
+            return self._bodies()
+        reserved, read, waiting = self.bodies_totals
+        return reserved, read, waiting
+
     def pool_figures(self) -> dict[str, int] | None:
         return self._pool() if self._pool is not None else (self.pool_totals or None)
 
@@ -264,6 +287,7 @@ class Metrics:
             },
             "in_flight": self.in_flight,
             "pool": self.pool_figures(),
+            "bodies": list(self.body_figures()),
             "breakers": self.breaker_figures(),
         }
 
@@ -291,6 +315,8 @@ class Metrics:
                 other.load(dump)
                 _sketch(target, tuple(key)).merge(other)
         self.in_flight += snap["in_flight"]
+        for i, v in enumerate(snap.get("bodies") or ()):
+            self.bodies_totals[i] += v
         for k, v in (snap.get("pool") or {}).items():
             self.pool_totals[k] = self.pool_totals.get(k, 0) + v
         for p, m, st in snap.get("breakers", []):
@@ -367,6 +393,16 @@ class Metrics:
     def watch_breakers(self, states: Callable[[], list[tuple[str, str, int]]]) -> None:
         """Export each breaker's state (0 closed, 1 half-open, 2 open), read at scrape time."""
         self._breakers = states
+
+    def auth_failed(self, route: str, credential: str, delayed: bool) -> None:
+        key = (route, credential)
+        self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
+        if delayed:
+            self.auth_delays[(route,)] = self.auth_delays.get((route,), 0) + 1
+
+    def watch_bodies(self, view: Callable[[], tuple[int, int, int]]) -> None:
+        """Export the request body budget's use, read at scrape time."""
+        self._bodies = view
 
     def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
         """Export the upstream pool's figures, read at scrape time."""
@@ -474,6 +510,20 @@ class _Collector(Collector):
         yield states
         yield GaugeMetricFamily(
             "edge_requests_in_flight", "Requests being served", value=m.in_flight
+        )
+        reserved, read, waiting = m.body_figures()
+        body_bytes = GaugeMetricFamily(
+            "edge_request_body_bytes",
+            "Request body bytes in the workers' body budgets: reserved, and read so far",
+            labels=["state"],
+        )
+        body_bytes.add_metric(["reserved"], reserved)
+        body_bytes.add_metric(["read"], read)
+        yield body_bytes
+        yield GaugeMetricFamily(
+            "edge_request_bodies_waiting",
+            "Requests whose body waits for room in the body budget (not read meanwhile)",
+            value=waiting,
         )
         s = m.pool_figures()
         if s is not None:

@@ -47,6 +47,7 @@ from edge.errors import (
     NotFound,
     ServiceUnavailable,
     Unauthorized,
+    UnsupportedMediaType,
     UpstreamStatus,
     render,
 )
@@ -60,7 +61,14 @@ from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
 from edge.server.auth import Keyring
 from edge.server.embeddings import relay_embeddings
-from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
+from edge.server.jsonlimits import FORWARDABLE_DEPTH, too_deep
+from edge.server.protocol import (
+    ConnectionTracker,
+    EdgeProtocol,
+    Request,
+    is_json,
+    request_id_for,
+)
 from edge.server.relay import (
     ANTHROPIC,
     JSON_HEADERS,
@@ -71,6 +79,7 @@ from edge.server.relay import (
     relay_chat,
     relay_count_tokens,
 )
+from edge.server.throttle import AuthThrottle
 from edge.settings import Settings
 from edge.state import open_state
 from edge.state.types import StateUnavailable, periods
@@ -87,6 +96,16 @@ OPERATIONS = {
     b"/v1/embeddings": "embeddings",
 }
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
+
+
+def route_label(path: bytes, routes: dict[bytes, Any]) -> str:
+    """A bounded label for a request path: the route's, else ``other``."""
+    if path in routes:
+        return path.decode()
+    for prefix in (b"/v1/jobs/", b"/v1/models/"):
+        if path.startswith(prefix):
+            return prefix.decode() + "{id}"
+    return "other"
 
 
 def dialect_of(req: Request | None) -> ErrorDialect:
@@ -115,6 +134,11 @@ class Gateway:
         self.log = log
         self.tracker = tracker
         self.metrics = Metrics()
+        self.throttle = AuthThrottle(
+            settings.auth_failures, settings.auth_window_s, settings.auth_delay_max_s
+        )
+        bodies = tracker.bodies
+        self.metrics.watch_bodies(lambda: (bodies.used, bodies.read, len(bodies.waiting)))
         self.pool = Pool(
             max_per_host=settings.upstream_max_per_host,
             connect_timeout=settings.upstream_connect_timeout_s,
@@ -301,16 +325,54 @@ class Gateway:
             self.settings, self.tracker, self.handle, self.protocol_error, self.check_head
         )
 
-    def check_head(self, req: Request) -> EdgeError | None:
-        """Before a body is read: a request to a keyed route without a valid gateway key."""
-        keyed = req.path in self.routes or req.path.startswith((b"/v1/jobs/", b"/v1/models/"))
-        if not keyed or req.path in KEYLESS or req.path.startswith(ADMIN_PATHS):
-            return None  # unknown (a 404 later), health, the admin routes (their own key)
+    def check_head(self, req: Request, peer: str) -> tuple[EdgeError, float] | None:
+        """Before a body is read, what is refused anyway: a body for an unknown route or
+        method, a keyed route without a valid gateway key (slowed after repeated failures
+        from ``peer``), a body that is not JSON. The error and the delay of its answer."""
+        headers = req.headers
+        announced = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
         try:
-            self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
-        except Unauthorized as err:
-            return err
+            if announced:
+                self._route(req)  # a 404 or 405 need not read what it will not use
+            keyed = req.path in self.routes or req.path.startswith((b"/v1/jobs/", b"/v1/models/"))
+            if not keyed or req.path in KEYLESS or req.path.startswith(ADMIN_PATHS):
+                return None  # unknown (a 404 later), health, the admin routes (their own key)
+            try:
+                self.keys.check(headers.get(b"authorization"), headers.get(b"x-api-key"))
+            except Unauthorized as err:
+                return err, self._auth_failed(req, peer)
+            if req.method == b"POST" and not is_json(headers):
+                raise UnsupportedMediaType("Content-Type must be application/json")
+        except EdgeError as err:
+            return err, 0.0
         return None
+
+    def _auth_failed(self, req: Request, peer: str) -> float:
+        """Count a failed authentication; the delay its answer gets."""
+        delay = self.throttle.failed(peer.rpartition(":")[0] or peer)
+        credential = "admin" if req.path.startswith(ADMIN_PATHS) else "gateway"
+        self.metrics.auth_failed(route_label(req.path, self.routes), credential, delay > 0)
+        return delay
+
+    def _route(self, req: Request) -> Route:
+        methods = self.routes.get(req.path)
+        if methods is None and req.path.startswith(b"/v1/jobs/"):
+            methods = {b"GET": self.job, b"DELETE": self.job}
+        if methods is None and req.path.startswith(b"/v1/models/"):
+            methods = {b"GET": self.model}
+        if methods is None:
+            raise NotFound(
+                f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}",
+                code="unknown_url",
+            )
+        route = methods.get(req.method)
+        if route is None:
+            allow = b", ".join(methods)
+            raise MethodNotAllowed(
+                f"{req.method.decode('latin-1')} is not allowed here; use {allow.decode()}",
+                headers=[(b"allow", allow)],
+            )
+        return route
 
     # -- the boundary
 
@@ -320,26 +382,14 @@ class Gateway:
             proto.extra_headers = [(b"request-id", req.request_id.encode())]
         self.metrics.in_flight += 1
         try:
-            methods = self.routes.get(req.path)
-            if methods is None and req.path.startswith(b"/v1/jobs/"):
-                methods = {b"GET": self.job, b"DELETE": self.job}
-            if methods is None and req.path.startswith(b"/v1/models/"):
-                methods = {b"GET": self.model}
-            if methods is None:
-                raise NotFound(
-                    f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}",
-                    code="unknown_url",
-                )
-            route = methods.get(req.method)
-            if route is None:
-                allow = b", ".join(methods)
-                raise MethodNotAllowed(
-                    f"{req.method.decode('latin-1')} is not allowed here; use {allow.decode()}",
-                    headers=[(b"allow", allow)],
-                )
+            route = self._route(req)
             await route(req, proto, out)
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
+            if isinstance(err, Unauthorized) and not proto.started:
+                delay = self._auth_failed(req, proto.peer)
+                if delay:
+                    await asyncio.sleep(delay)  # this connection alone waits
             if isinstance(err, UpstreamStatus) and err.detail:
                 self.log.event(
                     "error",
@@ -369,10 +419,10 @@ class Gateway:
         except orjson.JSONEncodeError:
             # a body orjson parsed (up to 1024 levels) but cannot write again (254): the
             # caller's JSON nests too deeply to be forwarded
-            too_deep = InvalidRequest("request body: JSON nested more than 254 levels deep")
-            out.status, out.error = 400, "InvalidRequest"
+            deep = too_deep(FORWARDABLE_DEPTH, "the most the gateway can forward")
+            out.status, out.error = 400, type(deep).__name__
             if not proto.started:
-                self.render_error(too_deep, req, proto)
+                self.render_error(deep, req, proto)
             else:
                 proto.abort_stream()
         except Exception as exc:
@@ -406,6 +456,7 @@ class Gateway:
         """An error the connection itself answers (framing, limits, deadlines): rendered like
         any, and logged, since no handler ran for it."""
         self.render_error(err, req, proto)
+        self.metrics.error("protocol", dialect_of(req), type(err).__name__)
         self.log.request(
             id=req.request_id if req is not None else None,
             method=req.method.decode("latin-1") if req is not None else None,

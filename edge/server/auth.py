@@ -7,7 +7,10 @@ not be stored), optionally ``=TIER``, ``@TENANT`` and ``;async``
 highest the key may use (and its default); a key without one may use the
 policy's default tier and lower ones; the tenant names the key in budgets
 and spend reports (default: the key id, the digest's first 12 hex digits);
-``async`` makes a request refused for its cost a job (202) without asking. Only SHA-256 digests are kept; a
+``async`` makes a request refused for its cost a job (202) without asking.
+SIGHUP reloads both in every worker (``replace``: the ring is swapped in
+place, so every part holding it sees the new keys at once); a bad file keeps
+the old keys. Only SHA-256 digests are kept; a
 presented key is hashed and compared with ``hmac.compare_digest``. Keys are
 accepted as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. With no key
 configured the gateway runs open, which the server allows on loopback only.
@@ -98,6 +101,16 @@ class Keyring:
             except OSError as exc:
                 raise KeysError(f"EDGE_KEYS_FILE {keys_file}: {exc.strerror}") from None
         return cls(entries)
+
+    def replace(self, other: Keyring) -> None:
+        """Take ``other``'s keys (a reload): one swap, nothing awaited in between."""
+        self._by_digest, self._digest_of = other._by_digest, other._digest_of
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def same(self, other: Keyring) -> bool:
+        return self._by_digest == other._by_digest
 
     def tiers(self) -> set[str]:
         """Every tier a key declares (the start checks them against the policy)."""

@@ -21,6 +21,17 @@ Limits and timers a public ingress needs:
   a slow reader slows the relay (and through it the provider's socket);
   while a request is in flight, pipelined bytes are buffered up to a cap,
   then reading pauses.
+- request bodies are buffered within a per-worker budget
+  (``max_buffered_bytes``, ``BodyBudget``): a body announced by its
+  Content-Length is read only once its whole length is reserved; until then
+  its connection is not read (FIFO; 503 with ``retry-after`` if the wait
+  outlasts ``body_timeout_s``). A chunked body reserves as it arrives and is
+  answered 503 when the budget is spent: waiting with a partial body could
+  deadlock partial bodies against each other. Bodies of GET, HEAD, DELETE and
+  OPTIONS are read and dropped: no route of the gateway reads them.
+- a JSON body is measured while it arrives and once whole, before anyone
+  parses it (``jsonlimits``): too many items or too deep is a 400 naming the
+  limit, usually after the first few hundred kilobytes of a hostile body.
 - a client that disconnects cancels its handler task; the handler's cleanup
   closes the upstream connection.
 - an error answer is followed by a lingering close (FIN, discard input,
@@ -35,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -49,11 +61,15 @@ from edge.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
+from edge.server.jsonlimits import BodyScan, JsonLimits, measure
 
 if TYPE_CHECKING:
     from edge.settings import Settings
 
 PIPELINE_CAP = 64 * 1024
+# methods whose bodies no route reads: read (within max_body_bytes) and dropped
+BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
+DEFAULT_LIMITS = JsonLimits()
 _ID_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _REASONS: dict[int, bytes] = {529: b"Site Overloaded"}
 
@@ -74,6 +90,7 @@ class Request:
         "body",
         "headers",
         "keep_alive",
+        "limits",
         "method",
         "path",
         "query",
@@ -98,6 +115,12 @@ class Request:
         self.request_id = request_id
         self.keep_alive = keep_alive
         self.received_at = time.monotonic()
+        self.limits = DEFAULT_LIMITS  # the worker's, set by the protocol
+
+
+def is_json(headers: dict[bytes, bytes]) -> bool:
+    ctype = headers.get(b"content-type", b"")
+    return ctype.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 # Fields that carry one value: sent twice, the request is refused (RFC 9110 5.3 lets only
@@ -120,17 +143,64 @@ def request_id_for(headers: dict[bytes, bytes]) -> str:
 
 Handler = Callable[[Request, "EdgeProtocol"], Coroutine[Any, Any, None]]
 ErrorRenderer = Callable[[EdgeError, Request | None, "EdgeProtocol"], None]
-# checks a request head before its body is read (a missing or wrong key): the error, or None
-HeadCheck = Callable[[Request], EdgeError | None]
+# checks a request head (and the peer's address) before its body is read: None, or the error
+# and how long its answer waits (repeated failed keys from one peer are slowed)
+HeadCheck = Callable[[Request, str], tuple[EdgeError, float] | None]
+
+
+class BodyBudget:
+    """Request body bytes one worker buffers at once. A reservation that does not fit waits
+    in FIFO order; ``give`` returns the waiters it admits (the caller wakes them)."""
+
+    __slots__ = ("capacity", "read", "used", "waiting")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0  # reserved
+        self.read = 0  # of which read so far (what the worker actually holds)
+        self.waiting: deque[tuple[EdgeProtocol, int]] = deque()
+
+    def take(self, n: int) -> bool:
+        """Reserve a whole body; False when it must wait (behind earlier waiters too)."""
+        if self.waiting or self.used + n > self.capacity:
+            return False
+        self.used += n
+        return True
+
+    def grow(self, n: int) -> bool:
+        """More bytes of a body of unknown length: now or never."""
+        if self.used + n > self.capacity:
+            return False
+        self.used += n
+        return True
+
+    def wait(self, conn: EdgeProtocol, n: int) -> None:
+        self.waiting.append((conn, n))
+
+    def cancel(self, conn: EdgeProtocol) -> None:
+        for i, (c, _) in enumerate(self.waiting):
+            if c is conn:
+                del self.waiting[i]
+                return
+
+    def give(self, n: int) -> list[tuple[EdgeProtocol, int]]:
+        self.used -= n
+        admitted = []
+        while self.waiting and self.used + self.waiting[0][1] <= self.capacity:
+            conn, size = self.waiting.popleft()
+            self.used += size
+            admitted.append((conn, size))
+        return admitted
 
 
 class ConnectionTracker:
-    """Live connections of one worker, for limits and graceful drain."""
+    """Live connections of one worker, for limits and graceful drain, and its body budget."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_buffered_bytes: int = 64 * 1024 * 1024) -> None:
         self.connections: set[EdgeProtocol] = set()
         self.draining = False
         self.idle_event = asyncio.Event()
+        self.bodies = BodyBudget(max_buffered_bytes)
 
     def busy(self) -> int:
         return sum(1 for c in self.connections if c.in_flight)
@@ -160,16 +230,22 @@ class EdgeProtocol(asyncio.Protocol):
         "_handler",
         "_head_timer",
         "_held",
+        "_held_body",
+        "_keep_body",
+        "_limits",
         "_lingering",
         "_loop",
         "_over_limit",
         "_paused_reading",
         "_render_error",
+        "_reserved",
         "_response_done",
+        "_scan",
         "_settings",
         "_task",
         "_timer",
         "_tracker",
+        "_waiting",
         "_write_timer",
         "bytes_sent",
         "closed",
@@ -210,6 +286,19 @@ class EdgeProtocol(asyncio.Protocol):
         self._body_parts: list[bytes] = []
         self._chunked = False
         self._response_done = False
+        self._keep_body = True
+        self._reserved = 0  # bytes of the body budget this connection holds
+        self._held_body = 0  # of which read
+        # its head is read; its body is not read now (it waits for the budget, or its refusal
+        # waits out a failed-auth delay)
+        self._waiting = False
+        self._scan: BodyScan | None = None
+        self._limits = JsonLimits(
+            settings.max_json_items,
+            settings.max_json_depth,
+            settings.max_messages,
+            settings.max_tools,
+        )
         self.request: Request | None = None
         self.in_flight = False
         self.started = False
@@ -250,6 +339,8 @@ class EdgeProtocol(asyncio.Protocol):
         except h11.RemoteProtocolError as exc:
             self._protocol_error(exc)
             return
+        if self._waiting:
+            return  # a read under way when reading paused: h11 keeps it for later
         if self.in_flight:
             if len(self._conn.trailing_data[0]) > PIPELINE_CAP and not self._paused_reading:
                 self._paused_reading = True
@@ -273,6 +364,10 @@ class EdgeProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        if self._waiting:
+            self._waiting = False
+            self._tracker.bodies.cancel(self)
+        self._release()
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
@@ -324,7 +419,8 @@ class EdgeProtocol(asyncio.Protocol):
                 if not self._on_head(ev):
                     return
             elif isinstance(ev, h11.Data):
-                self._body_size += len(ev.data)
+                size = len(ev.data)
+                self._body_size += size
                 if self._body_size > self._settings.max_body_bytes:
                     self._fail(
                         PayloadTooLarge(
@@ -332,7 +428,20 @@ class EdgeProtocol(asyncio.Protocol):
                         )
                     )
                     return
-                self._body_parts.append(bytes(ev.data))
+                if not self._keep_body:
+                    continue
+                if self._chunked_body():
+                    if not self._tracker.bodies.grow(size):
+                        self._fail(_budget_spent())
+                        return
+                    self._reserved += size
+                chunk = bytes(ev.data)
+                self._body_parts.append(chunk)
+                self._held_body += size
+                self._tracker.bodies.read += size
+                if self._scan is not None and (err := self._scan.feed(chunk, self._body_parts)):
+                    self._fail(err)
+                    return
             elif isinstance(ev, h11.EndOfMessage):
                 self._dispatch()
                 return
@@ -390,11 +499,18 @@ class EdgeProtocol(asyncio.Protocol):
                 HeadersTooLarge(f"request head exceeds {self._settings.max_header_bytes} bytes")
             )
             return False
-        refused = self._check_head(self.request) if self._check_head is not None else None
+        refused = self._check_head(self.request, self.peer) if self._check_head else None
         if refused is not None:
             # a request that will be refused anyway is refused before its body is read: a
             # client without a key cannot make the gateway buffer max_body_bytes for it
-            self._fail(refused)
+            err, delay = refused
+            if delay > 0:
+                # nothing more is read meanwhile; the worker serves everyone else
+                self._waiting = True
+                self._pause()
+                self._arm(delay, lambda: self._fail(err))
+            else:
+                self._fail(err)
             return False
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._settings.max_body_bytes:
@@ -402,10 +518,64 @@ class EdgeProtocol(asyncio.Protocol):
                 PayloadTooLarge(f"request body exceeds {self._settings.max_body_bytes} bytes")
             )
             return False
+        self.request.limits = self._limits
+        self._keep_body = ev.method not in BODYLESS
+        self._scan = BodyScan(self._limits) if self._keep_body and is_json(headers) else None
+        if (
+            self._keep_body
+            and not self._chunked_body()
+            and length is not None
+            and length.isdigit()
+            and int(length) > 0
+        ):
+            if not self._tracker.bodies.take(int(length)):
+                # the worker buffers as many bodies as it may: this one is not read until
+                # its whole length fits (so a body once started always completes)
+                self._waiting = True
+                self._tracker.bodies.wait(self, int(length))
+                self._pause()
+                self._arm(self._settings.body_timeout_s, self._on_budget_timeout)
+                return False
+            self._reserved = int(length)
+        self._read_body()
+        return True
+
+    def _read_body(self) -> None:
         self._arm(self._settings.body_timeout_s, self._on_body_timeout)
         if self._conn.they_are_waiting_for_100_continue:
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return True
+
+    def _chunked_body(self) -> bool:
+        req = self.request
+        return req is not None and b"transfer-encoding" in req.headers
+
+    def _admitted(self) -> None:
+        """The budget now holds this connection's body: read it."""
+        if self.closed or not self._waiting:
+            return
+        self._waiting = False
+        self._read_body()
+        if self._paused_reading:
+            self._paused_reading = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        self._process()
+
+    def _release(self) -> None:
+        if self._held_body:
+            self._tracker.bodies.read -= self._held_body
+            self._held_body = 0
+        if self._reserved:
+            reserved, self._reserved = self._reserved, 0
+            for conn, size in self._tracker.bodies.give(reserved):
+                conn._reserved = size  # its own from now: released however it ends
+                self._loop.call_soon(conn._admitted)
+
+    def _pause(self) -> None:
+        if not self._paused_reading:
+            self._paused_reading = True
+            assert self.transport is not None
+            self.transport.pause_reading()
 
     def _dispatch(self) -> None:
         self._cancel_timer()
@@ -414,6 +584,10 @@ class EdgeProtocol(asyncio.Protocol):
         parts = self._body_parts
         req.body = parts[0] if len(parts) == 1 else b"".join(parts)
         self._body_parts = []
+        if self._scan is not None and (err := measure(req.body, self._limits)):
+            req.body = b""
+            self._fail(err)  # before anyone expands it
+            return
         self.in_flight = True
         self.started = False
         self._response_done = False
@@ -431,6 +605,8 @@ class EdgeProtocol(asyncio.Protocol):
         self.in_flight = False
         self.request = None
         self.extra_headers = []
+        req.body = b""
+        self._release()
         if self.closed:
             return
         if (
@@ -448,14 +624,15 @@ class EdgeProtocol(asyncio.Protocol):
             # the last answer is still unread: serve no pipelined request until it is, so a
             # client that sends and never reads cannot pile answers up in memory
             self._held = trailing
-            if not self._paused_reading:
-                self._paused_reading = True
-                assert self.transport is not None
-                self.transport.pause_reading()
+            self._pause()
             return
         self._next_cycle(trailing)
 
     def _next_cycle(self, trailing: bytes) -> None:
+        # a new request cycle: an error answered from its head must be written (it was
+        # skipped as "already started" on a reused connection)
+        self.started = False
+        self._response_done = False
         if self._paused_reading:
             self._paused_reading = False
             assert self.transport is not None
@@ -541,6 +718,12 @@ class EdgeProtocol(asyncio.Protocol):
     def _fail(self, err: EdgeError) -> None:
         """Answer an error that ends the connection (limits, timeouts, bad framing)."""
         self._cancel_timer()
+        self._body_parts = []
+        if self._waiting:
+            self._waiting = False
+            self._tracker.bodies.cancel(self)
+        if not self.in_flight:
+            self._release()
         if not self.in_flight and not self.started:
             self.extra_headers = [(b"connection", b"close")]
             self._render_error(err, self.request, self)
@@ -596,6 +779,11 @@ class EdgeProtocol(asyncio.Protocol):
                 )
             )
 
+    def _on_budget_timeout(self) -> None:
+        self._timer = None
+        if self._waiting:
+            self._fail(_budget_spent())
+
     def _on_body_timeout(self) -> None:
         self._timer = None
         if not self.in_flight:
@@ -604,3 +792,10 @@ class EdgeProtocol(asyncio.Protocol):
                     f"request body not received within {self._settings.body_timeout_s:g} s"
                 )
             )
+
+
+def _budget_spent() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "the gateway is buffering as many request bodies as it may; retry shortly",
+        headers=[(b"retry-after", b"1")],
+    )

@@ -40,6 +40,7 @@ from edge.policy import ALIASES, Model, Policy, Provider, Tier
 from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
 from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing
+from edge.server.jsonlimits import check_counts
 from hotpath.route import CAP_JSON
 from hotpath.tokens import estimate_request_tokens, estimate_text_tokens
 
@@ -167,9 +168,11 @@ def parse_json(req: Request) -> Any:
     if not ctype.split(b";", 1)[0].strip().lower() == b"application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
     try:
-        return orjson.loads(req.body)
+        body = orjson.loads(req.body)  # measured before (jsonlimits): its expansion is bounded
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
+    check_counts(body, req.limits)
+    return body
 
 
 def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tuple[bytes, bytes]]:

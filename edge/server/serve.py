@@ -7,6 +7,13 @@ until each reports it is listening. Each worker binds the same port with
 SO_REUSEPORT (the kernel spreads connections), runs uvloop, and serves. A
 worker that dies is restarted (with a short backoff if it keeps dying).
 
+SIGHUP reloads the gateway keys (``EDGE_KEYS`` and ``EDGE_KEYS_FILE``): the
+supervisor reloads its copy (for workers it forks later) and forwards the
+signal; each worker reloads its own, without a restart or a dropped
+connection. A file that does not load (or would leave no key) keeps the old
+keys and is logged as an error. A worker ignores SIGHUP until its handler is
+installed, then reloads once, so a reload sent while it started is not lost.
+
 SIGTERM or SIGINT drains: the supervisor forwards SIGTERM; each worker stops
 accepting, closes idle keep-alive connections, lets in-flight requests and
 streams finish for up to ``EDGE_DRAIN_S``, then exits. Workers still alive
@@ -37,7 +44,37 @@ from edge.settings import Settings, unknown_names
 from edge.state import open_state
 from edge.state.types import StateUnavailable
 
-SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def load_keys(settings: Settings, policy: Policy) -> Keyring:
+    """The gateway keys, checked against the policy's tiers (``KeysError`` when they do not)."""
+    keys = Keyring.load(settings.keys, settings.keys_file)
+    if unknown := keys.tiers() - set(policy.tiers):
+        raise KeysError(
+            f"EDGE_KEYS: keys declare tiers the policy does not have: {sorted(unknown)}; "
+            f"configured: {sorted(policy.tiers)}"
+        )
+    return keys
+
+
+def reload_keys(keys: Keyring, settings: Settings, policy: Policy, log: Log) -> bool:
+    """Reload ``keys`` in place; on any error keep them and say so loudly."""
+    try:
+        fresh = load_keys(settings, policy)
+        if fresh.open and not keys.open:
+            raise KeysError("no key left (an empty key set would open the gateway)")
+    except KeysError as exc:
+        log.error(
+            "gateway keys NOT reloaded: keeping the previous keys",
+            error=str(exc),
+            keys_file=settings.keys_file or None,
+        )
+        return False
+    if not keys.same(fresh):
+        keys.replace(fresh)
+        log.warning("gateway keys reloaded", keys=len(fresh), pid=os.getpid())
+    return True
 
 
 def wants_simulation(settings: Settings, policy: Policy) -> bool:
@@ -54,12 +91,7 @@ def run(settings: Settings) -> int:
         policy = load_policy(settings.policy)
         if typos := unknown_names(os.environ, env_names(policy)):
             raise PolicyError(f"unknown EDGE_* variables: {', '.join(typos)}")
-        keys = Keyring.load(settings.keys, settings.keys_file)
-        if unknown := keys.tiers() - set(policy.tiers):
-            raise KeysError(
-                f"EDGE_KEYS: keys declare tiers the policy does not have: {sorted(unknown)}; "
-                f"configured: {sorted(policy.tiers)}"
-            )
+        keys = load_keys(settings, policy)
         if settings.simulate != "off":
             from edge.simulate.behaviour import ProfileError, load_profile
 
@@ -165,6 +197,12 @@ class Supervisor:
             self.drain_ready_pipe()
             if info is None:
                 continue
+            if info.si_signo == signal.SIGHUP:
+                reload_keys(self.keys, self.settings, self.policy, self.log)
+                for pid in list(self.children):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGHUP)
+                continue
             if info.si_signo in (signal.SIGTERM, signal.SIGINT):
                 self.log.info(
                     "draining",
@@ -180,6 +218,7 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's handler
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
                 os.close(self.ready_r)
                 self.reserve.close()
@@ -284,7 +323,7 @@ async def _worker(
             for name, p in policy.providers.items()
         }
         policy = policy.with_base_urls(urls, simulated=True)
-    tracker = ConnectionTracker()
+    tracker = ConnectionTracker(settings.body_budget)
     gateway = Gateway(settings, policy, keys, log, tracker)
     gateway.start_refresh(loop)
     gateway.start_jobs()
@@ -294,6 +333,8 @@ async def _worker(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_keys, keys, settings, policy, log)
+    reload_keys(keys, settings, policy, log)  # a SIGHUP ignored while this worker started
     os.write(ready_fd, b"1")
     await stop.wait()
     server.close()
