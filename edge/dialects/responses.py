@@ -68,6 +68,8 @@ __all__ = [
     "error_event",
     "error_from_upstream",
     "input_items",
+    "items_page",
+    "listed_items",
     "model_object",
     "models_body",
     "render",
@@ -232,6 +234,36 @@ def continued(
     return {**body, "input": [*history, *output, *input_items(body)]}
 
 
+def listed_items(items: list[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
+    """A stored response's input items as ``GET .../input_items`` lists them: each with an
+    id (the client's, else one derived from the response's)."""
+    out = []
+    for i, item in enumerate(items):
+        if not item.get("id"):
+            prefix = "fco" if item.get("type") == "function_call_output" else "msg"
+            item = {"id": f"{prefix}_{response_id.removeprefix('resp_')}_{i}", **item}
+        out.append(item)
+    return out
+
+
+def items_page(items: list[dict[str, Any]], *, order: str, limit: str, after: str) -> dict[str, Any]:  # fmt: skip
+    """One page of a list in the API's shape (``order`` asc|desc, ``limit`` 1-100, ``after``
+    an item id); 400 naming the query parameter."""
+    need(order in ("asc", "desc"), "order: expected 'asc' or 'desc'", "order")
+    need(limit.isdigit() and 1 <= int(limit) <= 100, "limit: expected an integer from 1 to 100", "limit")  # fmt: skip
+    ordered = items if order == "asc" else items[::-1]
+    ids = [str(item.get("id")) for item in ordered]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = ordered[start : start + int(limit)]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + len(page) < len(ordered),
+    }
+
+
 # ------------------------------------------------------------ pass-through
 
 
@@ -254,6 +286,7 @@ class ResponsesStream:
 
     __slots__ = (
         "_decoder",
+        "_previous",
         "_seq",
         "aggregate",
         "done",
@@ -264,7 +297,8 @@ class ResponsesStream:
         "usage",
     )
 
-    def __init__(self, *, stream: bool) -> None:
+    def __init__(self, *, stream: bool, previous: str | None = None) -> None:
+        self._previous = previous  # the gateway's conversation, which the provider never saw
         self.aggregate = not stream
         self.output: list[str] = []
         self.first_token = False
@@ -301,6 +335,9 @@ class ResponsesStream:
         response = obj.get("response")
         if isinstance(response, dict):
             self.response = response
+            if self._previous is not None:
+                response["previous_response_id"] = self._previous
+                data = orjson.dumps(obj)
         if self.aggregate:
             return b""
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
@@ -316,6 +353,10 @@ class ResponsesStream:
 
     def final_body(self) -> bytes:
         return orjson.dumps(self.response)
+
+    def response_object(self) -> dict[str, Any] | None:
+        """The final Response object (what the gateway stores)."""
+        return self.response if self.finished else None
 
     def error_event(self, err: UpstreamError) -> bytes:
         self._seq += 1

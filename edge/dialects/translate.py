@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from edge.dialects import anthropic, openai
+import orjson
+
+from edge.dialects import anthropic, openai, responses
 from edge.dialects.canonical import Answer
 from edge.dialects.common import StreamBroken
 from edge.errors import UpstreamError
@@ -24,7 +26,9 @@ class TranslatingStream:
         "_caller",
         "_created",
         "_decoder",
+        "_echo",
         "_encoder",
+        "_rendered",
         "aggregate",
         "done",
         "finished",
@@ -33,14 +37,26 @@ class TranslatingStream:
         "usage",
     )
 
-    def __init__(self, provider: str, caller: str, *, stream: bool, include_usage: bool) -> None:
+    def __init__(
+        self,
+        provider: str,
+        caller: str,
+        *,
+        stream: bool,
+        include_usage: bool,
+        echo: dict[str, Any] | None = None,
+    ) -> None:
         self._decoder: openai.Decoder | anthropic.Decoder = (
             openai.Decoder() if provider == "openai" else anthropic.Decoder()
         )
         self._caller = caller
         self._created = int(time.time())
-        self._encoder: openai.Encoder | anthropic.Encoder | None = None
-        if stream:
+        self._echo = echo or {}  # a Responses caller's settings, echoed in its answer
+        self._rendered: dict[str, Any] | None = None
+        self._encoder: openai.Encoder | anthropic.Encoder | responses.Encoder | None = None
+        if stream and caller == "responses":
+            self._encoder = responses.Encoder(self._echo, self._created)
+        elif stream:
             self._encoder = (
                 openai.Encoder(include_usage, self._created)
                 if caller == "openai"
@@ -88,10 +104,24 @@ class TranslatingStream:
     def complete(self) -> bool:
         return self.done or (self.finished and self.usage is not None)
 
+    def response_object(self) -> dict[str, Any] | None:
+        """A Responses caller's final Response object (what the gateway stores)."""
+        if isinstance(self._encoder, responses.Encoder):
+            return self._encoder.response if self._encoder.done else None
+        if self._caller == "responses" and self.finished:
+            if self._rendered is None:
+                self._rendered = responses.render(self._answer, self._created, self._echo)
+            return self._rendered
+        return None
+
     def final_body(self) -> bytes:
+        if self._caller == "responses":
+            return orjson.dumps(self.response_object())
         if self._caller == "openai":
             return openai.render(self._answer, self._created)
         return anthropic.render(self._answer)
 
     def error_event(self, err: UpstreamError) -> bytes:
+        if isinstance(self._encoder, responses.Encoder):
+            return self._encoder.error_event(err)  # numbered after what was sent
         return openai.error_event(err) if self._caller == "openai" else anthropic.error_event(err)

@@ -27,6 +27,7 @@ from edge.budget.prompt_cache import Prefix, prefix_of
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
+from edge.dialects import responses as responses_dialect
 from edge.dialects.common import ChatInfo, StreamState, estimate_inputs, output_ceilings
 from edge.dialects.translate import TranslatingStream
 from edge.errors import (
@@ -128,6 +129,7 @@ class Outcome:
     # was cut, and teaches nothing about how long answers are
     json_asked: bool = False
     json_valid: bool = False
+    state: StreamState | None = None  # the answer's stream state (a Responses answer is kept)
 
 
 @dataclass(slots=True)
@@ -322,7 +324,8 @@ def plan_chat(
     needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
     input_tokens = router.estimate(parts, messages, media)
-    check_limits(router.limits(tier_, named), named, needs, ceilings, input_tokens)
+    limit = "max_output_tokens" if dialect is responses_dialect else "max_tokens"
+    check_limits(router.limits(tier_, named), named, needs, ceilings, input_tokens, limit)
     expected = router.expected_output(tier_, named, max_out)
     prefixes = prefix_of(body, _o200k) if input_tokens >= MIN_CACHED else []
     decision = router.decide(
@@ -399,6 +402,7 @@ def check_limits(
     needs: int,
     ceilings: list[int],
     input_tokens: int,
+    limit: str = "max_tokens",
 ) -> None:
     """The 400s a provider would give, before any call: max_tokens past every candidate's
     output limit, a prompt surely past every candidate's context window, a named model that
@@ -408,21 +412,21 @@ def check_limits(
     for max_tokens in ceilings:
         if max_tokens < 1:
             raise InvalidRequest(
-                f"max_tokens: {max_tokens} is not a valid value; it must be at least 1",
-                param="max_tokens",
+                f"{limit}: {max_tokens} is not a valid value; it must be at least 1",
+                param=limit,
             )
         if max_tokens > top_out:
             who = f"model {named.name} or its fallbacks" if named is not None else "this tier"
             raise InvalidRequest(
-                f"max_tokens: {max_tokens} > {top_out}, which is the maximum allowed number of "
+                f"{limit}: {max_tokens} > {top_out}, which is the maximum allowed number of "
                 f"output tokens for {who}",
-                param="max_tokens",
+                param=limit,
             )
     if input_tokens > window * WINDOW_MARGIN:
         raise InvalidRequest(
             f"prompt is too long: about {input_tokens} tokens > {window} maximum "
             "(this model's maximum context length)",
-            param="messages",
+            param="input" if limit == "max_output_tokens" else "messages",
             code="context_length_exceeded",
         )
     if named is not None and needs & ~named.capabilities:
@@ -440,6 +444,9 @@ def with_max_tokens(body: dict[str, Any], dialect: ModuleType, max_tokens: int) 
     out = dict(body)
     if dialect is anthropic_dialect:
         out["max_tokens"] = max_tokens
+        return out
+    if dialect is responses_dialect:
+        out["max_output_tokens"] = max_tokens
         return out
     keys = [k for k in ("max_tokens", "max_completion_tokens") if k in out] or [
         "max_completion_tokens"
@@ -466,6 +473,8 @@ def build_call(
         # a ceiling above this candidate's own limit: its limit (the answer's finish reason
         # still says when it was reached)
         body = with_max_tokens(body, dialect, model.max_output_tokens)
+    if dialect is responses_dialect and provider.kind == "openai":
+        upstream = responses_dialect  # served as it is, at the provider's /responses
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
     else:
@@ -486,7 +495,7 @@ def build_call(
                 f"serves {model.name}: {type(exc).__name__} reading a field of an unexpected "
                 "shape"
             ) from None
-    path = b"/chat/completions" if provider.kind == "openai" else b"/v1/messages"
+    path = _PATHS[upstream.NAME]
     target = provider.path_prefix.encode() + path
     return Call(
         model,
@@ -495,15 +504,28 @@ def build_call(
         upstream_headers(provider, req, len(payload)),
         payload,
         upstream,
-        _stream_state(dialect, upstream, info),
+        _stream_state(dialect, upstream, info, body),
     )
 
 
-def _stream_state(dialect: ModuleType, upstream: ModuleType, info: ChatInfo) -> StreamState:
+_PATHS = {"openai": b"/chat/completions", "responses": b"/responses", "anthropic": b"/v1/messages"}
+
+
+def _stream_state(
+    dialect: ModuleType, upstream: ModuleType, info: ChatInfo, body: dict[str, Any]
+) -> StreamState:
     if upstream is not dialect:
+        echo = responses_dialect.echo_of(body) if dialect is responses_dialect else None
         return TranslatingStream(
-            upstream.NAME, dialect.NAME, stream=info.stream, include_usage=info.include_usage
+            upstream.NAME,
+            dialect.NAME,
+            stream=info.stream,
+            include_usage=info.include_usage,
+            echo=echo,
         )
+    if dialect is responses_dialect:
+        previous = body.get("previous_response_id")
+        return responses_dialect.ResponsesStream(stream=info.stream, previous=previous)
     if dialect is anthropic_dialect:
         return anthropic_dialect.AnthropicStream(stream=info.stream)
     return openai_dialect.OpenAIStream(stream=info.stream, include_usage=info.include_usage)
@@ -639,6 +661,14 @@ def json_answer_ok(body: bytes, dialect: ModuleType) -> bool:
             text = "".join(
                 b.get("text", "") for b in obj.get("content", []) if b.get("type") == "text"
             )
+        elif dialect is responses_dialect:
+            text = "".join(
+                c.get("text", "")
+                for o in obj.get("output", [])
+                if o.get("type") == "message"
+                for c in o.get("content", [])
+                if c.get("type") == "output_text"
+            )
         else:
             text = obj["choices"][0]["message"]["content"] or ""
         orjson.loads(text)
@@ -650,6 +680,7 @@ def json_answer_ok(body: bytes, dialect: ModuleType) -> bool:
 def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:
     out.provider, out.model = winner.call.provider.name, winner.call.model.name
     out.served_by = winner.call.model
+    out.state = winner.state
     out.upstream_request_id = winner.upstream_id
     if winner.first_token_at is not None and winner.state.first_token:
         out.ttft = winner.first_token_at - req.received_at
@@ -709,6 +740,23 @@ async def relay_count_tokens(
         raise anthropic_dialect.error_from_upstream(head.status_code, raw, list(head.headers))
     out.status = 200
     proto.respond(200, JSON_HEADERS, raw)
+
+
+async def relay_input_tokens(
+    policy: Policy, req: Request, proto: EdgeProtocol, out: Outcome
+) -> None:
+    """``POST /v1/responses/input_tokens``: the gateway's estimate in the model's tokenizer
+    family (a route alias counts with its tier's first model)."""
+    body = parse_json(req)
+    if isinstance(body, dict) and "input" not in body:
+        body = {**body, "input": []}  # every field is optional in the API but the model
+    info = responses_dialect.check_request(body)
+    model = resolve_model(policy, info.model, tier_for(policy, req, info.model, None))
+    out.provider, out.model, out.status = model.provider, model.name, 200
+    count = estimate_input_tokens(body, model)
+    proto.respond(
+        200, JSON_HEADERS, b'{"object":"response.input_tokens","input_tokens":%d}' % count
+    )
 
 
 def _o200k(data: bytes) -> int:
