@@ -154,7 +154,7 @@ def _policy_check(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from edge.policy import PolicyError, env_names, load_policy
+    from edge.policy import BREAKER_KEYS, PolicyError, env_names, load_policy
     from edge.routing.capabilities import names_of
     from edge.settings import unknown_names
 
@@ -188,6 +188,7 @@ def _policy_check(args: argparse.Namespace) -> int:
         },
         "tiers": {n: {k: getattr(t, k) for k in t.__slots__} for n, t in policy.tiers.items()},
         "budgets": {n: {k: getattr(b, k) for k in b.__slots__} for n, b in policy.budgets.items()},
+        "breakers": {k: getattr(policy.breakers, k) for k in BREAKER_KEYS},
     }
     print(json.dumps(resolved, indent=2, default=list))
     return 0

@@ -16,6 +16,7 @@
      +- HeadersTooLarge            431     invalid_request_error  invalid_request_error
      +- OverBudget                 429     insufficient_quota     rate_limit_error
      +- ServiceUnavailable         503     server_error           overloaded_error
+     |   +- PoolSaturated          503     (the gateway's own connections to a provider all busy)
      +- UpstreamError              502     server_error           api_error
          +- UpstreamUnavailable    503     server_error           overloaded_error
          +- UpstreamTimeout        504     timeout                timeout_error
@@ -32,7 +33,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-Dialect = Literal["openai", "anthropic"]
+ErrorDialect = Literal["openai", "anthropic"]  # the shape of an error body
 
 
 class EdgeError(Exception):
@@ -155,6 +156,12 @@ class ServiceUnavailable(EdgeError):
     retryable = True
 
 
+class PoolSaturated(ServiceUnavailable):
+    """Every connection the gateway may open to a provider stayed busy until the wait's
+    deadline: the gateway's own limit, so no verdict on the provider (its breaker never
+    hears of it)."""
+
+
 class UpstreamError(EdgeError):
     """The provider could not be reached or failed (502)."""
 
@@ -255,7 +262,7 @@ class UpstreamStatus(UpstreamError):
 
 
 def render(
-    err: EdgeError, dialect: Dialect, request_id: str
+    err: EdgeError, dialect: ErrorDialect, request_id: str
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, extra headers and JSON body for ``err`` in ``dialect``."""
     status = err.status_code()

@@ -3,7 +3,8 @@
 A TOML file (``EDGE_POLICY``; the shipped default is
 ``edge/policies/default.toml``) becomes a frozen ``Policy``. Environment
 overrides are applied here, once: ``EDGE_<PROVIDER>_BASE_URL`` for a
-provider's base URL, ``EDGE_<TIER>_<KEY>`` for any tier key. Provider keys
+provider's base URL, ``EDGE_<TIER>_<KEY>`` for any tier key,
+``EDGE_BREAKER_<KEY>`` for any key of the ``[breakers]`` table. Provider keys
 are read from each provider's ``api_key_env`` and kept in a ``Secret`` whose
 repr never shows them. Every mistake is a ``PolicyError`` naming the key.
 """
@@ -20,6 +21,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.routing.breaker import BreakerConfig
 from edge.routing.capabilities import CAPABILITIES, KIND_DEFAULTS, bits
 
 KINDS = ("openai", "anthropic")
@@ -63,6 +65,8 @@ class Provider:
     # beta is not forwarded (see edge/server/relay.py ``betas_for``)
     betas_pass: tuple[str, ...] = ()
     betas_refuse: tuple[str, ...] = ()
+    # a simulated provider (edge/simulate): the only kind the x-sim fault header is forwarded to
+    simulated: bool = False
     # the base URL's parts, split once (every upstream call reads them)
     scheme: str = field(init=False)
     host: str = field(init=False)
@@ -149,6 +153,7 @@ class Policy:
     budgets: dict[str, Budget] = field(default_factory=dict)
     webhook_url: str = ""
     aliases: dict[str, str] = field(default_factory=dict)  # a model's other id -> its name
+    breakers: BreakerConfig = field(default_factory=BreakerConfig)  # per model, every worker
 
     def model_named(self, name: str) -> Model | None:
         """A model by its name or one of its aliases (a dated id)."""
@@ -175,10 +180,11 @@ class Policy:
                 p.anthropic_version,
                 p.betas_pass,
                 p.betas_refuse,
+                name in base_urls if simulated else p.simulated,
             )
             for name, p in self.providers.items()
         }
-        sim = frozenset(base_urls) if simulated else self.simulated
+        sim = frozenset(n for n, p in providers.items() if p.simulated)
         return replace(self, providers=providers, simulated=sim)
 
 
@@ -213,7 +219,7 @@ def _coerce_env(name: str, raw: str, current: Any) -> Any:
     return raw
 
 
-PROVIDER_KEYS = ("kind", "base_url", "api_key_env", "anthropic_version", "betas")
+PROVIDER_KEYS = ("kind", "base_url", "api_key_env", "anthropic_version", "betas", "simulated")
 # Betas a provider takes by default: they change how an answer streams or what it may hold,
 # not what it costs. Refused by default: betas that run billed server tools the estimate
 # cannot price, or that need state held at the provider (files, skills).
@@ -238,6 +244,10 @@ TIER_KEYS = (
     "block_usd", "degrade_mode", "never_block", "expected_output_tokens", "rank",
 )  # fmt: skip
 BUDGET_KEYS = ("day_usd", "month_usd", "warn", "degrade", "block", "overdraft")
+BREAKER_KEYS = (
+    "failures", "window_s", "failure_rate", "min_attempts", "cooldown_s", "cooldown_max_s",
+    "probes", "successes", "jitter",
+)  # fmt: skip
 
 
 def _known(table: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
@@ -254,7 +264,43 @@ def env_names(policy: Policy) -> set[str]:
     names = {f"EDGE_{p.upper()}_BASE_URL" for p in policy.providers}
     for tier in policy.tiers:
         names |= {f"EDGE_{tier.upper()}_{key.upper()}" for key in TIER_KEYS}
-    return names
+    return names | {f"EDGE_BREAKER_{key.upper()}" for key in BREAKER_KEYS}
+
+
+def _breakers(table: Mapping[str, Any], env: Mapping[str, str]) -> BreakerConfig:
+    """The ``[breakers]`` table over the defaults, then ``EDGE_BREAKER_<KEY>`` over both."""
+    where = "breakers"
+    _known(table, BREAKER_KEYS, where)
+    default = BreakerConfig()
+    values: dict[str, Any] = {}
+    named: dict[str, str] = {}
+    for key in BREAKER_KEYS:
+        current = getattr(default, key)
+        values[key] = _get(table, key, where, type(current), current)
+        env_name = f"EDGE_BREAKER_{key.upper()}"
+        if env.get(env_name):
+            values[key] = _coerce_env(env_name, env[env_name], current)
+            named[key] = env_name
+
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            source = f" (set by {named[key]})" if key in named else ""
+            raise PolicyError(f"{where}.{key}: {why}{source}")
+
+    need(values["failures"] >= 0, "failures", "must not be negative (0 turns the count rule off)")
+    need(values["window_s"] > 0, "window_s", "must be greater than 0")
+    need(0 < values["failure_rate"] <= 1, "failure_rate", "must be in (0, 1]")
+    need(values["min_attempts"] >= 1, "min_attempts", "must be at least 1")
+    need(values["cooldown_s"] > 0, "cooldown_s", "must be greater than 0")
+    need(
+        values["cooldown_max_s"] >= values["cooldown_s"],
+        "cooldown_max_s",
+        "must be at least cooldown_s",
+    )
+    need(values["probes"] >= 1, "probes", "must be at least 1")
+    need(values["successes"] >= 1, "successes", "must be at least 1")
+    need(0 <= values["jitter"] <= 1, "jitter", "must be between 0 and 1")
+    return BreakerConfig(**values)
 
 
 def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model]) -> None:
@@ -287,7 +333,10 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
 
 
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
-    known = ("providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs")
+    known = (
+        "providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs",
+        "breakers",
+    )  # fmt: skip
     _known(data, known, "policy")
     providers: dict[str, Provider] = {}
     for name, t in dict(data.get("providers", {})).items():
@@ -317,6 +366,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             version,
             tuple(lists[0]),
             tuple(lists[1]),
+            _get(t, "simulated", where, bool, False),
         )
     if not providers:
         raise PolicyError("providers: at least one provider is required")
@@ -494,10 +544,11 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         default_tier,
         str(data.get("prices_date", "")),
         source,
-        frozenset(),
+        frozenset(n for n, p in providers.items() if p.simulated),
         budgets,
         webhook,
         aliases,
+        _breakers(dict(data.get("breakers", {})), env),
     )
 
 

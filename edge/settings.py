@@ -53,13 +53,7 @@ class Settings:
         3  # hedges a minute allowed whatever the traffic (a quiet gateway can hedge)
     )
     max_attempts: int = 3  # upstream attempts per request: primary, hedges and failovers together
-    breakers: bool = True
-    breaker_failures: int = 5
-    breaker_window_s: float = 30.0
-    breaker_cooldown_s: float = 15.0
-    breaker_cooldown_max_s: float = 120.0
-    breaker_probes: int = 1
-    breaker_successes: int = 2
+    breakers: bool = True  # the breakers' thresholds are the policy's [breakers] table
     jobs_concurrency: int = 4  # jobs run at once, per worker
     jobs_rate: float = 5.0  # job starts per second, per worker
     jobs_max_attempts: int = 5
@@ -127,12 +121,6 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_HEDGE_BUDGET_MIN": ("hedge_budget_min", int),
     "EDGE_MAX_ATTEMPTS": ("max_attempts", int),
     "EDGE_BREAKERS": ("breakers", bool),
-    "EDGE_BREAKER_FAILURES": ("breaker_failures", int),
-    "EDGE_BREAKER_WINDOW_S": ("breaker_window_s", float),
-    "EDGE_BREAKER_COOLDOWN_S": ("breaker_cooldown_s", float),
-    "EDGE_BREAKER_COOLDOWN_MAX_S": ("breaker_cooldown_max_s", float),
-    "EDGE_BREAKER_PROBES": ("breaker_probes", int),
-    "EDGE_BREAKER_SUCCESSES": ("breaker_successes", int),
     "EDGE_JOBS_CONCURRENCY": ("jobs_concurrency", int),
     "EDGE_JOBS_RATE": ("jobs_rate", float),
     "EDGE_JOBS_MAX_ATTEMPTS": ("jobs_max_attempts", int),
@@ -255,19 +243,6 @@ def _check(s: Settings) -> None:
         ("EDGE_JOBS_BACKOFF_S", s.jobs_backoff_s),
     ):
         need(value > 0, name, "must be greater than 0")
-    for name, count in (
-        ("EDGE_BREAKER_FAILURES", s.breaker_failures),
-        ("EDGE_BREAKER_PROBES", s.breaker_probes),
-        ("EDGE_BREAKER_SUCCESSES", s.breaker_successes),
-    ):
-        need(count >= 1, name, "must be at least 1")
-    need(s.breaker_window_s > 0, "EDGE_BREAKER_WINDOW_S", "must be greater than 0")
-    need(s.breaker_cooldown_s > 0, "EDGE_BREAKER_COOLDOWN_S", "must be greater than 0")
-    need(
-        s.breaker_cooldown_max_s >= s.breaker_cooldown_s,
-        "EDGE_BREAKER_COOLDOWN_MAX_S",
-        "must be at least EDGE_BREAKER_COOLDOWN_S",
-    )
     need(
         not s.upstream_ca_file or os.path.isfile(s.upstream_ca_file),
         "EDGE_UPSTREAM_CA_FILE",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.policy import PolicyError, load_policy, parse_policy
+from edge.policy import PolicyError, env_names, load_policy, parse_policy
 from edge.settings import SettingsError, load_settings
 
 
@@ -110,8 +110,32 @@ BASE = {
         ({"tiers": {"L1": {"pool": ["ghost"]}}}, "tiers.L1.pool"),
         ({"tiers": {"L1": {"pool": ["m"], "strategy": "vibes"}}}, "tiers.L1.strategy"),
         ({"surprise": 1}, "policy.surprise: unknown key"),
+        ({"breakers": {"failure_rate": 1.5}}, "breakers.failure_rate"),
+        (
+            {"breakers": {"min_atempts": 3}},
+            "breakers.min_atempts: unknown key; did you mean 'min_attempts'",
+        ),
+        ({"breakers": {"cooldown_s": 5.0, "cooldown_max_s": 2.0}}, "breakers.cooldown_max_s"),
     ],
 )
 def test_bad_policies_name_the_key(patch: dict[str, object], key: str) -> None:
     with pytest.raises(PolicyError, match=key.replace(".", r"\.")):
         parse_policy({**BASE, **patch}, {})
+
+
+def test_breakers_come_from_the_policy_with_env_overrides() -> None:
+    """Window and rate rules and the cool-downs are policy keys; EDGE_BREAKER_<KEY> wins."""
+    p = parse_policy(BASE, {})
+    assert (p.breakers.failures, p.breakers.window_s) == (5, 30.0)
+    assert (p.breakers.failure_rate, p.breakers.min_attempts) == (0.5, 20)
+    assert p.breakers.cooldown_max_s <= 5.0  # recovery within about 5 s
+    p = parse_policy(
+        {**BASE, "breakers": {"failures": 7, "failure_rate": 0.4, "cooldown_s": 2}},
+        {"EDGE_BREAKER_FAILURES": "9", "EDGE_BREAKER_MIN_ATTEMPTS": "50"},
+    )
+    assert p.breakers.failures == 9 and p.breakers.min_attempts == 50
+    assert p.breakers.failure_rate == 0.4 and p.breakers.cooldown_s == 2.0
+    with pytest.raises(PolicyError, match="set by EDGE_BREAKER_FAILURE_RATE"):
+        parse_policy(BASE, {"EDGE_BREAKER_FAILURE_RATE": "0"})
+    assert "EDGE_BREAKER_MIN_ATTEMPTS" in env_names(p)
+    assert load_policy("", {}).breakers == p.breakers.__class__()  # the shipped table: defaults

@@ -21,14 +21,12 @@ Nobody gets a 202 they did not ask for: the SDKs take any 2xx for an answer.
 from __future__ import annotations
 
 import time
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import orjson
 
 from edge.budget.jobs import KEPT_HEADERS, Deferred, new_job_id
 from edge.budget.spend import ORDER, Hold, stronger
-from edge.dialects import anthropic as anthropic_dialect
 from edge.errors import OverBudget, OverCostCap, ServiceUnavailable
 from edge.server.auth import Tenant
 from edge.server.relay import JSON_HEADERS, plan_chat
@@ -37,6 +35,7 @@ from edge.state.types import StateUnavailable
 if TYPE_CHECKING:
     from edge.budget.jobs import JobRunner
     from edge.budget.spend import Spend
+    from edge.dialects.core import Dialect
     from edge.observe.metrics import Metrics
     from edge.quality.engines import Engine, Engines
     from edge.quality.rollout import Rollouts
@@ -75,7 +74,7 @@ class Gate:
         req: Request,
         proto: Sink,
         out: Outcome,
-        dialect: ModuleType,
+        dialect: Dialect,
         job_tier: str | None = None,
     ) -> tuple[Engine, Plan] | None:
         """Gate on entitlement and cost: the engine and the plan to answer with, or None when
@@ -140,7 +139,7 @@ class Gate:
         proto: Sink,
         plan: Plan,
         tenant: Tenant,
-        dialect: ModuleType,
+        dialect: Dialect,
         hold: Hold,
         out: Outcome,
         job: bool,
@@ -179,7 +178,7 @@ class Gate:
         self,
         engine: Engine,
         req: Request,
-        dialect: ModuleType,
+        dialect: Dialect,
         tenant: Tenant,
         ceiling: str | None,
         force: str = "",
@@ -202,7 +201,7 @@ class Gate:
         proto: Sink,
         plan: Plan,
         tenant: Tenant,
-        dialect: ModuleType,
+        dialect: Dialect,
         out: Outcome,
         not_before: float,
         reason: str,
@@ -247,7 +246,7 @@ class Gate:
         out.status = 202
         location = f"/v1/jobs/{job_id}".encode()
         payload: dict[str, object]
-        if dialect is anthropic_dialect:
+        if dialect.NAME == "anthropic":
             payload = {"type": "edge_job", "id": job_id, "status": "queued", "reason": reason}
         else:
             payload = {"id": job_id, "object": "edge.job", "status": "queued", "reason": reason}

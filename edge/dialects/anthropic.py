@@ -33,13 +33,41 @@ from edge.dialects.common import (
     StreamBroken,
     check_content,
     check_list_of,
-    check_type,
     need,
     parse_event,
 )
-from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
+from edge.dialects.core import (
+    BOOL,
+    INT,
+    NUMBER,
+    OBJECT,
+    Dialect,
+    Field,
+    Output,
+    check_fields,
+    encoded,
+)
+from edge.errors import ErrorDialect, InvalidRequest, UpstreamError, UpstreamStatus
 
 NAME = "anthropic"
+
+# The top-level parameters with the types, ranges and values the provider accepts (a wrong one
+# is a 400 naming it, before any call).
+FIELDS: dict[str, Field] = {
+    "max_tokens": Field(INT, "an integer"),
+    "stream": Field(BOOL, "a boolean"),
+    "system": Field((str, list), "a string or an array of text blocks"),
+    "stop_sequences": Field((list,), "an array of strings", items=str),
+    "temperature": Field(NUMBER, "a number", lo=0, hi=1),
+    "top_k": Field(INT, "an integer", lo=0),
+    "top_p": Field(NUMBER, "a number", lo=0, hi=1),
+    "thinking": Field(OBJECT, "an object"),
+    "tool_choice": Field(OBJECT, "an object"),
+    "metadata": Field(OBJECT, "an object"),
+    "output_config": Field(OBJECT, "an object"),
+    "output_format": Field(OBJECT, "an object"),
+    "service_tier": Field((str,), "a string", allowed=("auto", "standard_only")),
+}
 
 
 def check_request(body: Any, *, count_only: bool = False) -> ChatInfo:
@@ -61,19 +89,15 @@ def check_request(body: Any, *, count_only: bool = False) -> ChatInfo:
         check_content(msg["content"], f"messages.{i}.content", nullable=False)
     if not count_only:
         need("max_tokens" in body, "max_tokens: Field required", "max_tokens")
-        check_type(body, "max_tokens", int, "an integer")
-        check_type(body, "stream", bool, "a boolean")
-    check_type(body, "system", (str, list), "a string or an array of text blocks")
+    check_fields(body, FIELDS)
     if isinstance(body.get("system"), list):
         check_content(body["system"], "system", nullable=False)
     check_list_of(body.get("tools"), dict, "tool objects", "tools")
-    check_list_of(body.get("stop_sequences"), str, "strings", "stop_sequences")
-    check_type(body, "temperature", (int, float), "a number")
-    check_type(body, "top_k", int, "an integer")
-    check_type(body, "top_p", (int, float), "a number")
-    for key in ("thinking", "tool_choice", "metadata", "output_config", "output_format"):
-        check_type(body, key, dict, "an object")
-    return ChatInfo(model=model, stream=bool(body.get("stream")) and not count_only)
+    return ChatInfo(
+        model=model,
+        stream=bool(body.get("stream")) and not count_only,
+        stop=tuple(body.get("stop_sequences") or ()),
+    )
 
 
 def upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
@@ -153,68 +177,57 @@ def _event_obj(name: bytes, data: bytes) -> dict[str, Any]:
     return obj
 
 
-class AnthropicStream:
-    """Relay and fold one upstream Messages stream (see ``StreamState``)."""
+_MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
-    __slots__ = (
-        "_blocks",
-        "_message",
-        "_partial",
-        "aggregate",
-        "done",
-        "finished",
-        "first_token",
-        "output",
-        "usage",
-    )
 
-    def __init__(self, *, stream: bool) -> None:
-        self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
-        self.aggregate = not stream
-        self.first_token = False
-        self.finished = False
-        self.done = False
-        self.usage: dict[str, Any] | None = None
+class _Relay:
+    """The provider's events to a streaming client as they come (``ping`` included)."""
+
+    __slots__ = ()
+
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        if not name:
+            name = str((obj or {}).get("type") or "message").encode()
+        return b"event: " + name + b"\ndata: " + data + b"\n\n"
+
+    def close(self, done: bool) -> bytes:
+        return b"" if done else _MESSAGE_STOP  # finished but no message_stop
+
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
+        raise AssertionError("a streaming answer has no final body")
+
+
+class _Fold:
+    """The provider's events folded into the ``message`` it would have returned: text deltas
+    joined, tool input parsed, thinking, signatures and citations kept."""
+
+    __slots__ = ("_blocks", "_message", "_partial")
+
+    def __init__(self) -> None:
         self._message: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}
         self._partial: dict[int, list[str]] = {}
 
-    def feed(self, name: bytes, data: bytes) -> bytes:
-        if name == b"ping":
-            return b"" if self.aggregate else b"event: ping\ndata: " + data + b"\n\n"
-        obj = _event_obj(name, data)
-        kind = obj.get("type") or name.decode("latin-1")
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        if obj is None:
+            return b""
+        kind = obj.get("type")
         if kind == "content_block_delta":
-            self.first_token = True
-            delta = obj.get("delta") or {}
-            piece = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
-            if piece.__class__ is str:
-                self.output.append(piece)
-            if self.aggregate:
-                self._delta(obj.get("index", 0), delta)
-        elif kind == "message_start":
-            self._message = obj.get("message") or {}
-            self.usage = dict(self._message.get("usage") or {})
+            self._delta(obj.get("index", 0), obj.get("delta") or {})
         elif kind == "content_block_start":
-            block = dict(obj.get("content_block") or {})
-            if block.get("type") == "tool_use":
-                self.first_token = True
-            self._blocks[obj.get("index", 0)] = block
+            self._blocks[obj.get("index", 0)] = dict(obj.get("content_block") or {})
+        elif kind == "message_start":
+            self._message = dict(obj.get("message") or {})
         elif kind == "message_delta":
             delta = obj.get("delta") or {}
-            if delta.get("stop_reason"):
-                self.finished = True
             self._message.update(
                 {k: v for k, v in delta.items() if k in ("stop_reason", "stop_sequence")}
             )
-            if self.usage is None:
-                self.usage = {}
-            self.usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
-        elif kind == "message_stop":
-            self.done = True
-        if self.aggregate:
-            return b""
-        return b"event: " + (name or kind.encode()) + b"\ndata: " + data + b"\n\n"
+        return b""
 
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
         block = self._blocks.setdefault(index, {"type": "text", "text": ""})
@@ -230,19 +243,10 @@ class AnthropicStream:
         elif kind == "citations_delta":
             block.setdefault("citations", []).append(delta.get("citation"))
 
-    def close(self) -> bytes:
-        if not self.finished:
-            raise StreamBroken("provider stream ended before the answer was complete")
-        if self.aggregate or self.done:
-            return b""
-        return b'event: message_stop\ndata: {"type":"message_stop"}\n\n'  # finished but no message_stop
+    def close(self, done: bool) -> bytes:
+        return b""
 
-    @property
-    def complete(self) -> bool:
-        """``message_delta`` with the stop reason carries the final usage; only the stop follows."""
-        return self.done or self.finished
-
-    def final_body(self) -> bytes:
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
         content = []
         for index in sorted(self._blocks):
             block = self._blocks[index]
@@ -255,12 +259,9 @@ class AnthropicStream:
             content.append(block)
         out = dict(self._message)
         out["content"] = content
-        out["usage"] = self.usage or {}
+        out["usage"] = usage or {}
         out.setdefault("stop_sequence", None)
         return orjson.dumps(out)
-
-    def error_event(self, err: UpstreamError) -> bytes:
-        return error_event(err)
 
 
 # ------------------------------------------------------------ translation
@@ -526,31 +527,36 @@ def from_canonical(
 
 
 class Decoder:
-    """An Anthropic provider's events as canonical events; unwraps the forced JSON tool."""
+    """An Anthropic provider's events as canonical events (see ``core.Decoder``); unwraps the
+    forced JSON tool. Thinking is ``produced`` (output with no canonical counterpart)."""
 
-    __slots__ = ("_json_blocks", "_tool_of_block", "_tools", "_usage")
+    __slots__ = ("_json_blocks", "_tool_of_block", "_tools", "cut", "obj", "usage")
 
     def __init__(self) -> None:
+        self.cut = False  # stop sequences are the provider's own: it never ends a stream
         self._tool_of_block: dict[int, int] = {}
         self._json_blocks: set[int] = set()
         self._tools = 0
-        self._usage: dict[str, Any] = {}
+        self.obj: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None  # from message_start, updated by message_delta
 
     def feed(self, name: bytes, data: bytes) -> list[Event]:
-        if name == b"ping":
-            return []
-        obj = _event_obj(name, data)
+        obj = self.obj = _event_obj(name, data)
         kind = obj.get("type")
         if kind == "content_block_delta":
             index, delta = obj.get("index", 0), obj.get("delta") or {}
-            if delta.get("type") == "text_delta":
+            dtype = delta.get("type")
+            if dtype == "text_delta":
                 return [("text", delta.get("text", ""))]
-            if delta.get("type") == "input_json_delta":
+            if dtype == "input_json_delta":
                 frag = delta.get("partial_json", "")
                 if index in self._json_blocks:
                     return [("text", frag)] if frag else []
+                if index not in self._tool_of_block:
+                    raise StreamBroken("provider sent tool input for a block that is no tool")
                 return [("tool_args", self._tool_of_block[index], frag)] if frag else []
-            return []  # thinking, signatures and citations have no OpenAI counterpart in an answer
+            # thinking, signatures and citations: output no other dialect's answer carries
+            return [("produced", delta.get("thinking") or "")]
         if kind == "content_block_start":
             block, index = obj.get("content_block") or {}, obj.get("index", 0)
             if block.get("type") == "tool_use":
@@ -572,12 +578,12 @@ class Decoder:
             return []
         if kind == "message_start":
             msg = obj.get("message") or {}
-            self._usage = dict(msg.get("usage") or {})
+            self.usage = dict(msg.get("usage") or {})
             return [("start", str(msg.get("id", "")), str(msg.get("model", "")))]
         if kind == "message_delta":
             delta = obj.get("delta") or {}
-            self._usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
-            u = self._usage
+            u = self.usage = self.usage or {}
+            u.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
             usage = Usage(
                 input=int(u.get("input_tokens") or 0),
                 output=int(u.get("output_tokens") or 0),
@@ -585,6 +591,8 @@ class Decoder:
                 cache_write=int(u.get("cache_creation_input_tokens") or 0),
                 provider=dict(u),
             )
+            if not delta.get("stop_reason"):
+                return [("usage", usage)]
             reason = from_anthropic_stop(delta.get("stop_reason"))
             if reason == TOOL_CALLS and self._json_blocks and not self._tools:
                 reason = STOP  # the forced JSON tool was the answer
@@ -722,7 +730,7 @@ class Encoder:
         return self._close_block() + self._delta_if_ready()
 
 
-def render(answer: Answer) -> bytes:
+def render(answer: Answer, created: int = 0) -> bytes:
     """A folded answer as an Anthropic ``message`` body."""
     content: list[dict[str, Any]] = []
     text = "".join(answer.text)
@@ -747,3 +755,38 @@ def render(answer: Answer) -> bytes:
             "usage": _usage_body(answer.usage),
         }
     )
+
+
+def with_max_tokens(body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    return {**body, "max_tokens": max_tokens}
+
+
+def answer_text(body: dict[str, Any]) -> str:
+    return "".join(b.get("text", "") for b in body.get("content", []) if b.get("type") == "text")
+
+
+class _Messages:
+    NAME = NAME
+    ERRORS: ErrorDialect = "anthropic"
+    UPSTREAM_PATH = b"/v1/messages"
+    check_request = staticmethod(check_request)
+    upstream_body = staticmethod(upstream_body)
+    with_max_tokens = staticmethod(with_max_tokens)
+    to_canonical = staticmethod(to_canonical)
+    from_canonical = staticmethod(from_canonical)
+    error_from_upstream = staticmethod(error_from_upstream)
+    error_event = staticmethod(error_event)
+    render = staticmethod(render)
+    answer_text = staticmethod(answer_text)
+
+    def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
+        return Decoder()
+
+    def relay(self, *, stream: bool, include_usage: bool) -> Output:
+        return _Relay() if stream else _Fold()
+
+    def encoder(self, *, include_usage: bool, created: int) -> Output:
+        return encoded(Encoder())
+
+
+DIALECT: Dialect = _Messages()

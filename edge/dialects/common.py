@@ -21,6 +21,8 @@ class ChatInfo:
     model: str
     stream: bool
     include_usage: bool = False
+    stop: tuple[str, ...] = ()  # stop sequences a translation may have to match itself
+    echo: dict[str, Any] | None = None  # a Responses request's settings, echoed in its answer
 
 
 def parse_event(data: bytes) -> dict[str, Any]:
@@ -90,8 +92,17 @@ class StreamState(Protocol):
 
     first_token: bool
     finished: bool
-    usage: dict[str, Any] | None  # the provider's usage as far as it came (final once complete)
     output: list[str]  # the generated pieces so far: the estimate when the usage never came
+
+    @property
+    def cut(self) -> bool:
+        """The gateway ended the answer itself (a stop sequence): read no further."""
+        ...
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The provider's usage as far as it came (final once complete)."""
+        ...
 
     @property
     def complete(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from edge.dialects.canonical import (
+    STOP_SEQUENCE,
     TO_OPENAI_FINISH,
     Answer,
     ChatRequest,
@@ -34,12 +35,54 @@ from edge.dialects.common import (
     need,
     parse_event,
 )
-from edge.errors import InvalidRequest, UpstreamError, UpstreamStatus
+from edge.dialects.core import (
+    BOOL,
+    INT,
+    NUMBER,
+    OBJECT,
+    Dialect,
+    Field,
+    Output,
+    check_fields,
+    encoded,
+)
+from edge.errors import ErrorDialect, InvalidRequest, UpstreamError, UpstreamStatus
 
 NAME = "openai"
 _USAGE_NULL = b',"usage":null}'
 _DONE = b"data: [DONE]\n\n"
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+# The top-level parameters the gateway reads or a provider would refuse, with the types, ranges
+# and values the provider accepts (a wrong one is a 400 naming it, before any call).
+FIELDS: dict[str, Field] = {
+    "tool_choice": Field(
+        (str, dict), "a string or an object", allowed=("none", "auto", "required")
+    ),
+    "function_call": Field((str, dict), "a string or an object", allowed=("none", "auto")),
+    "stop": Field((str, list), "a string or an array of strings", items=str),
+    "logprobs": Field(BOOL, "a boolean"),
+    "top_logprobs": Field(INT, "an integer", lo=0, hi=20),
+    "seed": Field(INT, "an integer"),
+    "metadata": Field(OBJECT, "an object"),
+    "stream": Field(BOOL, "a boolean"),
+    "stream_options": Field(OBJECT, "an object"),
+    "max_tokens": Field(INT, "an integer"),
+    "max_completion_tokens": Field(INT, "an integer"),
+    "temperature": Field(NUMBER, "a number", lo=0, hi=2),
+    "top_p": Field(NUMBER, "a number", lo=0, hi=1),
+    "presence_penalty": Field(NUMBER, "a number", lo=-2, hi=2),
+    "frequency_penalty": Field(NUMBER, "a number", lo=-2, hi=2),
+    "n": Field(INT, "an integer", lo=1, hi=128),
+    "tools": Field((list,), "an array"),
+    "response_format": Field(OBJECT, "an object"),
+    "parallel_tool_calls": Field(BOOL, "a boolean"),
+    "reasoning_effort": Field((str,), "a string"),
+    "user": Field((str,), "a string"),
+    "store": Field(BOOL, "a boolean"),
+    "logit_bias": Field(OBJECT, "an object"),
+    "modalities": Field((list,), "an array of strings", items=str),
+}
 
 
 def check_request(body: Any) -> ChatInfo:
@@ -74,25 +117,7 @@ def check_request(body: Any) -> ChatInfo:
         check_type(msg, "function_call", dict, "an object")
     check_list_of(body.get("tools"), dict, "tool objects", "tools")
     check_list_of(body.get("functions"), dict, "function objects", "functions")
-    check_type(body, "tool_choice", (str, dict), "a string or an object")
-    check_type(body, "function_call", (str, dict), "a string or an object")
-    stop = body.get("stop")
-    if isinstance(stop, list):
-        check_list_of(stop, str, "strings", "stop")
-    check_type(body, "logprobs", bool, "a boolean")
-    check_type(body, "top_logprobs", int, "an integer")
-    check_type(body, "seed", int, "an integer")
-    check_type(body, "metadata", dict, "an object")
-    check_type(body, "stream", bool, "a boolean")
-    check_type(body, "stream_options", dict, "an object")
-    check_type(body, "max_tokens", int, "an integer")
-    check_type(body, "max_completion_tokens", int, "an integer")
-    check_type(body, "temperature", (int, float), "a number")
-    check_type(body, "top_p", (int, float), "a number")
-    check_type(body, "n", int, "an integer")
-    check_type(body, "tools", list, "an array")
-    check_type(body, "stop", (str, list), "a string or an array of strings")
-    check_type(body, "response_format", dict, "an object")
+    check_fields(body, FIELDS)
     opts = body.get("stream_options") or {}
     return ChatInfo(
         model=model, stream=bool(body.get("stream")), include_usage=bool(opts.get("include_usage"))
@@ -160,23 +185,6 @@ def _chunk(data: bytes) -> dict[str, Any]:
     return obj
 
 
-def _produced(delta: dict[str, Any], out: list[str]) -> None:
-    """The generated pieces of a delta other than its text (refusal, tool calls)."""
-    piece = delta.get("refusal")
-    if isinstance(piece, str):
-        out.append(piece)
-    calls = list(delta.get("tool_calls") or ())
-    if isinstance(delta.get("function_call"), dict):
-        calls.append({"function": delta["function_call"]})
-    for tc in calls:
-        fn = tc.get("function") if isinstance(tc, dict) else None
-        if isinstance(fn, dict):
-            for key in ("name", "arguments"):
-                piece = fn.get(key)
-                if isinstance(piece, str):
-                    out.append(piece)
-
-
 class _Choice:
     __slots__ = (
         "annotations",
@@ -202,67 +210,53 @@ class _Choice:
         self.annotations: list[Any] = []
 
 
-class OpenAIStream:
-    """Relay and fold one upstream chat-completion stream (see ``StreamState``)."""
+class _Relay:
+    """The provider's chunks to a streaming client, minus what it did not ask for."""
 
-    __slots__ = (
-        "_choices",
-        "_head",
-        "aggregate",
-        "done",
-        "finished",
-        "first_token",
-        "include_usage",
-        "output",
-        "usage",
-    )
+    __slots__ = ("_include_usage",)
 
-    def __init__(self, *, stream: bool, include_usage: bool) -> None:
-        self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
-        self.aggregate = not stream
-        self.include_usage = include_usage
-        self.first_token = False
-        self.finished = False
-        self.done = False
-        self.usage: dict[str, Any] | None = None
-        self._head: dict[str, Any] = {}
-        self._choices: dict[int, _Choice] = {}
+    def __init__(self, include_usage: bool) -> None:
+        self._include_usage = include_usage
 
-    def feed(self, name: bytes, data: bytes) -> bytes:
-        if data[:6] == b"[DONE]":
-            self.done = True
-            return b"" if self.aggregate else _DONE
-        obj = _chunk(data)
-        choices = obj.get("choices") or ()
-        for choice in choices:
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if content:
-                self.first_token = True
-                self.output.append(content)  # (whatever it is: only strings are counted)
-            elif delta.get("tool_calls") or delta.get("refusal") or delta.get("function_call"):
-                self.first_token = True
-                _produced(delta, self.output)
-            elif delta.get("audio"):
-                self.first_token = True
-            if choice.get("finish_reason"):
-                self.finished = True
-            if self.aggregate:
-                self._fold(choice, delta)
-        usage = obj.get("usage")
-        if usage:
-            self.usage = usage
-        if self.aggregate:
-            if not self._head:
-                self._head = obj
-            return b""
-        if self.include_usage:
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        if obj is None:
+            return _DONE
+        if self._include_usage:
             return b"data: " + data + b"\n\n"
-        if not choices and usage:
+        if not obj.get("choices") and obj.get("usage"):
             return b""  # the usage chunk the client did not ask for
         if data.endswith(_USAGE_NULL):
             data = data[: -len(_USAGE_NULL)] + b"}"
         return b"data: " + data + b"\n\n"
+
+    def close(self, done: bool) -> bytes:
+        return b"" if done else _DONE  # finished but no [DONE]: finalise it ourselves
+
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
+        raise AssertionError("a streaming answer has no final body")
+
+
+class _Fold:
+    """The provider's chunks folded into the ``chat.completion`` it would have returned."""
+
+    __slots__ = ("_choices", "_head")
+
+    def __init__(self) -> None:
+        self._head: dict[str, Any] = {}
+        self._choices: dict[int, _Choice] = {}
+
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        if obj is None:
+            return b""
+        if not self._head:
+            self._head = obj
+        for choice in obj.get("choices") or ():
+            self._fold(choice, choice.get("delta") or {})
+        return b""
 
     def _fold(self, choice: dict[str, Any], delta: dict[str, Any]) -> None:
         c = self._choices.get(choice.get("index", 0))
@@ -315,19 +309,10 @@ class OpenAIStream:
                 if isinstance(items, list):
                     c.logprobs.setdefault(key, []).extend(items)
 
-    def close(self) -> bytes:
-        if not self.finished:
-            raise StreamBroken("provider stream ended before the answer was complete")
-        if self.aggregate or self.done:
-            return b""
-        return _DONE  # finished but no [DONE]: finalise it ourselves
+    def close(self, done: bool) -> bytes:
+        return b""
 
-    @property
-    def complete(self) -> bool:
-        """The answer and its usage are in (usage is always asked for, and comes last)."""
-        return self.done or (self.finished and self.usage is not None)
-
-    def final_body(self) -> bytes:
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
         head = self._head
         choices = []
         for index in sorted(self._choices):
@@ -367,15 +352,12 @@ class OpenAIStream:
             "created": head.get("created", 0),
             "model": head.get("model", ""),
             "choices": choices,
-            "usage": self.usage,
+            "usage": usage,
         }
         for key in ("service_tier", "system_fingerprint"):
             if key in head:
                 out[key] = head[key]
         return orjson.dumps(out)
-
-    def error_event(self, err: UpstreamError) -> bytes:
-        return error_event(err)
 
 
 # ------------------------------------------------------------ translation
@@ -590,7 +572,9 @@ def _append(messages: list[Message], role: str, parts: list[Part]) -> None:
         messages.append(Message(role, parts))
 
 
-def from_canonical(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
+def from_canonical(
+    req: ChatRequest, upstream_model: str, default_max_tokens: int = 0
+) -> dict[str, Any]:
     """The OpenAI request for a canonical one (always streamed, with usage)."""
     messages: list[dict[str, Any]] = []
     if req.system:
@@ -647,13 +631,10 @@ def from_canonical(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
         body["temperature"] = req.temperature
     if req.top_p is not None:
         body["top_p"] = req.top_p
-    if req.stop:
-        need(
-            len(req.stop) <= 4,
-            "stop_sequences: an OpenAI provider accepts at most 4",
-            "stop_sequences",
-        )
-        body["stop"] = req.stop
+    # ``req.stop`` is not sent: an OpenAI provider drops the sequence and says only "stop",
+    # which cannot tell a matched sequence from the end of the turn. The gateway matches the
+    # sequences itself in the decoder (``Decoder(stops)``), so the caller learns which one
+    # ended the answer (Anthropic's ``stop_reason: stop_sequence``), and then ends the call.
     if req.tools:
         body["tools"] = [
             {
@@ -681,17 +662,36 @@ def from_canonical(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
 
 
 class Decoder:
-    """An OpenAI provider's chunks as canonical events."""
+    """An OpenAI provider's chunks as canonical events (see ``core.Decoder``).
 
-    __slots__ = ("_started",)
+    Content and refusals are text; tool calls are tool events; a legacy
+    ``function_call`` and audio are ``produced`` (output with no canonical
+    counterpart: a first token, never translated).
 
-    def __init__(self) -> None:
+    With ``stops`` (a translated request's stop sequences, which the provider
+    was not given) the text is matched here: the tail that may begin a
+    sequence is held back until it cannot, and a match ends the answer with
+    ``finish(stop_sequence, the sequence)`` and ``end``; ``cut`` tells the
+    reader to stop reading the provider."""
+
+    __slots__ = ("_held", "_hold", "_started", "_stops", "cut", "obj", "usage")
+
+    def __init__(self, stops: tuple[str, ...] = ()) -> None:
         self._started = False
+        self._stops = tuple(s for s in stops if s)
+        self._hold = max(map(len, self._stops), default=1) - 1
+        self._held = ""
+        self.cut = False
+        self.obj: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None
 
     def feed(self, name: bytes, data: bytes) -> list[Event]:
+        if self.cut:
+            return []
         if data[:6] == b"[DONE]":
+            self.obj = None
             return [("end",)]
-        obj = _chunk(data)
+        obj = self.obj = _chunk(data)
         events: list[Event] = []
         if not self._started:
             self._started = True
@@ -699,7 +699,11 @@ class Decoder:
         for choice in obj.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                events.append(("text", delta["content"]))
+                if self._stops:
+                    if self._match(delta["content"], events):
+                        return events
+                else:
+                    events.append(("text", delta["content"]))
             if delta.get("refusal"):
                 events.append(("text", delta["refusal"]))
             for tc in delta.get("tool_calls") or ():
@@ -715,10 +719,22 @@ class Decoder:
                     )
                 if fn.get("arguments"):
                     events.append(("tool_args", tc.get("index", 0), fn["arguments"]))
+            legacy = delta.get("function_call")
+            if legacy:
+                events.append(
+                    ("produced", f"{legacy.get('name') or ''}{legacy.get('arguments') or ''}")
+                )
+            audio = delta.get("audio")
+            if audio:
+                events.append(("produced", audio.get("transcript") or ""))
             if choice.get("finish_reason"):
+                if self._held:
+                    events.append(("text", self._held))
+                    self._held = ""
                 events.append(("finish", from_openai_finish(choice["finish_reason"]), None))
         usage = obj.get("usage")
         if usage:
+            self.usage = usage
             cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
             prompt = int(usage.get("prompt_tokens") or 0)
             events.append(
@@ -733,6 +749,33 @@ class Decoder:
                 )
             )
         return events
+
+    def _match(self, piece: str, events: list[Event]) -> bool:
+        """Text up to a stop sequence; True when one matched (the answer ends there)."""
+        text = self._held + piece
+        # the sequence completed first wins (the smallest end; at one end, the longest), as
+        # when the text arrives a character at a time: chunking never changes the answer
+        found, at, end = "", -1, 0
+        for seq in self._stops:
+            i = text.find(seq)
+            if i >= 0 and (at < 0 or (i + len(seq), i) < (end, at)):
+                found, at, end = seq, i, i + len(seq)
+        if at >= 0:
+            if at:
+                events.append(("text", text[:at]))
+            events += [("finish", STOP_SEQUENCE, found), ("end",)]
+            self._held, self.cut = "", True
+            return True
+        keep = 0  # the longest tail that may still become a sequence
+        for k in range(min(self._hold, len(text)), 0, -1):
+            tail = text[-k:]
+            if any(seq.startswith(tail) for seq in self._stops):
+                keep = k
+                break
+        if len(text) > keep:
+            events.append(("text", text[: len(text) - keep]))
+        self._held = text[len(text) - keep :]
+        return False
 
 
 def _usage_body(u: Usage | None) -> dict[str, Any]:
@@ -848,3 +891,46 @@ def render(answer: Answer, created: int) -> bytes:
             "usage": _usage_body(answer.usage),
         }
     )
+
+
+def with_max_tokens(body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """Both output limit fields it sets lowered (so neither can undo the cap); the current
+    one set when it sets none."""
+    out = dict(body)
+    keys = [k for k in ("max_tokens", "max_completion_tokens") if k in out] or [
+        "max_completion_tokens"
+    ]
+    for key in keys:
+        out[key] = max_tokens
+    return out
+
+
+def answer_text(body: dict[str, Any]) -> str:
+    return str(body["choices"][0]["message"]["content"] or "")
+
+
+class _ChatCompletions:
+    NAME = NAME
+    ERRORS: ErrorDialect = "openai"
+    UPSTREAM_PATH = b"/chat/completions"
+    check_request = staticmethod(check_request)
+    upstream_body = staticmethod(upstream_body)
+    with_max_tokens = staticmethod(with_max_tokens)
+    to_canonical = staticmethod(to_canonical)
+    from_canonical = staticmethod(from_canonical)
+    error_from_upstream = staticmethod(error_from_upstream)
+    error_event = staticmethod(error_event)
+    render = staticmethod(render)
+    answer_text = staticmethod(answer_text)
+
+    def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
+        return Decoder(stops)
+
+    def relay(self, *, stream: bool, include_usage: bool) -> Output:
+        return _Relay(include_usage) if stream else _Fold()
+
+    def encoder(self, *, include_usage: bool, created: int) -> Output:
+        return encoded(Encoder(include_usage, created))
+
+
+DIALECT: Dialect = _ChatCompletions()

@@ -2,7 +2,7 @@
 
 An OpenAI-kind provider gets the request as it is (``upstream_body``: the
 model named, always streamed) and its typed events are relayed as they come
-(``ResponsesStream``); a non-streaming client gets the Response object that
+(``_Relay``); a non-streaming client gets the Response object that
 ``response.completed`` carries. An Anthropic-kind provider gets the request
 translated through the canonical one (``to_canonical``); its events come back
 through ``anthropic.Decoder`` and leave as Responses events (``Encoder``) or,
@@ -54,14 +54,15 @@ from edge.dialects.canonical import (
     Usage,
 )
 from edge.dialects.common import ChatInfo, StreamBroken, check_type, need, parse_event
+from edge.dialects.core import Dialect, Output
 from edge.dialects.openai import error_from_upstream, model_object, models_body
-from edge.errors import InvalidRequest, UpstreamError
+from edge.errors import ErrorDialect, InvalidRequest, UpstreamError
 
 __all__ = [
+    "DIALECT",
     "NAME",
     "Decoder",
     "Encoder",
-    "ResponsesStream",
     "check_request",
     "continued",
     "echo_of",
@@ -196,7 +197,7 @@ def check_request(body: Any) -> ChatInfo:
     need(not body.get("background"), "background: not supported by this gateway; send `Prefer: respond-async` to run a request as a job", "background")  # fmt: skip
     need(body.get("conversation") is None, "conversation: not supported by this gateway; use previous_response_id", "conversation")  # fmt: skip
     need(body.get("prompt") is None, "prompt: stored prompt templates are not supported by this gateway", "prompt")  # fmt: skip
-    return ChatInfo(model=model, stream=bool(body.get("stream")))
+    return ChatInfo(model=model, stream=bool(body.get("stream")), echo=echo_of(body))
 
 
 def upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
@@ -272,109 +273,78 @@ def _event(kind: str, seq: int, body: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def error_event(err: UpstreamError, response: dict[str, Any], seq: int) -> bytes:
+def error_event(err: UpstreamError, response: dict[str, Any] | None = None, seq: int = 0) -> bytes:
     """``response.failed`` for a stream that already sent bytes: the response so far, its
-    ``error.code`` the gateway's (retryable unless a client-fatal code)."""
+    ``error.code`` the gateway's (retryable unless a client-fatal code). The stream's own
+    ``Output`` numbers it after what was sent (``core.Stream.error_event``)."""
+    response = response or {"id": "", "object": "response", "output": []}
     failed = {**response, "status": "failed", "usage": None}
     code = err.code if err.code in _FATAL else (err.code or "server_error")
     failed["error"] = {"code": code, "message": err.message}
     return _event("response.failed", seq, {"response": failed})
 
 
-class ResponsesStream:
-    """Relay and fold one upstream Responses stream (see ``StreamState``)."""
+class _Relay:
+    """The provider's typed events relayed as they come (``stream``), or its Response object
+    kept from ``response.completed`` (the non-streaming answer); either way the last
+    Response object seen is what the gateway stores, and the numbering continues into a
+    ``response.failed`` should the stream break after bytes were sent."""
 
-    __slots__ = (
-        "_decoder",
-        "_previous",
-        "_seq",
-        "aggregate",
-        "done",
-        "finished",
-        "first_token",
-        "output",
-        "response",
-        "usage",
-    )
+    __slots__ = ("_previous", "_seq", "_stream", "response")
 
     def __init__(self, *, stream: bool, previous: str | None = None) -> None:
+        self._stream = stream
         self._previous = previous  # the gateway's conversation, which the provider never saw
-        self.aggregate = not stream
-        self.output: list[str] = []
-        self.first_token = False
-        self.finished = False
-        self.done = False
-        self.usage: dict[str, Any] | None = None
-        self.response: dict[str, Any] = {}  # the latest Response object the provider sent
-        self._decoder = Decoder()
         self._seq = -1
+        self.response: dict[str, Any] = {}
 
-    def feed(self, name: bytes, data: bytes) -> bytes:
-        obj = parse_event(data)
-        kind = obj.get("type")
-        if not isinstance(kind, str):
-            raise StreamBroken("provider sent a stream event without a type")
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        if obj is None:
+            return b""
         seq = obj.get("sequence_number")
         if isinstance(seq, int):
             self._seq = seq
-        for ev in self._decoder.events_of(kind, obj):
-            if ev[0] in ("text", "tool_args"):
-                self.first_token = True
-                self.output.append(ev[-1])
-            elif ev[0] == "tool_start":
-                self.first_token = True
-                self.output.append(ev[3])
-            elif ev[0] == "finish":
-                self.finished = True
-            elif ev[0] == "usage":
-                self.usage = ev[1].provider
-            elif ev[0] == "end":
-                self.done = True
-        if kind.endswith(".delta") and not self.first_token:
-            self.first_token = True  # reasoning summaries and the like: the model is answering
         response = obj.get("response")
         if isinstance(response, dict):
             self.response = response
             if self._previous is not None:
                 response["previous_response_id"] = self._previous
                 data = orjson.dumps(obj)
-        if self.aggregate:
+        if not self._stream:
             return b""
-        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+        return b"event: " + str(obj.get("type")).encode() + b"\ndata: " + data + b"\n\n"
 
-    def close(self) -> bytes:
-        if not self.finished:
-            raise StreamBroken("provider stream ended before response.completed")
+    def close(self, done: bool) -> bytes:
         return b""
 
-    @property
-    def complete(self) -> bool:
-        return self.finished and self.usage is not None
-
-    def final_body(self) -> bytes:
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
         return orjson.dumps(self.response)
-
-    def response_object(self) -> dict[str, Any] | None:
-        """The final Response object (what the gateway stores)."""
-        return self.response if self.finished else None
 
     def error_event(self, err: UpstreamError) -> bytes:
         self._seq += 1
         return error_event(err, self.response, self._seq)
+
+    def response_object(self) -> dict[str, Any] | None:
+        return self.response if self.response.get("status") in ("completed", "incomplete") else None
 
 
 class Decoder:
     """A Responses provider's events as canonical events (``response.failed`` and ``error``
     end the attempt)."""
 
-    __slots__ = ("_tool_of_item", "_tools")
+    __slots__ = ("_tool_of_item", "_tools", "cut", "obj", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, stops: tuple[str, ...] = ()) -> None:
         self._tool_of_item: dict[int, int] = {}
         self._tools = 0
+        self.cut = False  # the Responses API has no stop sequences to match
+        self.obj: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None
 
     def feed(self, name: bytes, data: bytes) -> list[Event]:
-        obj = parse_event(data)
+        obj = self.obj = parse_event(data)
         kind = obj.get("type") or name.decode("latin-1")
         return self.events_of(str(kind), obj)
 
@@ -382,6 +352,11 @@ class Decoder:
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
             delta = obj.get("delta")
             return [("text", delta)] if isinstance(delta, str) and delta else []
+        if kind.endswith(".delta") and kind != "response.function_call_arguments.delta":
+            # reasoning summaries and the like: the model is answering (a first token),
+            # with nothing another dialect could carry
+            delta = obj.get("delta")
+            return [("produced", delta if isinstance(delta, str) else "")]
         if kind == "response.function_call_arguments.delta":
             index = self._tool_of_item.get(obj.get("output_index", -1))
             delta = obj.get("delta")
@@ -406,6 +381,8 @@ class Decoder:
             return [("start", str(r.get("id", "")), str(r.get("model", "")))]
         if kind in ("response.completed", "response.incomplete"):
             r = obj.get("response") or {}
+            if isinstance(r.get("usage"), dict):
+                self.usage = r["usage"]
             return [
                 ("finish", _finish_of(r), None),
                 ("usage", usage_of(r.get("usage"))),
@@ -798,3 +775,125 @@ def render(answer: Answer, created: int, echo: dict[str, Any]) -> dict[str, Any]
     response = _response("resp_" + suffix, answer.model, created, echo, "completed", output)
     _finish(response, answer.finish or LENGTH, answer.usage)
     return response
+
+
+class _Encoded:
+    """A translation to a streaming client: each canonical event encoded at once."""
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        encode = self._encoder.encode
+        return b"".join([encode(ev) for ev in events])
+
+    def close(self, done: bool) -> bytes:
+        return self._encoder.close()
+
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
+        raise AssertionError("a streaming answer has no final body")
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        return self._encoder.error_event(err)
+
+    def response_object(self) -> dict[str, Any] | None:
+        return self._encoder.response if self._encoder.done else None
+
+
+class _Folded:
+    """A translation to a non-streaming client: folded, rendered once at the end."""
+
+    __slots__ = ("_answer", "_created", "_echo", "_rendered")
+
+    def __init__(self, echo: dict[str, Any], created: int) -> None:
+        self._answer = Answer()
+        self._echo = echo
+        self._created = created
+        self._rendered: dict[str, Any] | None = None
+
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        for ev in events:
+            self._answer.apply(ev)
+        return b""
+
+    def close(self, done: bool) -> bytes:
+        return b""
+
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
+        return orjson.dumps(self.response_object())
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        return error_event(err)
+
+    def response_object(self) -> dict[str, Any] | None:
+        if self._answer.finish is None:
+            return None
+        if self._rendered is None:
+            self._rendered = render(self._answer, self._created, self._echo)
+        return self._rendered
+
+
+def with_max_tokens(body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    return {**body, "max_output_tokens": max_tokens}
+
+
+def from_canonical(req: ChatRequest, upstream_model: str, default_max_tokens: int) -> dict[str, Any]:  # fmt: skip
+    """Never needed: only a Responses caller is served at a provider's /responses."""
+    raise InvalidRequest("the Responses API serves only its own callers", param="model")
+
+
+def answer_text(body: dict[str, Any]) -> str:
+    return "".join(
+        c.get("text", "")
+        for o in body.get("output", [])
+        if o.get("type") == "message"
+        for c in o.get("content", [])
+        if c.get("type") == "output_text"
+    )
+
+
+class _Responses:
+    """The Responses API as a ``core.Dialect``. Its answers echo the request's settings and
+    continue a stored conversation, so its outputs are made per request (``output``, which
+    ``core.stream_for`` prefers to ``relay`` / ``encoder`` / ``render``)."""
+
+    NAME = NAME
+    ERRORS: ErrorDialect = "openai"
+    UPSTREAM_PATH = b"/responses"
+    check_request = staticmethod(check_request)
+    upstream_body = staticmethod(upstream_body)
+    with_max_tokens = staticmethod(with_max_tokens)
+    to_canonical = staticmethod(to_canonical)
+    from_canonical = staticmethod(from_canonical)
+    error_from_upstream = staticmethod(error_from_upstream)
+    error_event = staticmethod(error_event)
+    answer_text = staticmethod(answer_text)
+
+    def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
+        return Decoder(stops)
+
+    def relay(self, *, stream: bool, include_usage: bool) -> Output:
+        return _Relay(stream=stream)
+
+    def encoder(self, *, include_usage: bool, created: int) -> Output:
+        return _Encoded(Encoder({}, created))
+
+    def render(self, answer: Answer, created: int) -> bytes:
+        return orjson.dumps(render(answer, created, {}))
+
+    def output(self, info: ChatInfo, *, translated: bool, created: int) -> Output:
+        echo = info.echo or {}
+        if not translated:
+            return _Relay(stream=info.stream, previous=echo.get("previous_response_id"))
+        if info.stream:
+            return _Encoded(Encoder(echo, created))
+        return _Folded(echo, created)
+
+
+DIALECT: Dialect = _Responses()

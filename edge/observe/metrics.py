@@ -50,6 +50,13 @@ COUNTER_FAMILIES = (
     ),
     ("hedges", "edge_hedges", "Hedged attempts by how they ended", ["tier", "outcome"]),
     (
+        "saturations",
+        "edge_pool_saturated",
+        "Attempts that found every gateway connection to the provider busy until the wait's "
+        "deadline (the gateway's saturation, never a breaker failure)",
+        ["provider"],
+    ),
+    (
         "waste_tokens",
         "edge_hedge_waste_tokens",
         "Tokens of attempts that did not serve the answer (lost, cancelled, failed)",
@@ -154,6 +161,7 @@ class Metrics:
         self.ttft: dict[tuple[str, ...], Hist] = {}
         self.attempts: dict[tuple[str, str, str], int] = {}
         self.hedges: dict[tuple[str, str], int] = {}
+        self.saturations: dict[tuple[str], int] = {}
         self.waste_tokens: dict[tuple[str, str, str], int] = {}
         self.transitions: dict[tuple[str, str, str, str], int] = {}
         self.costs: dict[tuple[str, str, str], float] = {}
@@ -327,6 +335,8 @@ class Metrics:
     def attempt(self, provider: str, model: str, outcome: str) -> None:
         key = (provider, model, outcome)
         self.attempts[key] = self.attempts.get(key, 0) + 1
+        if outcome == "saturated":
+            self.saturations[(provider,)] = self.saturations.get((provider,), 0) + 1
 
     def hedge(self, tier: str, outcome: str) -> None:
         key = (tier, outcome)
@@ -441,9 +451,10 @@ class _Collector(Collector):
             yield conns
             events = CounterMetricFamily(
                 "edge_upstream_connection_events",
-                "Upstream connections opened, reused, discarded",
+                "Upstream connections opened, reused, discarded, and requests sent again on a "
+                "new connection (a reused one closed before answering)",
                 labels=["event"],
             )
-            for event in ("opened", "reused", "discarded"):
-                events.add_metric([event], s[f"{event}_total"])
+            for event in ("opened", "reused", "discarded", "retried"):
+                events.add_metric([event], s.get(f"{event}_total", 0))
             yield events

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -24,7 +24,7 @@ from edge.observe.metrics import Metrics
 from edge.policy import Policy, PolicyError, parse_policy
 from edge.quality.gold import quality_scores
 from edge.quality.rollout import Rollouts
-from edge.routing.breaker import BreakerConfig, State
+from edge.routing.breaker import State
 from edge.routing.decide import Router
 from edge.routing.race import HedgeBudget, Shared
 from edge.settings import Settings
@@ -76,15 +76,6 @@ class Engines:
         self.metrics = metrics
         self.log = log
         self.rollouts = rollouts
-        self.breaker_config = BreakerConfig(
-            failures=settings.breaker_failures,
-            window_s=settings.breaker_window_s,
-            cooldown_s=settings.breaker_cooldown_s,
-            cooldown_max_s=settings.breaker_cooldown_max_s,
-            probes=settings.breaker_probes,
-            successes=settings.breaker_successes,
-            enabled=settings.breakers,
-        )
         self.active = self._engine(policy)
         self.canary: Engine | None = None  # the candidate policy of a live rollout
         self._gold_mtime = 0.0
@@ -96,7 +87,10 @@ class Engines:
             self.canary.router.refresh(now)
 
     def _engine(self, policy: Policy, rollout: str = "") -> Engine:
-        router = Router(policy, breaker_config=self.breaker_config)
+        # the policy's thresholds (a rollout's candidate brings its own); EDGE_BREAKERS=off
+        # turns them all off
+        config = replace(policy.breakers, enabled=self.settings.breakers)
+        router = Router(policy, breaker_config=config)
         router.listeners.append(self._breaker_moved)
         race = Shared(
             router.breakers,

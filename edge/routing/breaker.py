@@ -4,16 +4,25 @@
                        ^                    |
                        +-----probe_failed---+
 
-- CLOSED counts consecutive failures; ``failures`` of them within
-  ``window_s`` (the streak restarts when its first failure is older) trip it.
-  A success resets the streak. Failures are connect errors, timeouts, 5xx,
-  529 and 429; a 400 is the request's fault and never counts.
-- OPEN refuses traffic for a cool-down that doubles on every trip that
-  follows a failed probe, capped at ``cooldown_max_s``; a little jitter keeps
-  workers from probing in step.
+- CLOSED keeps the verdicts of the last ``window_s`` seconds and trips on
+  either rule: ``failures`` failures within the window, consecutive or not
+  (the times of the last ``failures`` failures are kept exactly), or a
+  failure rate of at least ``failure_rate`` over at least ``min_attempts``
+  verdicts in the window (counted in ``BUCKETS`` buckets of
+  ``window_s / BUCKETS``). A model failing every other call trips as surely
+  as one failing every call. Failures are connect errors, timeouts, 5xx,
+  529 and 429; a 400 is the request's fault and never counts, nor does the
+  gateway's own saturation (race.classify).
+- OPEN refuses traffic for a short cool-down (``cooldown_s``, seconds) that
+  doubles on every failed probe, capped at ``cooldown_max_s`` and stretched
+  by up to ``jitter`` so workers do not probe in step. The cap is what
+  bounds the time from a provider's recovery to its first probe: with the
+  defaults (1 s doubling to 4 s, +10%) a recovered model is probed within
+  4.4 s, while an outage costs it one attempt per open period.
 - HALF_OPEN admits at most ``probes`` attempts at once from real traffic
   (the router sends everything else to fallbacks); ``successes`` successful
-  probes close it, one failed probe opens it again.
+  probes close it, one failed probe opens it again. So an open period ends
+  in at most ``probes`` verdicts (one, by default).
 
 A 429 with ``Retry-After`` also makes the model unavailable for the stated
 time (``avoid``); a later, longer one extends it, never shortens it.
@@ -26,6 +35,7 @@ every state change (the router's table, the log and the metrics listen).
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -58,14 +68,65 @@ class Admit(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    failures: int = 5
+    """The policy's ``[breakers]`` table (docs/CONFIG.md), and the process switch."""
+
+    failures: int = 5  # failures within the window that trip it (0: this rule is off)
     window_s: float = 30.0
-    cooldown_s: float = 15.0
-    cooldown_max_s: float = 120.0
+    failure_rate: float = 0.5  # ... or this share of failed verdicts (1.0: only all failed)
+    min_attempts: int = 20  # ... over at least this many verdicts in the window
+    cooldown_s: float = 1.0
+    cooldown_max_s: float = 4.0
     probes: int = 1
     successes: int = 2
     jitter: float = 0.1  # the cool-down is stretched by up to this fraction
     enabled: bool = True
+
+
+BUCKETS = 30  # the rate rule's resolution: window_s / BUCKETS
+
+
+class Window:
+    """Verdicts over the last ``window_s`` seconds: the last failures' times (exact, for the
+    count rule) and attempts and failures per bucket (for the rate rule)."""
+
+    __slots__ = ("_attempts", "_failed", "_last", "_width", "failure_times")
+
+    def __init__(self, config: BreakerConfig) -> None:
+        self._width = config.window_s / BUCKETS
+        self._attempts = [0] * BUCKETS
+        self._failed = [0] * BUCKETS
+        self._last = 0  # the absolute index of the newest bucket
+        self.failure_times: deque[float] = deque(maxlen=max(1, config.failures))
+
+    def _slot(self, now: float) -> int:
+        index = int(now / self._width)
+        if index > self._last:
+            if index - self._last >= BUCKETS:
+                self._attempts = [0] * BUCKETS
+                self._failed = [0] * BUCKETS
+            else:
+                for i in range(self._last + 1, index + 1):
+                    self._attempts[i % BUCKETS] = 0
+                    self._failed[i % BUCKETS] = 0
+            self._last = index
+        return self._last % BUCKETS  # a verdict from the past lands in the newest bucket
+
+    def record(self, now: float, failed: bool) -> None:
+        slot = self._slot(now)
+        self._attempts[slot] += 1
+        if failed:
+            self._failed[slot] += 1
+            self.failure_times.append(now)
+
+    def totals(self, now: float) -> tuple[int, int]:
+        """(attempts, failures) in the window."""
+        self._slot(now)
+        return sum(self._attempts), sum(self._failed)
+
+    def clear(self) -> None:
+        self._attempts = [0] * BUCKETS
+        self._failed = [0] * BUCKETS
+        self.failure_times.clear()
 
 
 Listener = Callable[[str, State, State, float], None]
@@ -83,9 +144,8 @@ class Breaker:
         "probes_in_flight",
         "rng",
         "state",
-        "streak",
-        "streak_start",
         "trips",
+        "window",
     )
 
     def __init__(
@@ -100,8 +160,7 @@ class Breaker:
         self.on_transition = on_transition
         self.rng = rng or random.Random()
         self.state = State.CLOSED
-        self.streak = 0
-        self.streak_start = 0.0
+        self.window = Window(config)
         self.trips = 0  # consecutive trips without a recovery: grows the cool-down
         self.open_until = 0.0
         self.probes_in_flight = 0
@@ -126,11 +185,19 @@ class Breaker:
         elif new is State.HALF_OPEN:
             self.probes_in_flight = 0
             self.probe_successes = 0
-        else:  # CLOSED
+        else:  # CLOSED: the outage's verdicts must not trip it again
             self.trips = 0
-            self.streak = 0
+            self.window.clear()
         if self.on_transition is not None:
             self.on_transition(self.key, old, new, now)
+
+    def _should_trip(self, now: float) -> bool:
+        c = self.config
+        times = self.window.failure_times
+        if c.failures and len(times) >= c.failures and now - times[0] <= c.window_s:
+            return True
+        attempts, failed = self.window.totals(now)
+        return attempts >= c.min_attempts and failed >= c.failure_rate * attempts
 
     # -- what the race asks and tells
 
@@ -160,7 +227,7 @@ class Breaker:
                 if self.probe_successes >= self.config.successes:
                     self._move("recover", now)
         elif self.state is State.CLOSED:
-            self.streak = 0
+            self.window.record(now, False)
 
     def failure(self, admit: Admit, now: float, retry_after_s: float = 0.0) -> None:
         self.last_failure = now
@@ -175,11 +242,8 @@ class Breaker:
             return
         if self.state is not State.CLOSED:
             return  # a failure of an attempt admitted before the trip: already counted
-        if self.streak == 0 or now - self.streak_start > self.config.window_s:
-            self.streak, self.streak_start = 1, now
-        else:
-            self.streak += 1
-        if self.streak >= self.config.failures:
+        self.window.record(now, True)
+        if self._should_trip(now):
             self._move("trip", now)
 
     def release(self, admit: Admit) -> None:

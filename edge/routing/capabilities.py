@@ -17,8 +17,9 @@ Why each need is a need (what goes wrong without it):
 - ``json``: a JSON object or schema output format.
 - ``thinking``: Anthropic extended thinking (its blocks come back signed).
 - ``logprobs``, ``n`` (several choices), ``seed``: OpenAI-only parameters.
-- ``top_k``, ``stop_many`` (more than 4 stop sequences, OpenAI's limit):
-  Anthropic-only.
+- ``top_k``, ``stop_many`` (an OpenAI caller's ``stop`` past OpenAI's 4):
+  Anthropic-only (an Anthropic caller's ``stop_sequences`` are matched by
+  the gateway on an OpenAI model, any number of them).
 - ``prompt_cache``: ``cache_control`` breakpoints; both providers cache, a
   policy can name models that do not.
 - ``prefill``: a final assistant message the answer continues (Anthropic).
@@ -207,7 +208,9 @@ def _field_needs(body: dict[str, Any], dialect: str) -> int:
         needs |= route.CAP_SEED
     if body.get("top_k") is not None:
         needs |= route.CAP_TOP_K
-    stops = body.get("stop_sequences", body.get("stop"))
+    # an Anthropic caller's sequences are matched by the gateway on an OpenAI model
+    # (dialects/openai.py Decoder): only an OpenAI caller's own `stop` meets OpenAI's limit
+    stops = body.get("stop")
     if isinstance(stops, list) and len(stops) > OPENAI_MAX_STOP:
         needs |= route.CAP_STOP_MANY
     if isinstance(body.get("cache_control"), dict):

@@ -9,7 +9,11 @@ failover or a hedge invisible to the caller.
 
 Rules, per request:
 
-- Candidates come from the routing decision in order. A candidate whose
+- Candidates come from the routing decision in order, except that a hedge
+  or a failover takes the best candidate on a provider other than those in
+  flight and those that already failed this request, when there is one:
+  slowness and outages are correlated per provider, so a second model of
+  the same provider is the last place to look. A candidate whose
   breaker is open (or that asked us to wait with ``Retry-After``) is
   skipped; a half-open one is taken only as one of its bounded probes. When
   every candidate is refused, the least recently failed one is still tried
@@ -23,7 +27,10 @@ Rules, per request:
 - A failure before the first token (connect error, reset, 5xx, 529, 429, a
   broken or malformed stream, a timeout) starts the next candidate at once,
   unless another attempt is already racing (that one is the failover).
-  A context-length rejection moves to a candidate with a larger window; any
+  A context-length rejection of a request the policy said fits proves that
+  model's declared window wrong for this request, not every window: the
+  race moves on to the candidates whose declared window is at least the
+  failing one's (never a smaller one), and ends only when none is left; any
   other 4xx (content filter, invalid request) stops new attempts and, when
   nothing else is in flight, is the answer.
 - Deadlines: first token per attempt (a lone attempt silent past it is
@@ -43,13 +50,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from edge.budget.pricing import Tokens, cost_usd
 from edge.dialects.common import StreamBroken, StreamState
+from edge.dialects.core import Dialect
 from edge.errors import (
     EdgeError,
+    PoolSaturated,
     ServiceUnavailable,
     UpstreamError,
     UpstreamStatus,
@@ -86,7 +94,7 @@ class Call:
     target: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
-    upstream_dialect: ModuleType
+    upstream_dialect: Dialect
     state: StreamState
 
 
@@ -215,6 +223,8 @@ def classify(err: EdgeError) -> tuple[bool, str, str]:
         if err.code == "context_length_exceeded":
             return False, WIDER, "rejected"
         return False, STOP, "rejected"
+    if isinstance(err, PoolSaturated):
+        return False, NEXT, "saturated"  # our own connection limit, not the provider's fault
     if isinstance(err, UpstreamTimeout):
         return True, NEXT, "timeout"
     if isinstance(err, UpstreamError):
@@ -323,6 +333,12 @@ class Attempt:
             piece = state.feed(name, data)
             if piece:
                 out.append(piece)
+            if state.cut:  # the answer ended here (a stop sequence): the rest is not wanted
+                self.ended = True
+                self.upstream.close()
+                self.tail = state.close()
+                out.append(self.tail)
+                break
         return b"".join(out)
 
     def take_held(self) -> bytes:
@@ -405,6 +421,7 @@ class Race:
         self.forced = False
         self.stopped = False  # a 4xx said no further attempt can help
         self.min_window = 0
+        self.failed_providers: set[str] = set()
         self.last_error: EdgeError | None = None
         self.stop_error: EdgeError | None = None
         self.hedged = False
@@ -426,9 +443,9 @@ class Race:
                 self.queue, self.again = self.again, []
             if not self.queue:
                 break
-            model = self.queue.pop(0)
-            if model.context_window <= self.min_window:
-                continue
+            model = self.queue.pop(self._best_index())
+            if model.context_window < self.min_window:
+                continue  # declared smaller than a window that already proved too small
             breaker = breakers[model.name]
             admit = breaker.admit(now)
             if admit is Admit.DENY:
@@ -447,6 +464,16 @@ class Race:
             if call is not None:
                 return call, Admit.PASS, breakers[model.name]
         return None
+
+    def _best_index(self) -> int:
+        """The first queued candidate on a provider not in flight and not failed in this
+        request; the first one when every candidate is on such a provider."""
+        avoid = self.failed_providers.union(a.call.model.provider for a in self.live)
+        if avoid:
+            for i, model in enumerate(self.queue):
+                if model.provider not in avoid and model.context_window >= self.min_window:
+                    return i
+        return 0
 
     def _call(self, model: Model) -> Call | None:
         if self.first_call is not None and self.first_call.model is model:
@@ -572,10 +599,11 @@ class Race:
                     self.hedged = True
 
     def _has_candidates(self) -> bool:
-        return any(m.context_window > self.min_window for m in self.queue)
+        return any(m.context_window >= self.min_window for m in self.queue)
 
     def _failed(self, attempt: Attempt, err: EdgeError, now: float) -> None:
         then = self._settle(attempt, End.FAILED, now, err)
+        self.failed_providers.add(attempt.call.model.provider)
         if then == WIDER:
             self.min_window = max(self.min_window, attempt.call.model.context_window)
             if not self._has_candidates():
@@ -666,7 +694,7 @@ class Race:
                 attempt.phase,
                 state.usage,
                 state.complete,
-                _text(state.output) if not state.complete else b"",
+                b"" if state.complete and state.usage else _text(state.output),
                 int(self.input_tokens * OVER_BASE[model.tokenizer] * model.token_factor + 0.5),
                 model.tokenizer,
             )

@@ -24,7 +24,6 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -39,9 +38,10 @@ from edge.budget.spend import Spend
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.dialects import responses as responses_dialect
+from edge.dialects.core import Dialect
 from edge.errors import (
-    Dialect,
     EdgeError,
+    ErrorDialect,
     Forbidden,
     InvalidRequest,
     MethodNotAllowed,
@@ -64,7 +64,10 @@ from edge.server.auth import Keyring
 from edge.server.embeddings import relay_embeddings
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import (
+    ANTHROPIC,
     JSON_HEADERS,
+    OPENAI,
+    RESPONSES,
     Capture,
     Outcome,
     Sink,
@@ -90,15 +93,10 @@ OPERATIONS = {
     b"/v1/responses/input_tokens": "count_tokens",
     b"/v1/embeddings": "embeddings",
 }
-DIALECTS: dict[str, ModuleType] = {
-    "openai": openai_dialect,
-    "anthropic": anthropic_dialect,
-    "responses": responses_dialect,
-}
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
 
 
-def dialect_of(req: Request | None) -> Dialect:
+def dialect_of(req: Request | None) -> ErrorDialect:
     if req is None:
         return "openai"
     if req.path.startswith(b"/v1/messages"):
@@ -490,10 +488,10 @@ class Gateway:
     # -- routes
 
     async def chat_completions(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        await self._chat(req, proto, out, openai_dialect)
+        await self._chat(req, proto, out, OPENAI)
 
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
-        await self._chat(req, proto, out, anthropic_dialect)
+        await self._chat(req, proto, out, ANTHROPIC)
 
     # -- the Responses API
 
@@ -511,7 +509,7 @@ class Gateway:
             history = orjson.loads(stored.input_items)
             body = responses_dialect.continued(body, history, orjson.loads(stored.body)["output"])
             req.body = orjson.dumps(body)
-        await self._chat(req, proto, out, responses_dialect)
+        await self._chat(req, proto, out, RESPONSES)
         self._keep(body, tenant.key_id, out)
 
     def _stored(self, response_id: str, key_id: str, param: str | None = None) -> Any:
@@ -526,7 +524,7 @@ class Gateway:
         the API's default); a state backend that is down loses it, never the answer."""
         if out.status != 200 or body.get("store") is False:
             return
-        answer = getattr(out.state, "response_object", lambda: None)()
+        answer = getattr(out.state, "answer_object", lambda: None)()
         if not answer or not answer.get("id"):
             return
         try:
@@ -587,7 +585,7 @@ class Gateway:
         req: Request,
         proto: Sink,
         out: Outcome,
-        dialect: ModuleType,
+        dialect: Dialect,
         job_tier: str | None = None,
     ) -> None:
         """Gate on entitlement and cost, then answer, or queue a job (when asked to)."""
@@ -606,16 +604,16 @@ class Gateway:
         headers[b"content-type"] = b"application/json"
         req = Request(b"POST", job["path"].encode(), headers, job["id"], False)
         req.body = job["body"]
-        dialect = DIALECTS[job["dialect"]]
+        dialect = {"anthropic": ANTHROPIC, "responses": RESPONSES}.get(job["dialect"], OPENAI)
         out = Outcome(dialect=dialect.NAME)
         sink = Capture()
         try:
             await self._chat(req, sink, out, dialect, job_tier=job["tier"])
-            if dialect is responses_dialect:  # its body holds the whole conversation already
+            if dialect is RESPONSES:  # its body holds the whole conversation already
                 self._keep(orjson.loads(job["body"]), job["key_id"], out)
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
-            status, extra, body = render(err, dialect_of(req), job["id"])
+            status, extra, body = render(err, dialect.ERRORS, job["id"])
             return status, JSON_HEADERS + extra, body
         finally:
             self._account(req, out)

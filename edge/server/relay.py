@@ -15,7 +15,6 @@ import asyncio
 import fnmatch
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -29,7 +28,7 @@ from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.dialects import responses as responses_dialect
 from edge.dialects.common import ChatInfo, StreamState, estimate_inputs, output_ceilings
-from edge.dialects.translate import TranslatingStream
+from edge.dialects.core import Dialect, stream_for
 from edge.errors import (
     InvalidRequest,
     MalformedJSON,
@@ -136,7 +135,7 @@ class Outcome:
 class Plan:
     info: ChatInfo
     body: dict[str, Any]
-    dialect: ModuleType  # the caller's
+    dialect: Dialect  # the caller's
     tier: Tier
     decision: Decision
     candidates: list[Model]  # the order to try them: the primary, then hedges and fallbacks
@@ -193,6 +192,11 @@ def upstream_headers(provider: Provider, req: Request, body_len: int) -> list[tu
             headers.append((b"anthropic-beta", beta))
     else:
         headers.append((b"authorization", b"Bearer " + key))
+    if provider.simulated:
+        # fault injection per request, end to end; a real provider never sees the header
+        sim = req.headers.get(b"x-sim")
+        if sim is not None:
+            headers.append((b"x-sim", sim))
     return headers
 
 
@@ -294,14 +298,18 @@ def resolve_model(policy: Policy, name: str, tier: str) -> Model:
     return model
 
 
-_DIALECTS: dict[str, ModuleType] = {"openai": openai_dialect, "anthropic": anthropic_dialect}
+OPENAI: Dialect = openai_dialect.DIALECT
+ANTHROPIC: Dialect = anthropic_dialect.DIALECT
+# the dialect each provider kind speaks
+RESPONSES: Dialect = responses_dialect.DIALECT
+_DIALECTS: dict[str, Dialect] = {"openai": OPENAI, "anthropic": ANTHROPIC}
 
 
 def plan_chat(
     policy: Policy,
     router: Router,
     req: Request,
-    dialect: ModuleType,
+    dialect: Dialect,
     key_tier: str | None = None,
     *,
     ceiling: str | None = None,
@@ -324,7 +332,7 @@ def plan_chat(
     needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
     input_tokens = router.estimate(parts, messages, media)
-    limit = "max_output_tokens" if dialect is responses_dialect else "max_tokens"
+    limit = "max_output_tokens" if dialect is RESPONSES else "max_tokens"
     check_limits(router.limits(tier_, named), named, needs, ceilings, input_tokens, limit)
     expected = router.expected_output(tier_, named, max_out)
     prefixes = prefix_of(body, _o200k) if input_tokens >= MIN_CACHED else []
@@ -347,7 +355,7 @@ def plan_chat(
             param="model",
         )
     if decision.degraded.startswith("max_tokens="):
-        body = with_max_tokens(body, dialect, decision.max_tokens)
+        body = dialect.with_max_tokens(body, decision.max_tokens)
     call, candidates = first_call(policy, req, dialect, info, body, decision.order, named)
     return Plan(
         info,
@@ -368,7 +376,7 @@ def plan_chat(
 def first_call(
     policy: Policy,
     req: Request,
-    dialect: ModuleType,
+    dialect: Dialect,
     info: ChatInfo,
     body: dict[str, Any],
     order: list[Model],
@@ -412,13 +420,13 @@ def check_limits(
     for max_tokens in ceilings:
         if max_tokens < 1:
             raise InvalidRequest(
-                f"{limit}: {max_tokens} is not a valid value; it must be at least 1",
+                f"max_tokens: {max_tokens} is not a valid value; it must be at least 1",
                 param=limit,
             )
         if max_tokens > top_out:
             who = f"model {named.name} or its fallbacks" if named is not None else "this tier"
             raise InvalidRequest(
-                f"{limit}: {max_tokens} > {top_out}, which is the maximum allowed number of "
+                f"max_tokens: {max_tokens} > {top_out}, which is the maximum allowed number of "
                 f"output tokens for {who}",
                 param=limit,
             )
@@ -438,28 +446,10 @@ def check_limits(
         )
 
 
-def with_max_tokens(body: dict[str, Any], dialect: ModuleType, max_tokens: int) -> dict[str, Any]:
-    """The request with its output capped (a degrade by max_tokens, a candidate's limit):
-    every output limit field it sets is lowered, so no other field can undo the cap."""
-    out = dict(body)
-    if dialect is anthropic_dialect:
-        out["max_tokens"] = max_tokens
-        return out
-    if dialect is responses_dialect:
-        out["max_output_tokens"] = max_tokens
-        return out
-    keys = [k for k in ("max_tokens", "max_completion_tokens") if k in out] or [
-        "max_completion_tokens"
-    ]
-    for key in keys:
-        out[key] = max_tokens
-    return out
-
-
 def build_call(
     policy: Policy,
     req: Request,
-    dialect: ModuleType,
+    dialect: Dialect,
     info: ChatInfo,
     body: dict[str, Any],
     model: Model,
@@ -472,20 +462,15 @@ def build_call(
     if asked > model.max_output_tokens:
         # a ceiling above this candidate's own limit: its limit (the answer's finish reason
         # still says when it was reached)
-        body = with_max_tokens(body, dialect, model.max_output_tokens)
-    if dialect is responses_dialect and provider.kind == "openai":
-        upstream = responses_dialect  # served as it is, at the provider's /responses
+        body = dialect.with_max_tokens(body, model.max_output_tokens)
+    if dialect is RESPONSES and provider.kind == "openai":
+        upstream = RESPONSES  # served as it is, at the provider's /responses
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
     else:
         try:
             canonical = dialect.to_canonical(body, provider.kind)
-            if upstream is anthropic_dialect:
-                out = anthropic_dialect.from_canonical(
-                    canonical, model.upstream_model, model.default_max_tokens
-                )
-            else:
-                out = openai_dialect.from_canonical(canonical, model.upstream_model)
+            out = upstream.from_canonical(canonical, model.upstream_model, model.default_max_tokens)
             payload = orjson.dumps(out)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             # a shape the field checks let through and the translation cannot read: the
@@ -495,8 +480,7 @@ def build_call(
                 f"serves {model.name}: {type(exc).__name__} reading a field of an unexpected "
                 "shape"
             ) from None
-    path = _PATHS[upstream.NAME]
-    target = provider.path_prefix.encode() + path
+    target = provider.path_prefix.encode() + upstream.UPSTREAM_PATH
     return Call(
         model,
         provider,
@@ -504,31 +488,8 @@ def build_call(
         upstream_headers(provider, req, len(payload)),
         payload,
         upstream,
-        _stream_state(dialect, upstream, info, body),
+        stream_for(dialect, upstream, info),
     )
-
-
-_PATHS = {"openai": b"/chat/completions", "responses": b"/responses", "anthropic": b"/v1/messages"}
-
-
-def _stream_state(
-    dialect: ModuleType, upstream: ModuleType, info: ChatInfo, body: dict[str, Any]
-) -> StreamState:
-    if upstream is not dialect:
-        echo = responses_dialect.echo_of(body) if dialect is responses_dialect else None
-        return TranslatingStream(
-            upstream.NAME,
-            dialect.NAME,
-            stream=info.stream,
-            include_usage=info.include_usage,
-            echo=echo,
-        )
-    if dialect is responses_dialect:
-        previous = body.get("previous_response_id")
-        return responses_dialect.ResponsesStream(stream=info.stream, previous=previous)
-    if dialect is anthropic_dialect:
-        return anthropic_dialect.AnthropicStream(stream=info.stream)
-    return openai_dialect.OpenAIStream(stream=info.stream, include_usage=info.include_usage)
 
 
 def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes, bytes]]:
@@ -653,25 +614,10 @@ async def relay_chat(
                 plan.router.sent(charge.model, plan.prefixes, now)
 
 
-def json_answer_ok(body: bytes, dialect: ModuleType) -> bool:
+def json_answer_ok(body: bytes, dialect: Dialect) -> bool:
     """Whether a structured-output answer's text is JSON (the rollout's online quality signal)."""
     try:
-        obj = orjson.loads(body)
-        if dialect is anthropic_dialect:
-            text = "".join(
-                b.get("text", "") for b in obj.get("content", []) if b.get("type") == "text"
-            )
-        elif dialect is responses_dialect:
-            text = "".join(
-                c.get("text", "")
-                for o in obj.get("output", [])
-                if o.get("type") == "message"
-                for c in o.get("content", [])
-                if c.get("type") == "output_text"
-            )
-        else:
-            text = obj["choices"][0]["message"]["content"] or ""
-        orjson.loads(text)
+        orjson.loads(dialect.answer_text(orjson.loads(body)))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
         return False
     return True
@@ -750,7 +696,7 @@ async def relay_input_tokens(
     body = parse_json(req)
     if isinstance(body, dict) and "input" not in body:
         body = {**body, "input": []}  # every field is optional in the API but the model
-    info = responses_dialect.check_request(body)
+    info = RESPONSES.check_request(body)
     model = resolve_model(policy, info.model, tier_for(policy, req, info.model, None))
     out.provider, out.model, out.status = model.provider, model.name, 200
     count = estimate_input_tokens(body, model)

@@ -54,6 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_timer",
         "_waiter",
         "_write_waiter",
+        "answered",
         "closed",
         "decoder",
         "idle_since",
@@ -67,7 +68,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.decoder: ResponseDecoder | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reused = False
+        self.reused = False  # it served an exchange before this one
+        self.answered = False  # a byte of this exchange's response arrived
         self.idle_since = 0.0
         self._loop = asyncio.get_running_loop()
         self._idle_timeout = idle_timeout
@@ -94,6 +96,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(UpstreamError("provider sent bytes outside of a response"))
             self.close()
             return
+        self.answered = True
         self._deadline = self._loop.time() + self._idle_timeout
         try:
             d.feed(data)
@@ -261,6 +264,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunks.clear()
         self._buffered = 0
         self.reused = True
+        self.answered = False
 
     def close(self) -> None:
         """Tear the connection down at once; unsent and unread bytes are dropped."""

@@ -1,9 +1,25 @@
 """Keep-alive connection pool to the providers, and one request's exchange.
 
 Per origin (scheme, host, port): idle connections are reused most recent
-first, at most ``max_per_host`` exist at once (a request beyond it waits for
-one, bounded by the connect timeout), idle ones older than ``idle_s`` are
-dropped. TLS for https origins with the system trust store and SNI.
+first, at most ``max_per_host`` exist at once, idle ones older than
+``idle_s`` are dropped. TLS for https origins with the system trust store
+and SNI.
+
+Waiting for the pool (every connection of the origin busy) is the
+gateway's own saturation, not the provider's failure: it ends in
+``PoolSaturated`` (never a breaker verdict) after one deadline,
+``connect_timeout`` from the first call, however the wait goes. Invariants
+of the wait:
+
+- A freed slot or a returned connection is handed to the oldest live
+  waiter directly (``_grant``); it is never left for whoever asks next, so
+  a newcomer cannot overtake a waiter and no wake-up is spent on a waiter
+  that is no longer there.
+- A waiter that leaves (cancelled, or at its deadline) after the hand-over
+  passes what it was given on to the next waiter (or back to the pool):
+  no slot is ever lost, however many waiters are cancelled around it.
+- While anyone waits, ``_count`` is at ``max_per_host`` and the idle list is
+  empty; a slot goes back to the count only when nobody waits.
 
 ``Exchange`` is the only way the gateway talks to a provider::
 
@@ -11,10 +27,13 @@ dropped. TLS for https origins with the system trust store and SNI.
         head = await ex.head()
         while chunk := await ex.read(): ...
 
-Leaving the block returns the connection to the pool only if the response
-was read to its end (and the provider allows keep-alive); otherwise (a
-failure mid-response, cancellation, an abandoned stream) the connection is
-closed at once. Cleanup is synchronous, so it survives
+A reused connection that the provider closed before any byte of the
+response (the keep-alive race: it timed the connection out as we sent) is
+retried once on a new connection; only the new connection's failure is the
+provider's. Leaving the block returns the connection to the pool only if
+the response was read to its end (and the provider allows keep-alive);
+otherwise (a failure mid-response, cancellation, an abandoned stream) the
+connection is closed at once. Cleanup is synchronous, so it survives
 cancellation.
 """
 
@@ -26,10 +45,12 @@ import time
 from collections import deque
 from types import TracebackType
 
-from edge.errors import UpstreamError, UpstreamTimeout
-from edge.upstream.connection import ResponseHead, UpstreamConnection
+from edge.errors import PoolSaturated, UpstreamError, UpstreamTimeout
+from edge.upstream.connection import ResponseHead, UpstreamClosed, UpstreamConnection
 
 Origin = tuple[str, str, int]
+# what a waiter is handed: a ready connection, or None for a slot to connect on
+Grant = UpstreamConnection | None
 
 
 class Pool:
@@ -48,20 +69,25 @@ class Pool:
         self.idle_s = idle_s
         self._idle: dict[Origin, list[UpstreamConnection]] = {}
         self._count: dict[Origin, int] = {}
-        self._waiters: dict[Origin, deque[asyncio.Future[None]]] = {}
+        self._waiters: dict[Origin, deque[asyncio.Future[Grant]]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._ca_file = ca_file
         self.opened = 0
         self.reused = 0
         self.discarded = 0
+        self.retried = 0  # reused connections found closed before the answer: sent again
+        self.saturated: dict[Origin, int] = {}  # waits that ran out, per origin
 
     def stats(self) -> dict[str, int]:
         return {
             "open": sum(self._count.values()),
             "idle": sum(len(v) for v in self._idle.values()),
+            "waiting": sum(len(q) for q in self._waiters.values()),
             "opened_total": self.opened,
             "reused_total": self.reused,
             "discarded_total": self.discarded,
+            "retried_total": self.retried,
+            "saturated_total": sum(self.saturated.values()),
         }
 
     def exchange(
@@ -75,38 +101,83 @@ class Pool:
     ) -> Exchange:
         return Exchange(self, origin, method, target, headers, body, idle_timeout)
 
-    async def acquire(self, origin: Origin) -> UpstreamConnection:
+    async def acquire(self, origin: Origin, *, fresh: bool = False) -> UpstreamConnection:
+        """A connection to ``origin``: an idle one (unless ``fresh``), a new one in a free
+        slot, or the first one freed within the deadline (else ``PoolSaturated``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.idle_s:
+            if not fresh and not conn.closed and now - conn.idle_since < self.idle_s:
                 self.reused += 1
                 return conn
-            self._drop(conn)
-        if self._count.get(origin, 0) >= self.max_per_host:
-            await self._wait_for_slot(origin)
-            return await self.acquire(origin)
-        self._count[origin] = self._count.get(origin, 0) + 1
+            conn.close()  # its slot is ours: connect anew in it
+            return await self._connect_in_slot(origin)
+        if self._count.get(origin, 0) < self.max_per_host:
+            self._count[origin] = self._count.get(origin, 0) + 1
+            return await self._connect_in_slot(origin)
+        grant = await self._wait(origin, deadline)
+        if grant is not None:
+            if not fresh and not grant.closed:
+                self.reused += 1
+                return grant
+            grant.close()
+        return await self._connect_in_slot(origin)
+
+    async def _connect_in_slot(self, origin: Origin) -> UpstreamConnection:
+        """Connect in a slot already counted as ours; a failure gives the slot back."""
         try:
             return await self._connect(origin)
         except BaseException:
             self._release_slot(origin)
             raise
 
-    async def _wait_for_slot(self, origin: Origin) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _wait(self, origin: Origin, deadline: float) -> Grant:
+        fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         queue = self._waiters.setdefault(origin, deque())
         queue.append(fut)
         try:
-            await asyncio.wait_for(fut, self.connect_timeout)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"no connection to {origin[1]} free within {self.connect_timeout:g} s"
-            ) from None
-        finally:
-            if fut in queue:
-                queue.remove(fut)
+            async with asyncio.timeout_at(deadline):
+                return await fut
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():
+                self._pass_on(origin, fut.result())  # handed over as we left: next in line
+            else:
+                fut.cancel()
+                if fut in queue:
+                    queue.remove(fut)
+            if isinstance(exc, TimeoutError):
+                self.saturated[origin] = self.saturated.get(origin, 0) + 1
+                raise PoolSaturated(
+                    f"all {self.max_per_host} connections to {origin[1]} stayed busy for "
+                    f"{self.connect_timeout:g} s"
+                ) from None
+            raise
+
+    def _grant(self, origin: Origin, grant: Grant) -> bool:
+        """Hand ``grant`` to the oldest live waiter; False when nobody waits."""
+        queue = self._waiters.get(origin)
+        while queue:
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(grant)
+                return True
+        return False
+
+    def _pass_on(self, origin: Origin, grant: Grant) -> None:
+        if grant is None:
+            self._release_slot(origin)
+        else:
+            self._keep(grant)
+
+    def _keep(self, conn: UpstreamConnection) -> None:
+        """A reusable connection: to a waiter, else to the idle list."""
+        if conn.closed:
+            self._drop(conn)
+        elif not self._grant(conn.key, conn):
+            self._idle.setdefault(conn.key, []).append(conn)
 
     async def _connect(self, origin: Origin) -> UpstreamConnection:
         scheme, host, port = origin
@@ -145,30 +216,20 @@ class Pool:
             return
         conn.recycle()
         conn.idle_since = time.monotonic()
-        self._idle.setdefault(conn.key, []).append(conn)
-        self._notify(conn.key)
+        self._keep(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
         """Close a connection that must not be reused (abandoned, failed)."""
         self.discarded += 1
-        conn.close()
-        self._release_slot(conn.key)
+        self._drop(conn)
 
     def _drop(self, conn: UpstreamConnection) -> None:
         conn.close()
         self._release_slot(conn.key)
 
     def _release_slot(self, origin: Origin) -> None:
-        self._count[origin] = max(0, self._count.get(origin, 0) - 1)
-        self._notify(origin)
-
-    def _notify(self, origin: Origin) -> None:
-        queue = self._waiters.get(origin)
-        while queue:
-            fut = queue.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+        if not self._grant(origin, None):
+            self._count[origin] = max(0, self._count.get(origin, 0) - 1)
 
     def close(self) -> None:
         for conns in self._idle.values():
@@ -189,6 +250,7 @@ class Exchange:
         "_method",
         "_origin",
         "_pool",
+        "_retried",
         "_target",
         "complete",
     )
@@ -211,19 +273,22 @@ class Exchange:
         self._body = body
         self._idle_timeout = idle_timeout
         self._conn: UpstreamConnection | None = None
+        self._retried = False
         self.complete = False
 
     async def open(self) -> Exchange:
         """Take a connection and send the request."""
-        self._conn = await self._pool.acquire(self._origin)
+        await self._send(fresh=False)
+        return self
+
+    async def _send(self, *, fresh: bool) -> UpstreamConnection:
+        self._conn = conn = await self._pool.acquire(self._origin, fresh=fresh)
         try:
-            self._conn.send(
-                self._method, self._target, self._headers, self._body, self._idle_timeout
-            )
+            conn.send(self._method, self._target, self._headers, self._body, self._idle_timeout)
         except BaseException:
             self.close()
             raise
-        return self
+        return conn
 
     def close(self) -> None:
         """Back to the pool if the response was read to its end (an error answer too), else closed."""
@@ -245,9 +310,21 @@ class Exchange:
         self.close()
 
     async def head(self) -> ResponseHead:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise UpstreamError("the exchange is closed")
-        return await self._conn.head()
+        try:
+            return await conn.head()
+        except UpstreamClosed:
+            if self._retried or not conn.reused or conn.answered:
+                raise
+        # a kept-alive connection the provider had closed before answering (it timed it out
+        # as we sent): no verdict on the provider; once more, on a new connection
+        self._retried = True
+        self._pool.retried += 1
+        self._conn = None
+        self._pool.discard(conn)
+        return await (await self._send(fresh=True)).head()
 
     async def read(self) -> bytes:
         conn = self._conn

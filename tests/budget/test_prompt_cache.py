@@ -21,7 +21,7 @@ def agent_turn(question: str, *, ttl: str | None = None) -> dict[str, Any]:
     if ttl:
         mark["ttl"] = ttl
     return {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "max_tokens": 32000,
         "system": [{"type": "text", "text": SYSTEM, "cache_control": mark}],
         "tools": TOOLS,
@@ -97,7 +97,7 @@ def test_the_router_prices_a_warm_prefix_at_the_cache_read_price() -> None:
     body = agent_turn("fix the bug")
     prefixes = prefix_of(body, estimate_text_tokens)
     parts = [SYSTEM.encode(), b"fix the bug"]
-    sonnet, tier = policy.models["claude-sonnet-4-5"], policy.tiers["L0"]
+    sonnet, tier = policy.models["claude-sonnet-4-6"], policy.tiers["L0"]
     cold = router.decide(tier, sonnet, parts, 1, 0, 512, prefixes=prefixes, now=0.0)
     router.sent(sonnet, prefixes, now=0.0)
     warm = router.decide(tier, sonnet, parts, 1, 0, 512, prefixes=prefixes, now=10.0)

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.dialects.anthropic import AnthropicStream
-from edge.dialects.common import StreamBroken
-from edge.dialects.openai import OpenAIStream
+from edge.dialects.anthropic import DIALECT as ANTHROPIC
+from edge.dialects.common import ChatInfo, StreamBroken
+from edge.dialects.core import stream_for
+from edge.dialects.openai import DIALECT as OPENAI
 from edge.simulate import anthropic_wire, openai_wire
 from edge.simulate.generate import answer, read_anthropic, read_openai
 from edge.simulate.script import StreamParts
@@ -101,7 +102,7 @@ def test_openai_fold_equals_body(
     ask = read_openai({**body, "stream": True, "stream_options": {"include_usage": True}})
     ans = answer(ask, 8)
     expected = orjson.loads(openai_wire.completion(ans, "m", "chatcmpl-1", 7))
-    state = OpenAIStream(stream=False, include_usage=False)
+    state = stream_for(OPENAI, OPENAI, ChatInfo("m", False, False))
     for name, data in events(sse_of(openai_wire.stream(ans, ask, "m", "chatcmpl-1", 7)), chunk):
         assert state.feed(name, data) == b""
     assert state.close() == b""
@@ -134,7 +135,7 @@ def test_anthropic_fold_equals_body(
     ask = read_anthropic(body)
     ans = answer(ask, 8)
     expected = orjson.loads(anthropic_wire.completion(ans, "m", "msg_1", 7))
-    state = AnthropicStream(stream=False)
+    state = stream_for(ANTHROPIC, ANTHROPIC, ChatInfo("m", False))
     for name, data in events(sse_of(anthropic_wire.stream(ans, ask, "m", "msg_1", 7)), chunk):
         assert state.feed(name, data) == b""
     assert state.close() == b""
@@ -151,10 +152,10 @@ def test_openai_relay_strips_usage_unless_asked() -> None:
         }
     )
     raw = sse_of(openai_wire.stream(answer(ask, 3), ask, "m", "c", 1))
-    plain = OpenAIStream(stream=True, include_usage=False)
+    plain = stream_for(OPENAI, OPENAI, ChatInfo("m", True, False))
     out = b"".join(plain.feed(n, d) for n, d in events(raw, 1000)) + plain.close()
     assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n")
-    asked = OpenAIStream(stream=True, include_usage=True)
+    asked = stream_for(OPENAI, OPENAI, ChatInfo("m", True, True))
     out = b"".join(asked.feed(n, d) for n, d in events(raw, 1000))
     assert out == raw  # passed through byte for byte
     assert asked.usage is not None and asked.usage["completion_tokens"] == 3
@@ -165,26 +166,26 @@ def test_missing_terminator_is_finalised_and_a_cut_is_an_error() -> None:
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     )
     parts = openai_wire.stream(answer(ask, 3), ask, "m", "c", 1)
-    s = OpenAIStream(stream=True, include_usage=False)
+    s = stream_for(OPENAI, OPENAI, ChatInfo("m", True, False))
     for n, d in events(parts.preamble + b"".join(parts.tokens) + parts.end, 50):
         s.feed(n, d)
     assert s.close() == b"data: [DONE]\n\n"
-    cut = OpenAIStream(stream=True, include_usage=False)
+    cut = stream_for(OPENAI, OPENAI, ChatInfo("m", True, False))
     for n, d in events(b"".join(parts.tokens[:2]), 50):
         cut.feed(n, d)
     with pytest.raises(StreamBroken):
         cut.close()
-    an = AnthropicStream(stream=True)
+    an = stream_for(ANTHROPIC, ANTHROPIC, ChatInfo("m", True))
     with pytest.raises(StreamBroken):
         an.feed(
             b"error", b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
         )
     with pytest.raises(StreamBroken):
-        OpenAIStream(stream=True, include_usage=False).feed(b"", b"{not json")
+        stream_for(OPENAI, OPENAI, ChatInfo("m", True, False)).feed(b"", b"{not json")
 
 
 def _fold(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    state = OpenAIStream(stream=False, include_usage=False)
+    state = stream_for(OPENAI, OPENAI, ChatInfo("m", False, False))
     for chunk in chunks:
         state.feed(b"", orjson.dumps(chunk))
     state.feed(b"", b"[DONE]")
@@ -228,7 +229,7 @@ def test_openai_fold_keeps_every_chunks_logprobs_audio_and_annotations() -> None
 
 
 def test_openai_fold_keeps_a_legacy_function_call_and_it_is_a_first_token() -> None:
-    state = OpenAIStream(stream=False, include_usage=False)
+    state = stream_for(OPENAI, OPENAI, ChatInfo("m", False, False))
     seen = []
     for delta in ({"role": "assistant", "content": None}, {"function_call": {"name": "lookup"}}):
         state.feed(b"", orjson.dumps(_chunk(delta)))

@@ -11,7 +11,8 @@ import pytest
 
 from edge.dialects import anthropic, responses
 from edge.dialects.canonical import LENGTH, STOP, TOOL_CALLS, Answer, Usage
-from edge.dialects.common import StreamBroken
+from edge.dialects.common import ChatInfo, StreamBroken
+from edge.dialects.core import Stream, stream_for
 from edge.errors import InvalidRequest, UpstreamError
 from edge.simulate import anthropic_wire, responses_wire
 from edge.simulate.generate import answer, read_anthropic, read_responses
@@ -46,6 +47,13 @@ def events(raw: bytes) -> list[dict[str, Any]]:
         assert obj["type"] == name.decode()
         out.append(obj)
     return out
+
+
+def passed(stream: bool, previous: str | None = None) -> Stream:
+    """The state of a Responses request served by an OpenAI-kind provider as it is."""
+    echo = {"previous_response_id": previous}
+    info = ChatInfo("m", stream, echo=echo)
+    return stream_for(responses.DIALECT, responses.DIALECT, info)
 
 
 def sim_stream(body: dict[str, Any], output_tokens: int = 6) -> tuple[bytes, bytes]:
@@ -216,12 +224,12 @@ def test_pass_through_relays_the_providers_bytes_and_folds_its_answer(
     body: dict[str, Any],
 ) -> None:
     raw, whole = sim_stream(body)
-    relay = responses.ResponsesStream(stream=True)
+    relay = passed(True)
     out = b"".join(relay.feed(n, d) for n, d in frames(raw)) + relay.close()
     assert out == raw
     assert relay.first_token and relay.finished and relay.complete
     assert relay.usage == orjson.loads(whole)["usage"]
-    fold = responses.ResponsesStream(stream=False)
+    fold = passed(False)
     assert b"".join(fold.feed(n, d) for n, d in frames(raw)) == b""
     fold.close()
     assert orjson.loads(fold.final_body()) == orjson.loads(whole)
@@ -229,7 +237,7 @@ def test_pass_through_relays_the_providers_bytes_and_folds_its_answer(
 
 def test_pass_through_stream_cut_before_completed_is_broken_and_fails_typed() -> None:
     raw, _ = sim_stream({"model": "m", "input": "Hello there"})
-    relay = responses.ResponsesStream(stream=True)
+    relay = passed(True)
     sent = [relay.feed(n, d) for n, d in frames(raw)[:-2]]
     assert relay.first_token and not relay.complete
     with pytest.raises(StreamBroken):
@@ -243,7 +251,7 @@ def test_pass_through_stream_cut_before_completed_is_broken_and_fails_typed() ->
 
 
 def test_provider_failure_events_end_the_attempt() -> None:
-    relay = responses.ResponsesStream(stream=True)
+    relay = passed(True)
     failed = {"type": "response.failed", "response": {"error": {"code": "x", "message": "boom"}}}
     with pytest.raises(StreamBroken, match="boom"):
         relay.feed(b"response.failed", orjson.dumps(failed))
@@ -332,3 +340,13 @@ def test_encoder_failure_is_typed_and_numbered() -> None:
     assert enc.close() == b""  # a failed stream gets no completed after it
     folded = Answer(id="msg_1", model="m", text=["ok"], finish=STOP, usage=Usage(1, 1))
     assert responses.render(folded, 1, {})["status"] == "completed"
+
+
+def test_pass_through_echoes_the_gateways_previous_response_id() -> None:
+    raw, _ = sim_stream({"model": "m", "input": "Hello there"})
+    relay = passed(True, previous="resp_prev")
+    out = events(b"".join(relay.feed(n, d) for n, d in frames(raw)))
+    carried = [e["response"]["previous_response_id"] for e in out if "response" in e]
+    assert carried == ["resp_prev"] * 3  # created, in_progress, completed
+    assert relay.answer_object() is not None
+    assert relay.answer_object()["previous_response_id"] == "resp_prev"

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.dialects import anthropic, openai
+from edge.dialects.anthropic import DIALECT as ANTHROPIC
 from edge.dialects.canonical import (
     JSON_TOOL,
     TO_ANTHROPIC_STOP,
@@ -22,7 +23,9 @@ from edge.dialects.canonical import (
     from_anthropic_stop,
     from_openai_finish,
 )
-from edge.dialects.translate import TranslatingStream
+from edge.dialects.common import ChatInfo
+from edge.dialects.core import stream_for
+from edge.dialects.openai import DIALECT as OPENAI
 from edge.errors import InvalidRequest
 
 
@@ -244,12 +247,23 @@ def test_neutral_defaults_are_accepted() -> None:
     )
 
 
+def test_stop_sequences_are_matched_by_the_gateway_not_sent() -> None:
+    """Any number of sequences (OpenAI takes 4): the provider gets none, the decoder matches."""
+    body = {
+        "model": "c",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "stop_sequences": list("abcde"),
+    }
+    out = openai.from_canonical(anthropic.to_canonical(body, "openai"), "gpt")
+    assert "stop" not in out
+
+
 def test_what_openai_cannot_honour_is_rejected() -> None:
     base = {"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     for extra, param in (
         ({"top_k": 3}, "top_k"),
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
-        ({"stop_sequences": list("abcde")}, "stop_sequences"),
     ):
         with pytest.raises(InvalidRequest) as err:
             openai.from_canonical(anthropic.to_canonical({**base, **extra}, "openai"), "gpt")
@@ -267,7 +281,7 @@ def test_what_openai_cannot_honour_is_rejected() -> None:
 def test_usage_rule_counts_cached_tokens_in_the_prompt() -> None:
     u = Usage(input=100, output=20, cache_read=30, cache_write=10, provider={"input_tokens": 100})
     assert u.prompt == 140
-    s = TranslatingStream("anthropic", "openai", stream=False, include_usage=False)
+    s = stream_for(OPENAI, ANTHROPIC, ChatInfo("m", False, False))
     for name, body in [
         (
             b"message_start",
@@ -324,7 +338,7 @@ def test_usage_rule_counts_cached_tokens_in_the_prompt() -> None:
 
 
 def test_openai_usage_seen_by_an_anthropic_client() -> None:
-    s = TranslatingStream("openai", "anthropic", stream=False, include_usage=False)
+    s = stream_for(ANTHROPIC, OPENAI, ChatInfo("m", False, False))
     chunks = [
         {
             "id": "chatcmpl-9",
@@ -364,7 +378,7 @@ def test_openai_usage_seen_by_an_anthropic_client() -> None:
 
 
 def test_anthropic_stream_holds_message_delta_until_usage() -> None:
-    s = TranslatingStream("openai", "anthropic", stream=True, include_usage=False)
+    s = stream_for(ANTHROPIC, OPENAI, ChatInfo("m", True, False))
     out = s.feed(
         b"",
         orjson.dumps(

@@ -20,7 +20,7 @@ def test_alias_takes_the_tiers_strategy() -> None:
     l1 = r.decide(POLICY.tiers["L1"], None, HELLO, 2, 0, 512)
     assert names(l1)[0] == "gpt-4o-mini"  # value: the cheapest that meets the 0.97 floor
     l0 = r.decide(POLICY.tiers["L0"], None, HELLO, 2, 0, 512)
-    assert names(l0)[0] == "claude-sonnet-4-5"  # quality first
+    assert names(l0)[0] == "claude-sonnet-4-6"  # quality first
     assert l1.action == "ok" and l1.input_tokens > 10 and 0 < l1.cost_usd < 0.001
 
 

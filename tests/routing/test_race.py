@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
-from edge.dialects import openai as openai_dialect
-from edge.dialects.openai import OpenAIStream
-from edge.errors import EdgeError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from edge.dialects.common import ChatInfo
+from edge.dialects.core import stream_for
+from edge.dialects.openai import DIALECT as openai_dialect
+from edge.errors import EdgeError, PoolSaturated, UpstreamError, UpstreamStatus, UpstreamTimeout
 from edge.policy import Model, Provider, Secret
 from edge.routing.breaker import Admit, BreakerConfig, Breakers, State
 from edge.routing.race import Attempt, Call, HedgeBudget, Race, Shared, Timing, retry_after_s
@@ -28,8 +30,8 @@ PROVIDER = Provider("p", "openai", "http://127.0.0.1:1/v1", "", Secret("k"))
 HANG = "hang"
 
 
-def model(name: str, window: int = 100_000) -> Model:
-    return Model(name, "p", 1.0, 1.0, 1.0, 1.0, 0.99, window, 4096, 1024, (), name)
+def model(name: str, window: int = 100_000, provider: str = "p") -> Model:
+    return Model(name, provider, 1.0, 1.0, 1.0, 1.0, 0.99, window, 4096, 1024, (), name)
 
 
 def sse(obj: dict[str, Any]) -> bytes:
@@ -62,8 +64,10 @@ class Fake:
         hang_connect: bool = False,
         hang_head: bool = False,
         headers: list[tuple[bytes, bytes]] | None = None,
+        connect_error: EdgeError | None = None,
     ) -> None:
         self.name = name
+        self.connect_error = connect_error
         self.status = status
         self.steps = list(ANSWER if body is None else body)
         self.hang_connect = hang_connect
@@ -144,13 +148,18 @@ class World:
         windows: dict[str, int] | None = None,
         budget: HedgeBudget | None = None,
         breaker: BreakerConfig | None = None,
+        providers: dict[str, str] | None = None,
     ) -> None:
         windows = windows or {}
+        providers = providers or {}
         self.scripts: dict[str, list[Fake]] = {}
         for f in fakes:  # a name given twice: its second Fake serves the second attempt
             self.scripts.setdefault(f.name, []).append(f)
         self.fakes = {name: queue[0] for name, queue in self.scripts.items()}
-        self.models = [model(name, windows.get(name, 100_000)) for name in self.scripts]
+        self.models = [
+            model(name, windows.get(name, 100_000), providers.get(name, "p"))
+            for name in self.scripts
+        ]
         self.events = Events()
         self.breakers = Breakers(
             [m.name for m in self.models], breaker or BreakerConfig(), rng=random.Random(0)
@@ -167,13 +176,15 @@ class World:
             [],
             b"{}",
             openai_dialect,
-            OpenAIStream(stream=True, include_usage=True),
+            stream_for(openai_dialect, openai_dialect, ChatInfo("m", True, True)),
         )
 
     async def connect(self, call: Call, idle: float) -> Fake:
         queue = self.scripts[call.model.name]
         fake = queue.pop(0) if len(queue) > 1 else queue[0]
         self.connected.append((fake.name, self.shared.clock()))
+        if fake.connect_error is not None:
+            raise fake.connect_error
         if fake.hang_connect:
             self.connecting.set()
             await fake._hang()
@@ -334,22 +345,135 @@ def test_failover_is_immediate_and_in_decision_order() -> None:
     run(main)
 
 
-def test_context_length_moves_to_a_larger_window_only() -> None:
+def test_a_saturated_pool_fails_over_and_is_no_verdict_on_the_provider() -> None:
     async def main() -> None:
-        small = Fake(
-            "small",
-            status=400,
-            body=[
-                b'{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}'
-            ],
-        )
         w = World(
-            [small, Fake("same"), Fake("large")],
-            windows={"small": 8000, "same": 8000, "large": 200_000},
+            [Fake("a", connect_error=PoolSaturated("all connections busy")), Fake("b")],
+            breaker=BreakerConfig(failures=1),
+        )
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["a", "b"] and winner.call.model.name == "b"
+        assert w.events.attempts[0] == ("a", "saturated")
+        assert w.breakers["a"].state is State.CLOSED  # one provider failure would have tripped it
+        assert w.breakers["a"].admit(w.shared.clock()) is Admit.PASS
+
+    run(main)
+
+
+# -- diversity: a hedge or failover leaves the providers in flight or failed
+
+
+def test_a_hedge_goes_to_another_provider_than_the_slow_one() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", hang_head=True), Fake("oa-2"), Fake("an-1")],
+            providers={"oa-1": "openai", "oa-2": "openai", "an-1": "anthropic"},
+        )
+        race = w.race(timing(soft=0.02))
+        winner = await race.run()
+        assert race.hedged and w.order() == ["oa-1", "an-1"]
+        assert winner.call.model.name == "an-1"
+
+    run(main)
+
+
+def test_a_failover_goes_to_another_provider_than_the_failed_one() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", status=503), Fake("oa-2", status=503), Fake("an-1", status=500)],
+            providers={"oa-1": "openai", "oa-2": "openai", "an-1": "anthropic"},
+        )
+        race = w.race(timing(soft=5.0))
+        with pytest.raises(UpstreamStatus):
+            await race.run()
+        # another provider first; once every provider failed, the decision's order again
+        assert w.order() == ["oa-1", "an-1", "oa-2"]
+
+    run(main)
+
+
+def test_with_no_other_provider_the_decision_order_holds() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", status=503), Fake("oa-2"), Fake("oa-3")],
+            providers={"oa-1": "openai", "oa-2": "openai", "oa-3": "openai"},
+        )
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["oa-1", "oa-2"] and winner.call.model.name == "oa-2"
+
+    run(main)
+
+
+def test_another_provider_whose_breaker_is_open_is_passed_over() -> None:
+    async def main() -> None:
+        w = World(
+            [Fake("oa-1", status=503), Fake("an-1"), Fake("oa-2"), Fake("an-2")],
+            providers={
+                "oa-1": "openai",
+                "oa-2": "openai",
+                "an-1": "anthropic",
+                "an-2": "anthropic",
+            },
+            breaker=BreakerConfig(failures=1, cooldown_s=60, cooldown_max_s=60),
+        )
+        w.breakers["an-1"].failure(Admit.PASS, w.shared.clock())
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["oa-1", "an-2"] and winner.call.model.name == "an-2"
+
+    run(main)
+
+
+CONTEXT_LENGTH = (
+    b'{"error":{"message":"too long","type":"invalid_request_error",'
+    b'"code":"context_length_exceeded"}}'
+)
+
+
+def test_context_length_moves_to_a_window_at_least_as_large_never_a_smaller_one() -> None:
+    async def main() -> None:
+        small = Fake("small", status=400, body=[CONTEXT_LENGTH])
+        w = World(
+            [small, Fake("smaller"), Fake("large")],
+            windows={"small": 8000, "smaller": 4000, "large": 200_000},
         )
         race = w.race(timing())
         winner = await race.run()
         assert w.order() == ["small", "large"] and winner.call.model.name == "large"
+
+    run(main)
+
+
+def test_a_context_length_error_proves_one_declared_window_wrong_not_all() -> None:
+    """The declared windows say nothing else is larger: the others as large are still tried
+    (the provider just proved a declared window wrong), rather than ending the request."""
+
+    async def main() -> None:
+        w = World(
+            [
+                Fake("a", status=400, body=[CONTEXT_LENGTH]),
+                Fake("b", status=400, body=[CONTEXT_LENGTH]),
+                Fake("c"),
+            ],
+            windows={"a": 128_000, "b": 128_000, "c": 128_000},
+        )
+        winner = await w.race(timing(soft=5.0)).run()
+        assert w.order() == ["a", "b", "c"] and winner.call.model.name == "c"
+        assert w.breakers["a"].window.failure_times == deque()  # the request's fault, not a's
+
+    run(main)
+
+
+def test_context_length_everywhere_is_the_answer() -> None:
+    async def main() -> None:
+        w = World(
+            [
+                Fake("a", status=400, body=[CONTEXT_LENGTH]),
+                Fake("b", status=400, body=[CONTEXT_LENGTH]),
+            ]
+        )
+        with pytest.raises(UpstreamStatus) as info:
+            await w.race(timing(soft=5.0)).run()
+        assert info.value.code == "context_length_exceeded" and w.order() == ["a", "b"]
 
     run(main)
 
@@ -363,7 +487,7 @@ def test_a_content_filter_rejection_is_the_answer() -> None:
             await race.run()
         assert err.value.upstream_status == 400 and "safety system" in err.value.message
         assert w.order() == ["a"]
-        assert w.breakers["a"].streak == 0  # a 400 is not the provider's failure
+        assert not w.breakers["a"].window.failure_times  # a 400 is not the provider's failure
 
     run(main)
 
@@ -436,7 +560,7 @@ def test_the_first_token_deadline_fails_a_silent_attempt() -> None:
         winner = await race.run()
         assert winner.call.model.name == "b" and w.fakes["a"].closed
         assert w.events.attempts[0] == ("a", "timeout")
-        assert w.breakers["a"].streak == 1
+        assert len(w.breakers["a"].window.failure_times) == 1
 
     run(main)
 

@@ -300,9 +300,31 @@ def test_anthropic_sdk_structured_output_and_stop_on_an_openai_model(
         stop_sequences=["HALT"],
     )
     assert m.content[0].text == "a b "
-    assert m.stop_reason == "end_turn"  # OpenAI does not say which stop matched
+    assert m.stop_reason == "stop_sequence" and m.stop_sequence == "HALT"
     m = an.messages.create(model="gpt-4o-mini", max_tokens=3, messages=HELLO)
     assert m.stop_reason == "max_tokens" and m.usage.output_tokens == 3
+
+
+def test_stop_sequences_matched_by_the_gateway_on_an_openai_model(
+    an: anthropic.Anthropic, fresh_sim: SimClient
+) -> None:
+    """OpenAI says only "stop" whatever ended the answer: on a translation the gateway matches
+    the caller's sequences itself (across chunk boundaries), reports which one, and ends the
+    provider's call there; an answer that ends on its own is still ``end_turn``."""
+    ask = [{"role": "user", "content": "Repeat after me: one two three HALT four five six"}]
+    with an.messages.stream(
+        model="gpt-4o-mini", max_tokens=200, messages=ask, stop_sequences=["nope", "ee HA"]
+    ) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "one two thr"
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "ee HA"
+    (attempt,) = fresh_sim.attempts()
+    assert attempt["dialect"] == "openai"
+    plain = an.messages.create(
+        model="gpt-4o-mini", max_tokens=200, messages=HELLO, stop_sequences=["never said"]
+    )
+    assert plain.stop_reason == "end_turn" and plain.stop_sequence is None
 
 
 def test_anthropic_sdk_async_on_an_openai_model(gateway: Proc) -> None:

@@ -335,7 +335,7 @@ def test_a_coding_agents_request_is_answered_under_the_shipped_policy(shipped: P
     estimates = []
     for question in ("Fix the failing test in tests/test_app.py", "Now add a regression test"):
         # the SDK insists on streaming with max_tokens this large, as coding agents do (and
-        # warns that claude-sonnet-4-5 is past its end of life: haiku, then)
+        # warns that claude-opus-4-5 is deprecated: haiku, then)
         with client.messages.stream(
             model="claude-haiku-4-5",
             max_tokens=64000,

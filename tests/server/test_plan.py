@@ -10,14 +10,14 @@ import orjson
 import pytest
 
 from edge.budget.settle import settle
-from edge.dialects import anthropic as anthropic_dialect
-from edge.dialects import openai as openai_dialect
+from edge.dialects.anthropic import DIALECT as anthropic_dialect
+from edge.dialects.openai import DIALECT as openai_dialect
 from edge.errors import InvalidRequest, TierForbidden
 from edge.observe.metrics import Metrics
 from edge.policy import load_policy
 from edge.routing.decide import Router
 from edge.server.protocol import Request
-from edge.server.relay import Outcome, check_entitled, plan_chat, with_max_tokens
+from edge.server.relay import Outcome, check_entitled, plan_chat
 
 POLICY = load_policy("", {})
 HELLO = [{"role": "user", "content": "hi"}]
@@ -36,7 +36,7 @@ def test_both_openai_output_limits_are_checked_and_lowered_together() -> None:
     body = {"model": "gpt-4o-mini", "messages": HELLO, "max_completion_tokens": 5}
     with pytest.raises(InvalidRequest, match="max_tokens"):
         plan_chat(POLICY, router, request({**body, "max_tokens": 10**9}), openai_dialect)
-    capped = with_max_tokens({**body, "max_tokens": 900}, openai_dialect, 64)
+    capped = openai_dialect.with_max_tokens({**body, "max_tokens": 900}, 64)
     assert capped["max_tokens"] == capped["max_completion_tokens"] == 64
     # an Anthropic body's limit is its max_tokens alone: an OpenAI field changes nothing
     plan = plan_chat(

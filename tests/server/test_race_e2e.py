@@ -162,7 +162,13 @@ def test_a_reset_before_headers_fails_over(
     since = rsim.seq()
     msg = an.messages.create(model="reset", max_tokens=50, messages=HELLO)
     assert msg.model == "healthy-an" and msg.content[0].type == "text"
-    assert [(m, o) for m, o, *_ in seen(rsim, since)] == [("reset", "reset"), ("healthy-an", "ok")]
+    got = [(m, o) for m, o, *_ in seen(rsim, since)]
+    # a reset of a reused keep-alive connection before any byte is sent once more on a new
+    # connection (the provider may have timed it out as we wrote): at most one such retry
+    assert got[-1] == ("healthy-an", "ok") and got[:-1] in (
+        [("reset", "reset")],
+        [("reset", "reset")] * 2,
+    )
 
 
 def test_a_silent_provider_is_hedged_and_disconnected(

@@ -139,7 +139,7 @@ def test_same_prefix_same_key_whatever_follows() -> None:
 
     a, b = prefix.anthropic(body("first?"))[0], prefix.anthropic(body("a different one"))[0]
     assert a == b
-    assert prefix.anthropic(body("first?", model="claude-opus-4-5"))[0].key != a.key
+    assert prefix.anthropic(body("first?", model="claude-opus-4-6"))[0].key != a.key
     edited = body("first?")
     edited["system"][0]["text"] = DOC.replace("fastest", "slowest", 1)
     assert prefix.anthropic(edited)[0].key != a.key

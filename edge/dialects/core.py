@@ -1,0 +1,309 @@
+"""The dialect core: what every client protocol provides, and the one stream state they share.
+
+A dialect (OpenAI Chat Completions, Anthropic Messages, ...) is a ``Dialect``
+object: it checks a request against its field table, writes the upstream
+body, translates to and from the canonical request, decodes its provider's
+SSE events into canonical events, and writes answers and errors in its own
+shape. The relay and the gate hold ``Dialect`` objects and never ask which
+one they have.
+
+One upstream stream is one ``Stream`` whatever the pair of dialects:
+
+- the *upstream* dialect's ``Decoder`` parses each provider event once and
+  turns it into canonical events (``canonical.Event``), keeping the parsed
+  object (``obj``) and the provider's usage so far (``usage``);
+- ``Stream`` derives from those events what the race needs (first token,
+  finished, complete, the generated pieces);
+- an ``Output`` writes what the client gets: for the same dialect the
+  provider's own bytes (``Dialect.relay``; the non-streaming fold keeps
+  provider-specific fields such as logprobs, thinking, citations, audio and
+  annotations), for a translation the caller dialect's ``Encoder`` or a
+  canonical ``Answer`` rendered at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edge.dialects.canonical import Answer, ChatRequest, Event
+from edge.dialects.common import ChatInfo, StreamBroken, need
+from edge.errors import ErrorDialect, UpstreamError, UpstreamStatus
+
+# ------------------------------------------------------------------ request field tables
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One top-level request field: its JSON types, and the range or values it may take."""
+
+    kinds: tuple[type, ...]
+    what: str  # how the 400 names the expected type
+    lo: float | None = None
+    hi: float | None = None
+    allowed: tuple[str, ...] = ()  # for strings: the values the provider accepts
+    items: type | None = None  # for arrays: the type of every item
+
+
+INT = (int,)
+NUMBER = (int, float)
+OBJECT = (dict,)
+BOOL = (bool,)
+
+
+def check_fields(body: dict[str, Any], table: dict[str, Field]) -> None:
+    """Every present, non-null field of the table has its type, range and value (bools are
+    not numbers); 400 naming the parameter otherwise."""
+    for key, f in table.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, f.kinds) and (bool in f.kinds or value.__class__ is not bool)
+        need(ok, f"{key}: expected {f.what}", key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if f.lo is not None:
+                need(value >= f.lo, f"{key}: {value} is less than the minimum of {f.lo:g}", key)
+            if f.hi is not None:
+                need(value <= f.hi, f"{key}: {value} is greater than the maximum of {f.hi:g}", key)
+        elif isinstance(value, str) and f.allowed:
+            need(
+                value in f.allowed,
+                f"{key}: {value!r} is not one of {', '.join(map(repr, f.allowed))}",
+                key,
+            )
+        elif isinstance(value, list) and f.items is not None:
+            for i, item in enumerate(value):
+                need(isinstance(item, f.items), f"{key}[{i}]: expected {f.what}", f"{key}[{i}]")
+
+
+# ------------------------------------------------------------------ protocols
+
+
+class Decoder(Protocol):
+    """A provider's SSE events as canonical events (one per upstream stream)."""
+
+    obj: dict[str, Any] | None  # the last event's JSON object (None for markers such as [DONE])
+    usage: dict[str, Any] | None  # the provider's own usage as far as it came
+    cut: bool  # the decoder ended the answer itself (it matched a stop sequence)
+
+    def feed(self, name: bytes, data: bytes) -> list[Event]:
+        """Canonical events of one provider event; ``StreamBroken`` on an error event."""
+        ...
+
+
+class Output(Protocol):
+    """What the client gets of one upstream stream."""
+
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        """Bytes for a streaming client now (``b""`` when aggregating)."""
+        ...
+
+    def close(self, done: bool) -> bytes:
+        """Bytes that end a finished stream (``done``: the provider sent its terminator)."""
+        ...
+
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
+        """The aggregated answer of a non-streaming request."""
+        ...
+
+
+class Dialect(Protocol):
+    """One client protocol (see the module docstring)."""
+
+    NAME: str  # the provider kind that speaks it natively
+    ERRORS: ErrorDialect  # the shape of its error bodies
+    UPSTREAM_PATH: bytes  # appended to the provider's path prefix
+
+    def check_request(self, body: Any) -> ChatInfo: ...
+
+    def upstream_body(self, body: dict[str, Any], upstream_model: str) -> bytes:
+        """The request for a provider of this dialect (always streamed)."""
+        ...
+
+    def with_max_tokens(self, body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+        """The request with every output limit it sets lowered to ``max_tokens``."""
+        ...
+
+    def to_canonical(self, body: dict[str, Any], target: str) -> ChatRequest: ...
+
+    def from_canonical(
+        self, req: ChatRequest, upstream_model: str, default_max_tokens: int
+    ) -> dict[str, Any]: ...
+
+    def error_from_upstream(
+        self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> UpstreamStatus: ...
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        """A dialect-correct error event for a stream that already sent bytes."""
+        ...
+
+    def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
+        """A decoder of this dialect's provider stream; ``stops``: sequences the provider was
+        not given and the decoder must match (a translation that needs to know which one)."""
+        ...
+
+    def relay(self, *, stream: bool, include_usage: bool) -> Output:
+        """The provider's own stream passed through, or folded into its own answer."""
+        ...
+
+    def encoder(self, *, include_usage: bool, created: int) -> Output:
+        """Canonical events written as this dialect's stream (a translation)."""
+        ...
+
+    def render(self, answer: Answer, created: int) -> bytes:
+        """A folded canonical answer as this dialect's answer body."""
+        ...
+
+    def answer_text(self, body: dict[str, Any]) -> str:
+        """The text of an answer body of this dialect (online quality checks)."""
+        ...
+
+
+# ------------------------------------------------------------------ the shared stream state
+
+
+class Stream:
+    """Per-request state of one upstream stream (the ``StreamState`` the race reads)."""
+
+    __slots__ = (
+        "_caller",
+        "_decoder",
+        "_out",
+        "aggregate",
+        "done",
+        "finished",
+        "first_token",
+        "output",
+    )
+
+    def __init__(self, caller: Dialect, decoder: Decoder, out: Output, *, aggregate: bool) -> None:
+        self._caller = caller
+        self._decoder = decoder
+        self._out = out
+        self.aggregate = aggregate
+        self.first_token = False
+        self.finished = False
+        self.done = False
+        self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return self._decoder.usage
+
+    @property
+    def cut(self) -> bool:
+        return self._decoder.cut
+
+    def feed(self, name: bytes, data: bytes) -> bytes:
+        events = self._decoder.feed(name, data)
+        for ev in events:
+            kind = ev[0]
+            if kind == "text" or kind == "tool_args" or kind == "produced":
+                self.first_token = True
+                piece = ev[-1]
+                if piece.__class__ is str and piece:
+                    self.output.append(piece)
+            elif kind == "tool_start":
+                self.first_token = True
+                self.output.append(ev[3])
+            elif kind == "finish":
+                self.finished = True
+            elif kind == "end":
+                self.done = True
+        return self._out.feed(name, data, self._decoder.obj, events)
+
+    @property
+    def complete(self) -> bool:
+        """The answer and its usage are in; a stream that breaks now has lost nothing."""
+        return self.done or (self.finished and self._decoder.usage is not None)
+
+    def close(self) -> bytes:
+        if not self.finished:
+            raise StreamBroken("provider stream ended before the answer was complete")
+        return self._out.close(self.done)
+
+    def final_body(self) -> bytes:
+        return self._out.final_body(self._decoder.usage)
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        own = getattr(self._out, "error_event", None)  # numbered after what was sent (Responses)
+        return own(err) if own is not None else self._caller.error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        """The finished answer as an object, when its output keeps one (a Responses answer,
+        which the gateway stores)."""
+        own = getattr(self._out, "response_object", None)
+        return own() if own is not None else None
+
+
+class _Encode:
+    """A translation to a streaming client: each canonical event encoded at once."""
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        encode = self._encoder.encode
+        return b"".join([encode(ev) for ev in events])
+
+    def close(self, done: bool) -> bytes:
+        return bytes(self._encoder.close())
+
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
+        raise AssertionError("a streaming answer has no final body")
+
+
+class _Fold:
+    """A translation to a non-streaming client: the events folded, rendered at the end."""
+
+    __slots__ = ("_answer", "_caller", "_created")
+
+    def __init__(self, caller: Dialect, created: int) -> None:
+        self._caller = caller
+        self._created = created
+        self._answer = Answer()
+
+    def feed(
+        self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
+    ) -> bytes:
+        apply = self._answer.apply
+        for ev in events:
+            apply(ev)
+        return b""
+
+    def close(self, done: bool) -> bytes:
+        return b""
+
+    def final_body(self, usage: dict[str, Any] | None) -> bytes:
+        return self._caller.render(self._answer, self._created)
+
+
+def stream_for(caller: Dialect, upstream: Dialect, info: ChatInfo) -> Stream:
+    """The state of one attempt: the provider's stream read in its dialect, answered in the
+    caller's (passed through when they are the same)."""
+    out: Output
+    per_request = getattr(caller, "output", None)  # answers that echo the request (Responses)
+    if per_request is not None:
+        created = int(time.time())
+        out = per_request(info, translated=upstream is not caller, created=created)
+    elif upstream is caller:
+        out = caller.relay(stream=info.stream, include_usage=info.include_usage)
+    elif info.stream:
+        out = caller.encoder(include_usage=info.include_usage, created=int(time.time()))
+    else:
+        out = _Fold(caller, int(time.time()))
+    decoder = upstream.decoder() if upstream is caller else upstream.decoder(info.stop)
+    return Stream(caller, decoder, out, aggregate=not info.stream)
+
+
+def encoded(encoder: Any) -> Output:
+    """An ``Encoder`` (``encode(event)``, ``close()``) as an ``Output``."""
+    return _Encode(encoder)
