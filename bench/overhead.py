@@ -1,4 +1,5 @@
-"""What the gateway adds: latency, throughput, streaming cost and memory of one worker.
+"""What the gateway adds: latency (chat and the Responses API), throughput, streaming cost and
+memory of one worker.
 
 Layout (2 cores): the gateway (one worker) on core 0; the simulated provider
 and the load generators on core 1. Every latency figure is calibrated by the
@@ -143,9 +144,17 @@ class WrkResult:
     cpu: float  # gateway worker CPU share during the run (0..1), or 0 when not measured
 
 
-def wrk(url: str, connections: int, duration: int, watch_pid: int | None = None) -> WrkResult:
-    body = {"model": "bench", "messages": PROMPT}
-    script = wrk_script("/v1/chat/completions", {"authorization": f"Bearer {KEY}"}, body)
+def wrk(
+    url: str,
+    connections: int,
+    duration: int,
+    watch_pid: int | None = None,
+    path: str = "/v1/chat/completions",
+) -> WrkResult:
+    body: dict[str, object] = {"model": "bench", "messages": PROMPT}
+    if path == "/v1/responses":  # the same prompt, not stored: chat keeps nothing either
+        body = {"model": "bench", "input": PROMPT, "store": False}
+    script = wrk_script(path, {"authorization": f"Bearer {KEY}"}, body)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
@@ -161,7 +170,7 @@ def wrk(url: str, connections: int, duration: int, watch_pid: int | None = None)
                 "--latency",
                 "-s",
                 f.name,
-                url + "/v1/chat/completions",
+                url + path,
             ],
             capture_output=True,
             text=True,
@@ -315,6 +324,21 @@ def main() -> int:
                 "",
             ),
         ]
+        # the Responses API beside chat: the same prompt, pass-through to the provider's
+        # /v1/responses, one in flight, each against its own direct calibration
+        r1d, r1g = (
+            wrk(sim_url, 1, duration, path="/v1/responses"),
+            wrk(gw_url, 1, duration, pid, path="/v1/responses"),
+        )
+        rows.append(
+            (
+                "added latency, Responses API, 1 in flight",
+                f"p50 +{r1g.p50 - r1d.p50:.3f} ms, p99 +{r1g.p99 - r1d.p99:.3f} ms "
+                f"(chat: p50 +{added_p50_1:.3f} ms)",
+                f"direct p50 {r1d.p50:.3f} ms",
+                "",
+            )
+        )
         best = runs[1]
         per_core = best.rps / best.cpu if best.cpu > 0 else 0.0
         rows.append(

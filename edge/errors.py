@@ -12,6 +12,7 @@
      +- RequestTimeout             408     invalid_request_error  timeout_error
      +- PayloadTooLarge            413     invalid_request_error  request_too_large
      +- UnsupportedMediaType       415     invalid_request_error  invalid_request_error
+     +- UpgradeRequired            426     invalid_request_error  invalid_request_error
      +- HeadersTooLarge            431     invalid_request_error  invalid_request_error
      +- OverBudget                 429     insufficient_quota     rate_limit_error
      +- ServiceUnavailable         503     server_error           overloaded_error
@@ -119,6 +120,15 @@ class PayloadTooLarge(EdgeError):
 
 class UnsupportedMediaType(EdgeError):
     status = 415
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class UpgradeRequired(EdgeError):
+    """A protocol upgrade the gateway does not speak (a WebSocket on ``/v1/responses``):
+    clients such as Codex fall back to HTTP at once on a 426, with no retries."""
+
+    status = 426
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
 

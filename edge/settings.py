@@ -68,6 +68,7 @@ class Settings:
     jobs_max_attempts: int = 5
     jobs_lease_s: float = 30.0
     jobs_retention_s: float = 7 * 86400.0
+    responses_retention_s: float = 30 * 86400.0  # stored Responses API answers (store=true)
     jobs_poll_s: float = 0.5
     jobs_backoff_s: float = 2.0  # first retry delay of a failed job; doubles, capped at 300 s
     jobs_webhook_attempts: int = 5  # deliveries of a job's webhook tried before it is given up
@@ -153,6 +154,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_JOBS_MAX_ATTEMPTS": ("jobs_max_attempts", int),
     "EDGE_JOBS_LEASE_S": ("jobs_lease_s", float),
     "EDGE_JOBS_RETENTION_S": ("jobs_retention_s", float),
+    "EDGE_RESPONSES_RETENTION_S": ("responses_retention_s", float),
     "EDGE_JOBS_POLL_S": ("jobs_poll_s", float),
     "EDGE_JOBS_BACKOFF_S": ("jobs_backoff_s", float),
     "EDGE_JOBS_WEBHOOK_ATTEMPTS": ("jobs_webhook_attempts", int),
@@ -287,6 +289,7 @@ def _check(s: Settings) -> None:
         ("EDGE_JOBS_RATE", s.jobs_rate),
         ("EDGE_JOBS_LEASE_S", s.jobs_lease_s),
         ("EDGE_JOBS_RETENTION_S", s.jobs_retention_s),
+        ("EDGE_RESPONSES_RETENTION_S", s.responses_retention_s),
         ("EDGE_JOBS_POLL_S", s.jobs_poll_s),
         ("EDGE_JOBS_BACKOFF_S", s.jobs_backoff_s),
         ("EDGE_JOBS_WEBHOOK_BACKOFF_S", s.jobs_webhook_backoff_s),

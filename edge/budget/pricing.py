@@ -3,8 +3,9 @@
 Usage is split four ways, because each is priced differently: uncached
 input, cache reads, cache writes, output. OpenAI reports ``prompt_tokens``
 with the cached part inside (``prompt_tokens_details.cached_tokens``) and
-has no cache-write charge; Anthropic reports uncached ``input_tokens`` and
-the cache fields beside it.
+has no cache-write charge; its Responses API the same as ``input_tokens``
+(``input_tokens_details.cached_tokens``, told apart by ``total_tokens``);
+Anthropic reports uncached ``input_tokens`` and the cache fields beside it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def split_usage(usage: dict[str, Any] | None) -> Tokens:
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
         cached = min(cached, prompt)
         return Tokens(prompt - cached, cached, 0, int(usage.get("completion_tokens") or 0))
+    if "input_tokens_details" in usage or "total_tokens" in usage:
+        # the Responses API: input_tokens holds the cached ones, as prompt_tokens does
+        prompt = int(usage.get("input_tokens") or 0)
+        details = usage.get("input_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        cached = min(cached, prompt)
+        return Tokens(prompt - cached, cached, 0, int(usage.get("output_tokens") or 0))
     return Tokens(
         int(usage.get("input_tokens") or 0),
         int(usage.get("cache_read_input_tokens") or 0),

@@ -22,6 +22,7 @@ class ChatInfo:
     stream: bool
     include_usage: bool = False
     stop: tuple[str, ...] = ()  # stop sequences a translation may have to match itself
+    echo: dict[str, Any] | None = None  # a Responses request's settings, echoed in its answer
 
 
 def parse_event(data: bytes) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def _content_parts(content: Any, parts: list[bytes], media: list[dict[str, Any]]
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind in ("text", "input_text"):
+        if kind in ("text", "input_text", "output_text"):
             parts.append(str(block.get("text", "")).encode())
         elif kind in _MEDIA:
             media.append(block)
@@ -148,7 +149,7 @@ def _content_parts(content: Any, parts: list[bytes], media: list[dict[str, Any]]
 
 
 def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, list[dict[str, Any]]]:
-    """The text parts a request sends (both dialects), its message count and its media blocks
+    """The text parts a request sends (every dialect), its message count and its media blocks
     (images, documents): the inputs of the token estimate."""
     parts: list[bytes] = []
     media: list[dict[str, Any]] = []
@@ -157,7 +158,7 @@ def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, list[dict[s
         _content_parts(system, parts, media)
     messages = body.get("messages")
     if not isinstance(messages, list):
-        messages = []
+        messages = _items(body, parts, media)
     for msg in messages:
         if not isinstance(msg, dict):
             continue
@@ -177,10 +178,45 @@ def estimate_inputs(body: dict[str, Any]) -> tuple[list[bytes], int, list[dict[s
     return parts, len(messages), media
 
 
+def _items(
+    body: dict[str, Any], parts: list[bytes], media: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A Responses request's instructions and input items, as the messages the estimate
+    counts (a function call's name and arguments, a function output's content)."""
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        parts.append(instructions.encode())
+    items = body.get("input")
+    if isinstance(items, str):
+        return [{"content": items}]
+    if not isinstance(items, list):
+        return []
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            parts.append(str(item.get("name", "")).encode() + str(item.get("arguments", "")).encode())  # fmt: skip
+            out.append({})
+        elif item.get("type") == "function_call_output":
+            out.append({"content": item.get("output")})
+        else:
+            out.append(item)
+    return out
+
+
+_CEILINGS = {
+    "openai": ("max_tokens", "max_completion_tokens"),
+    "anthropic": ("max_tokens",),
+    "responses": ("max_output_tokens",),
+}
+
+
 def output_ceilings(body: dict[str, Any], dialect: str) -> list[int]:
     """The output limits a request sets: Anthropic's ``max_tokens``; OpenAI's ``max_tokens``
-    and ``max_completion_tokens`` (a client may send both: each is checked, the lower binds)."""
-    keys = ("max_tokens", "max_completion_tokens") if dialect == "openai" else ("max_tokens",)
+    and ``max_completion_tokens`` (a client may send both: each is checked, the lower binds);
+    the Responses API's ``max_output_tokens``."""
+    keys = _CEILINGS[dialect]
     out = []
     for key in keys:
         value = body.get(key)

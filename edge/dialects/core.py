@@ -230,7 +230,14 @@ class Stream:
         return self._out.final_body(self._decoder.usage)
 
     def error_event(self, err: UpstreamError) -> bytes:
-        return self._caller.error_event(err)
+        own = getattr(self._out, "error_event", None)  # numbered after what was sent (Responses)
+        return own(err) if own is not None else self._caller.error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        """The finished answer as an object, when its output keeps one (a Responses answer,
+        which the gateway stores)."""
+        own = getattr(self._out, "response_object", None)
+        return own() if own is not None else None
 
 
 class _Encode:
@@ -283,7 +290,11 @@ def stream_for(caller: Dialect, upstream: Dialect, info: ChatInfo) -> Stream:
     """The state of one attempt: the provider's stream read in its dialect, answered in the
     caller's (passed through when they are the same)."""
     out: Output
-    if upstream is caller:
+    per_request = getattr(caller, "output", None)  # answers that echo the request (Responses)
+    if per_request is not None:
+        created = int(time.time())
+        out = per_request(info, translated=upstream is not caller, created=created)
+    elif upstream is caller:
         out = caller.relay(stream=info.stream, include_usage=info.include_usage)
     elif info.stream:
         out = caller.encoder(include_usage=info.include_usage, created=int(time.time()))

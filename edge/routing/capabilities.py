@@ -118,20 +118,37 @@ def _content_needs(content: Any) -> int:
     return needs
 
 
+def _items(items: Any) -> tuple[list[Any], int]:
+    """A Responses request's input items: its messages, and what its function calls and
+    their outputs need."""
+    if not isinstance(items, list):
+        return [], 0
+    needs = 0
+    for item in items:
+        if isinstance(item, dict) and item.get("type") in ("function_call", "function_call_output"):
+            needs |= route.CAP_TOOLS
+            if item["type"] == "function_call_output":
+                needs |= _content_needs(item.get("output"))
+    return items, needs
+
+
 # top-level fields that may need a capability (one set test skips them all on most requests)
 _FIELDS = frozenset(
     {
         "tools", "functions", "response_format", "output_config",
         "output_format", "thinking", "logprobs", "top_logprobs", "n", "seed", "top_k",
-        "stop", "stop_sequences", "cache_control", "system",
+        "stop", "stop_sequences", "cache_control", "system", "text",
     }
 )  # fmt: skip
 
 
 def needs_of(body: dict[str, Any], dialect: str) -> int:
-    """The capability bits a chat request in ``dialect`` needs from the model serving it."""
+    """The capability bits a chat request in ``dialect`` needs from the model serving it (a
+    Responses request's input items are its messages)."""
     needs = 0
     messages = body.get("messages")
+    if dialect == "responses":
+        messages, needs = _items(body.get("input"))
     if not isinstance(messages, list):
         messages = []
     for msg in messages:
@@ -147,10 +164,10 @@ def needs_of(body: dict[str, Any], dialect: str) -> int:
         needs |= route.CAP_PREFILL  # an OpenAI client's final assistant turn is just history
     if _FIELDS.isdisjoint(body):
         return needs
-    return needs | _field_needs(body)
+    return needs | _field_needs(body, dialect)
 
 
-def _field_needs(body: dict[str, Any]) -> int:
+def _field_needs(body: dict[str, Any], dialect: str) -> int:
     needs = _content_needs(body.get("system"))
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
@@ -159,7 +176,8 @@ def _field_needs(body: dict[str, Any]) -> int:
                 continue
             kind = tool.get("type")
             # Anthropic client tools have no type (or "custom"); OpenAI's are "function"/"custom"
-            if kind in (None, "custom", "function"):
+            if kind in (None, "custom", "function") or dialect == "responses":
+                # (the Responses API's hosted tools run at OpenAI: a translation refuses them)
                 needs |= route.CAP_TOOLS
             else:
                 needs |= route.CAP_SERVER_TOOLS
@@ -173,6 +191,9 @@ def _field_needs(body: dict[str, Any]) -> int:
         fmt = config.get("format") if isinstance(config, dict) else None
     if not isinstance(fmt, dict):
         fmt = body.get("output_format")  # the structured-outputs beta spelling
+    if not isinstance(fmt, dict):
+        text = body.get("text")  # the Responses API's text.format
+        fmt = text.get("format") if isinstance(text, dict) else None
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         needs |= route.CAP_JSON
     thinking = body.get("thinking")

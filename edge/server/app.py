@@ -37,6 +37,7 @@ from edge.budget.settle import settle
 from edge.budget.spend import Spend
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
+from edge.dialects import responses as responses_dialect
 from edge.dialects.core import Dialect
 from edge.errors import (
     EdgeError,
@@ -48,6 +49,7 @@ from edge.errors import (
     ServiceUnavailable,
     Unauthorized,
     UnsupportedMediaType,
+    UpgradeRequired,
     UpstreamStatus,
     render,
 )
@@ -73,11 +75,14 @@ from edge.server.relay import (
     ANTHROPIC,
     JSON_HEADERS,
     OPENAI,
+    RESPONSES,
     Capture,
     Outcome,
     Sink,
+    parse_json,
     relay_chat,
     relay_count_tokens,
+    relay_input_tokens,
 )
 from edge.server.throttle import AuthThrottle
 from edge.settings import Settings
@@ -93,16 +98,22 @@ OPERATIONS = {
     b"/v1/chat/completions": "chat",
     b"/v1/messages": "chat",
     b"/v1/messages/count_tokens": "count_tokens",
+    b"/v1/responses": "chat",
+    b"/v1/responses/input_tokens": "count_tokens",
     b"/v1/embeddings": "embeddings",
 }
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
+
+
+# routes whose last segment is an id
+ID_PATHS = (b"/v1/jobs/", b"/v1/models/", b"/v1/responses/")
 
 
 def route_label(path: bytes, routes: dict[bytes, Any]) -> str:
     """A bounded label for a request path: the route's, else ``other``."""
     if path in routes:
         return path.decode()
-    for prefix in (b"/v1/jobs/", b"/v1/models/"):
+    for prefix in ID_PATHS:
         if path.startswith(prefix):
             return prefix.decode() + "{id}"
     return "other"
@@ -242,6 +253,8 @@ class Gateway:
             b"/v1/chat/completions": {b"POST": self.chat_completions},
             b"/v1/messages": {b"POST": self.messages},
             b"/v1/messages/count_tokens": {b"POST": self.count_tokens},
+            b"/v1/responses": {b"POST": self.responses, b"GET": self.responses_socket},
+            b"/v1/responses/input_tokens": {b"POST": self.input_tokens},
             b"/v1/embeddings": {b"POST": self.embeddings},
             b"/v1/models": {b"GET": self.models},
             b"/healthz": {b"GET": self.healthz},
@@ -334,9 +347,11 @@ class Gateway:
         try:
             if announced:
                 self._route(req)  # a 404 or 405 need not read what it will not use
-            keyed = req.path in self.routes or req.path.startswith((b"/v1/jobs/", b"/v1/models/"))
+            keyed = req.path in self.routes or req.path.startswith(ID_PATHS)
             if not keyed or req.path in KEYLESS or req.path.startswith(ADMIN_PATHS):
                 return None  # unknown (a 404 later), health, the admin routes (their own key)
+            if req.path == b"/v1/responses" and b"upgrade" in headers:
+                return None  # a WebSocket handshake: its 426 tells nothing, and comes at once
             try:
                 self.keys.check(headers.get(b"authorization"), headers.get(b"x-api-key"))
             except Unauthorized as err:
@@ -360,6 +375,8 @@ class Gateway:
             methods = {b"GET": self.job, b"DELETE": self.job}
         if methods is None and req.path.startswith(b"/v1/models/"):
             methods = {b"GET": self.model}
+        if methods is None and req.path.startswith(b"/v1/responses/"):
+            methods = {b"GET": self.stored_response, b"DELETE": self.stored_response}
         if methods is None:
             raise NotFound(
                 f"Unknown request URL: {req.method.decode('latin-1')} {req.path.decode('latin-1')}",
@@ -552,6 +569,93 @@ class Gateway:
     async def messages(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         await self._chat(req, proto, out, ANTHROPIC)
 
+    # -- the Responses API
+
+    async def responses(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """``POST /v1/responses``: a stored conversation put before the input
+        (``previous_response_id``, the key's own only), then answered as chat is, then kept
+        unless ``store`` is false."""
+        out.dialect = "responses"
+        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        body = parse_json(req)
+        responses_dialect.check_request(body)
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            stored = self._stored(previous, tenant.key_id, "previous_response_id")
+            history = orjson.loads(stored.input_items)
+            body = responses_dialect.continued(body, history, orjson.loads(stored.body)["output"])
+            req.body = orjson.dumps(body)
+        await self._chat(req, proto, out, RESPONSES)
+        self._keep(body, tenant.key_id, out)
+
+    def _stored(self, response_id: str, key_id: str, param: str | None = None) -> Any:
+        stored = self.state.get_response(response_id, time.time())
+        if stored is None or (not self.keys.open and stored.key_id != key_id):
+            # another key's answer is as unknown as one never made
+            raise NotFound(f"Response with id '{response_id}' not found.", param=param)
+        return stored
+
+    def _keep(self, body: dict[str, Any], key_id: str, out: Outcome) -> None:
+        """Store a served Responses answer with the conversation it answered (``store`` is
+        the API's default); a state backend that is down loses it, never the answer."""
+        if out.status != 200 or body.get("store") is False:
+            return
+        answer = getattr(out.state, "answer_object", lambda: None)()
+        if not answer or not answer.get("id"):
+            return
+        try:
+            self.state.put_response(
+                answer["id"],
+                key_id,
+                time.time() + self.settings.responses_retention_s,
+                orjson.dumps(responses_dialect.input_items(body)),
+                orjson.dumps(answer),
+            )
+        except StateUnavailable as exc:
+            self.spend.down(exc)
+
+    async def stored_response(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """``GET /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``, ``DELETE
+        /v1/responses/{id}``: a stored answer of the caller's key."""
+        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        rest = unquote(req.path[len(b"/v1/responses/") :].decode("latin-1"))
+        response_id, _, tail = rest.partition("/")
+        if tail not in ("", "input_items") or (tail and req.method != b"GET"):
+            raise NotFound(f"Unknown request URL: {req.method.decode()} {req.path.decode()}")
+        stored = self._stored(response_id, tenant.key_id)
+        if req.method == b"DELETE":
+            self.state.delete_response(response_id)
+            body = {"id": response_id, "object": "response.deleted", "deleted": True}
+            proto.respond(200, JSON_HEADERS, orjson.dumps(body))
+            return
+        if not tail:
+            proto.respond(200, JSON_HEADERS, stored.body)
+            return
+        items = responses_dialect.listed_items(orjson.loads(stored.input_items), response_id)
+        query = parse_qs(req.query.decode("latin-1"))
+        page = responses_dialect.items_page(
+            items,
+            order=query.get("order", ["desc"])[0],
+            limit=query.get("limit", ["20"])[0],
+            after=query.get("after", [""])[0],
+        )
+        proto.respond(200, JSON_HEADERS, orjson.dumps(page))
+
+    async def responses_socket(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """``GET /v1/responses``: only ever a WebSocket handshake (Codex), refused with a 426 so
+        the client falls back to HTTP at once."""
+        if b"upgrade" in req.headers:
+            raise UpgradeRequired(
+                "WebSocket is not supported on this gateway: use POST /v1/responses "
+                "(with stream=true for events)",
+                code="websocket_not_supported",
+            )
+        raise MethodNotAllowed("GET is not allowed here; use POST", headers=[(b"allow", b"POST")])
+
+    async def input_tokens(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        await relay_input_tokens(self.policy, req, proto, out)
+
     async def _chat(
         self,
         req: Request,
@@ -576,11 +680,13 @@ class Gateway:
         headers[b"content-type"] = b"application/json"
         req = Request(b"POST", job["path"].encode(), headers, job["id"], False)
         req.body = job["body"]
-        dialect = ANTHROPIC if job["dialect"] == "anthropic" else OPENAI
+        dialect = {"anthropic": ANTHROPIC, "responses": RESPONSES}.get(job["dialect"], OPENAI)
         out = Outcome(dialect=dialect.NAME)
         sink = Capture()
         try:
             await self._chat(req, sink, out, dialect, job_tier=job["tier"])
+            if dialect is RESPONSES:  # its body holds the whole conversation already
+                self._keep(orjson.loads(job["body"]), job["key_id"], out)
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
             status, extra, body = render(err, dialect.ERRORS, job["id"])

@@ -26,7 +26,8 @@ from edge.budget.prompt_cache import Prefix, prefix_of
 from edge.budget.spend import Hold
 from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
-from edge.dialects.common import ChatInfo, estimate_inputs, output_ceilings
+from edge.dialects import responses as responses_dialect
+from edge.dialects.common import ChatInfo, StreamState, estimate_inputs, output_ceilings
 from edge.dialects.core import Dialect, stream_for
 from edge.errors import (
     InvalidRequest,
@@ -128,6 +129,7 @@ class Outcome:
     # was cut, and teaches nothing about how long answers are
     json_asked: bool = False
     json_valid: bool = False
+    state: StreamState | None = None  # the answer's stream state (a Responses answer is kept)
 
 
 @dataclass(slots=True)
@@ -302,6 +304,7 @@ def resolve_model(policy: Policy, name: str, tier: str) -> Model:
 OPENAI: Dialect = openai_dialect.DIALECT
 ANTHROPIC: Dialect = anthropic_dialect.DIALECT
 # the dialect each provider kind speaks
+RESPONSES: Dialect = responses_dialect.DIALECT
 _DIALECTS: dict[str, Dialect] = {"openai": OPENAI, "anthropic": ANTHROPIC}
 
 
@@ -332,7 +335,8 @@ def plan_chat(
     needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
     input_tokens = router.estimate(parts, messages, media)
-    check_limits(router.limits(tier_, named), named, needs, ceilings, input_tokens)
+    limit = "max_output_tokens" if dialect is RESPONSES else "max_tokens"
+    check_limits(router.limits(tier_, named), named, needs, ceilings, input_tokens, limit)
     expected = router.expected_output(tier_, named, max_out)
     prefixes = prefix_of(body, _o200k) if input_tokens >= MIN_CACHED else []
     decision = router.decide(
@@ -409,6 +413,7 @@ def check_limits(
     needs: int,
     ceilings: list[int],
     input_tokens: int,
+    limit: str = "max_tokens",
 ) -> None:
     """The 400s a provider would give, before any call: max_tokens past every candidate's
     output limit, a prompt surely past every candidate's context window, a named model that
@@ -419,20 +424,20 @@ def check_limits(
         if max_tokens < 1:
             raise InvalidRequest(
                 f"max_tokens: {max_tokens} is not a valid value; it must be at least 1",
-                param="max_tokens",
+                param=limit,
             )
         if max_tokens > top_out:
             who = f"model {named.name} or its fallbacks" if named is not None else "this tier"
             raise InvalidRequest(
                 f"max_tokens: {max_tokens} > {top_out}, which is the maximum allowed number of "
                 f"output tokens for {who}",
-                param="max_tokens",
+                param=limit,
             )
     if input_tokens > window * WINDOW_MARGIN:
         raise InvalidRequest(
             f"prompt is too long: about {input_tokens} tokens > {window} maximum "
             "(this model's maximum context length)",
-            param="messages",
+            param="input" if limit == "max_output_tokens" else "messages",
             code="context_length_exceeded",
         )
     if named is not None and needs & ~named.capabilities:
@@ -461,6 +466,8 @@ def build_call(
         # a ceiling above this candidate's own limit: its limit (the answer's finish reason
         # still says when it was reached)
         body = dialect.with_max_tokens(body, model.max_output_tokens)
+    if dialect is RESPONSES and provider.kind == "openai":
+        upstream = RESPONSES  # served as it is, at the provider's /responses
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
     else:
@@ -622,6 +629,7 @@ def json_answer_ok(body: bytes, dialect: Dialect) -> bool:
 def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:
     out.provider, out.model = winner.call.provider.name, winner.call.model.name
     out.served_by = winner.call.model
+    out.state = winner.state
     out.upstream_request_id = winner.upstream_id
     if winner.first_token_at is not None and winner.state.first_token:
         out.ttft = winner.first_token_at - req.received_at
@@ -681,6 +689,23 @@ async def relay_count_tokens(
         raise anthropic_dialect.error_from_upstream(head.status_code, raw, list(head.headers))
     out.status = 200
     proto.respond(200, JSON_HEADERS, raw)
+
+
+async def relay_input_tokens(
+    policy: Policy, req: Request, proto: EdgeProtocol, out: Outcome
+) -> None:
+    """``POST /v1/responses/input_tokens``: the gateway's estimate in the model's tokenizer
+    family (a route alias counts with its tier's first model)."""
+    body = parse_json(req)
+    if isinstance(body, dict) and "input" not in body:
+        body = {**body, "input": []}  # every field is optional in the API but the model
+    info = RESPONSES.check_request(body)
+    model = resolve_model(policy, info.model, tier_for(policy, req, info.model, None))
+    out.provider, out.model, out.status = model.provider, model.name, 200
+    count = estimate_input_tokens(body, model)
+    proto.respond(
+        200, JSON_HEADERS, b'{"object":"response.input_tokens","input_tokens":%d}' % count
+    )
 
 
 def _o200k(data: bytes) -> int:

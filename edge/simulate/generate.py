@@ -1,6 +1,6 @@
 """Deterministic answers for the simulated providers (pure, no I/O).
 
-``read_openai`` and ``read_anthropic`` validate a request body the way the
+``read_openai``, ``read_anthropic`` and ``read_responses`` validate a request body the way the
 real API would (400 naming the field) and reduce it to an ``Ask``;
 ``answer`` turns an ``Ask`` into an ``Answer``: the same request always gets
 the same text, tool calls and usage.
@@ -66,6 +66,7 @@ class Ask:
     json_schema: dict[str, Any] | None = None
     stop: list[str] = field(default_factory=list)
     max_tokens: int | None = None
+    echo: dict[str, Any] = field(default_factory=dict)  # Responses: the fields its answer echoes
 
 
 @dataclass(slots=True)
@@ -337,6 +338,179 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
         )
         ask.json_mode, ask.json_schema = "schema", fmt["schema"]
     ask.stop = _stops(body.get("stop_sequences"), "stop_sequences")
+    return ask
+
+
+def _response_content(content: Any, where: str, out: list[str]) -> None:
+    """A Responses message's content: a string, or input/output parts."""
+    if isinstance(content, str):
+        out.append(content)
+        return
+    _require(isinstance(content, list), f"{where}: expected a string or an array", where)
+    for i, part in enumerate(content):
+        at = f"{where}[{i}]"
+        _require(isinstance(part, dict), f"{at}: expected an object", at)
+        kind = part.get("type")
+        if kind in ("input_text", "output_text"):
+            _require(isinstance(part.get("text"), str), f"{at}.text: expected a string", at)
+            out.append(part["text"])
+        elif kind == "refusal":
+            out.append(str(part.get("refusal", "")))
+        elif kind in ("input_image", "input_file", "input_audio"):
+            out.append("[attachment]" * 64)
+        else:
+            raise InvalidRequest(f"{at}.type: unsupported content type {kind!r}", f"{at}.type")
+
+
+_RESPONSE_ECHO = (
+    "instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "reasoning",
+    "store", "temperature", "text", "tool_choice", "tools", "top_p", "truncation", "user",
+    "prompt_cache_key", "safety_identifier", "service_tier",
+)  # fmt: skip
+
+
+def read_responses(body: Any) -> Ask:
+    """A Responses API request (``POST /v1/responses``): string or item input, flat function
+    tools, ``text.format``. The simulator keeps no responses: ``previous_response_id`` is
+    the API's 400 for an id it does not know."""
+    _require(isinstance(body, dict), "request body must be a JSON object", "body")
+    model = body.get("model")
+    _require(
+        isinstance(model, str) and bool(model), "Missing required parameter: 'model'.", "model"
+    )
+    stream = body.get("stream", False)
+    _require(stream is None or isinstance(stream, bool), "stream: expected a boolean", "stream")
+    ask = Ask(model=model, stream=bool(stream))
+    prev = body.get("previous_response_id")
+    if prev is not None:
+        raise InvalidRequest(
+            f"Previous response with id '{prev}' not found.", "previous_response_id"
+        )
+    _require(body.get("conversation") is None, "conversation: not supported", "conversation")
+    instructions = body.get("instructions")
+    _require(
+        instructions is None or isinstance(instructions, str),
+        "instructions: expected a string",
+        "instructions",
+    )
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"type": "message", "role": "user", "content": items}]
+    _require(
+        isinstance(items, list), "input: expected a string or an array of input items", "input"
+    )
+    if instructions:
+        ask.texts.append(instructions)
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        _require(isinstance(item, dict), f"{where}: expected an object", where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            _require(
+                role in ("user", "assistant", "system", "developer"),
+                f"{where}.role: invalid role {role!r}",
+                f"{where}.role",
+            )
+            parts: list[str] = []
+            _response_content(item.get("content"), f"{where}.content", parts)
+            ask.texts.extend(parts)
+            if role == "user":
+                ask.last_user_text = "\n".join(parts)
+        elif kind == "function_call":
+            for key in ("call_id", "name", "arguments"):
+                _require(
+                    isinstance(item.get(key), str),
+                    f"Missing required parameter: '{where}.{key}'.",
+                    f"{where}.{key}",
+                )
+            ask.texts.append(item["name"] + item["arguments"])
+        elif kind == "function_call_output":
+            _require(
+                isinstance(item.get("call_id"), str),
+                f"Missing required parameter: '{where}.call_id'.",
+                f"{where}.call_id",
+            )
+            _response_content(item.get("output"), f"{where}.output", ask.texts)
+        elif kind == "reasoning":
+            for s in item.get("summary") or []:
+                if isinstance(s, dict) and isinstance(s.get("text"), str):
+                    ask.texts.append(s["text"])
+        else:
+            raise InvalidRequest(f"{where}.type: unsupported input item {kind!r}", f"{where}.type")
+        ask.after_tool_result = kind == "function_call_output"
+    ask.n_messages = len(items) + (1 if instructions else 0)
+    tools = body.get("tools")
+    _require(tools is None or isinstance(tools, list), "tools: expected an array", "tools")
+    for i, tool in enumerate(tools or []):
+        where = f"tools[{i}]"
+        _require(
+            isinstance(tool, dict) and tool.get("type") == "function",
+            f"{where}.type: only function tools are simulated",
+            f"{where}.type",
+        )
+        _require(
+            isinstance(tool.get("name"), str),
+            f"Missing required parameter: '{where}.name'.",
+            f"{where}.name",
+        )
+        schema = tool.get("parameters") or {"type": "object", "properties": {}}
+        _require(isinstance(schema, dict), f"{where}.parameters: expected an object", where)
+        ask.tools.append((tool["name"], schema))
+        ask.texts.append(
+            tool["name"] + str(tool.get("description") or "") + orjson.dumps(schema).decode()
+        )
+    choice = body.get("tool_choice")
+    if isinstance(choice, str):
+        _require(
+            choice in ("auto", "none", "required"),
+            f"tool_choice: invalid value {choice!r}",
+            "tool_choice",
+        )
+        ask.tool_choice = choice
+    elif isinstance(choice, dict):
+        _require(
+            choice.get("type") == "function" and isinstance(choice.get("name"), str),
+            "tool_choice: expected {type: function, name}",
+            "tool_choice",
+        )
+        ask.tool_choice, ask.tool_name = "named", choice["name"]
+    elif choice is not None:
+        raise InvalidRequest("tool_choice: expected a string or an object", "tool_choice")
+    ask.parallel_tools = body.get("parallel_tool_calls", True) is not False
+    text = body.get("text")
+    _require(text is None or isinstance(text, dict), "text: expected an object", "text")
+    fmt = (text or {}).get("format")
+    if fmt is not None:
+        _require(isinstance(fmt, dict), "text.format: expected an object", "text.format")
+        kind = fmt.get("type")
+        if kind == "json_object":
+            ask.json_mode = "object"
+        elif kind == "json_schema":
+            _require(
+                isinstance(fmt.get("name"), str),
+                "Missing required parameter: 'text.format.name'.",
+                "text.format.name",
+            )
+            _require(
+                isinstance(fmt.get("schema"), dict),
+                "Missing required parameter: 'text.format.schema'.",
+                "text.format.schema",
+            )
+            ask.json_mode, ask.json_schema = "schema", fmt["schema"]
+        else:
+            _require(
+                kind == "text", f"text.format.type: invalid value {kind!r}", "text.format.type"
+            )
+    limit = body.get("max_output_tokens")
+    if limit is not None:
+        _require(
+            isinstance(limit, int) and not isinstance(limit, bool) and limit >= 16,
+            f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got {limit} instead.",
+            "max_output_tokens",
+        )
+        ask.max_tokens = limit
+    ask.echo = {k: body[k] for k in _RESPONSE_ECHO if body.get(k) is not None}
     return ask
 
 

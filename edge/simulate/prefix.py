@@ -12,7 +12,8 @@ counting tokens by ``generate``'s input rule (``text_tokens`` per text part,
   block that carries it (a tool, a system block, a message content block):
   at most 4, each ``{"type": "ephemeral"}`` with an optional ``"ttl"`` of
   ``"5m"`` or ``"1h"`` (anything else is the API's 400).
-- OpenAI: automatic, a point every ``step`` tokens from ``first`` on.
+- OpenAI: automatic, a point every ``step`` tokens from ``first`` on (Chat Completions
+  and the Responses API alike).
 
 A text part is hashed as it is counted, 4 bytes a token, so a prefix that
 ends inside a long text covers exactly its first tokens, and two prompts that
@@ -203,3 +204,49 @@ def openai(body: dict[str, Any], *, first: int, step: int, ttl_s: float) -> list
             w.atom(b"c" + _meta(call, "function"), 0)
             w.text(str(fn.get("name", "")) + str(fn.get("arguments", "")))
     return w.points
+
+
+def responses(body: dict[str, Any], *, first: int, step: int, ttl_s: float) -> list[CachePoint]:
+    """A point every ``step`` tokens from ``first`` on, for a Responses request (tools, then
+    the instructions, then the input items)."""
+    w = _Walk("responses", str(body["model"]), first=first, step=step, ttl_s=ttl_s)
+    w.atom(b"r", REQUEST_TOKENS)
+    for tool in body.get("tools") or []:
+        schema = tool.get("parameters") or {"type": "object", "properties": {}}
+        w.text(tool["name"] + str(tool.get("description") or "") + orjson.dumps(schema).decode())
+    if body.get("instructions"):
+        w.atom(b"i", MESSAGE_TOKENS)
+        w.text(body["instructions"])
+    items = body["input"]
+    if isinstance(items, str):
+        items = [{"type": "message", "role": "user", "content": items}]
+    for item in items:
+        kind = item.get("type", "message")
+        w.atom(b"m" + _meta(item, "content", "output", "arguments", "summary"), MESSAGE_TOKENS)
+        if kind == "function_call":
+            w.text(item["name"] + item["arguments"])
+            continue
+        if kind == "reasoning":
+            for s in item.get("summary") or []:
+                if isinstance(s, dict) and isinstance(s.get("text"), str):
+                    w.text(s["text"])
+            continue
+        content = item.get("content") if kind == "message" else item.get("output")
+        if isinstance(content, str):
+            w.text(content)
+        elif isinstance(content, list):
+            for part in content:
+                _response_part(w, part)
+    return w.points
+
+
+def _response_part(w: _Walk, part: dict[str, Any]) -> None:
+    kind = part.get("type")
+    if kind in ("input_text", "output_text"):
+        w.atom(b"b" + _meta(part, "text", "annotations", "logprobs"), 0)
+        w.text(part["text"])
+    elif kind == "refusal":
+        w.atom(b"b" + _meta(part, "refusal"), 0)
+        w.text(str(part.get("refusal", "")))
+    else:  # an attachment: hashed whole, counted as the generator counts it
+        w.atom(b"b" + _meta(part), text_tokens("[attachment]" * 64))

@@ -1,14 +1,15 @@
 """The simulated OpenAI + Anthropic provider: one asyncio protocol, both dialects.
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` (``embed``) and
-``GET /v1/models`` (OpenAI);
+Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (stateless: every
+``GET /v1/responses/{id}`` is a 404), ``POST /v1/responses/input_tokens``,
+``POST /v1/embeddings`` (``embed``) and ``GET /v1/models`` (OpenAI);
 ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` and ``GET /v1/models``
 with an ``anthropic-version`` header (Anthropic); ``GET /sim/stats``,
 ``POST /sim/reset``, ``POST /sim/outage``, ``GET /healthz`` (simulator control).
 
 Per request: frame it (``http1``), decode and validate it in its dialect
 (``generate``), pick an outcome from the model's ``Behaviour`` (answer, error,
-outage or fault), render it (``openai_wire`` / ``anthropic_wire``), turn it
+outage or fault), render it (``openai_wire`` / ``responses_wire`` / ``anthropic_wire``), turn it
 into steps (``script``), and execute the steps with ``call_later`` timers.
 Requests on one connection are answered in order; a closed connection stops
 its response at once and is recorded as a disconnect with the bytes sent.
@@ -36,10 +37,17 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from edge.simulate import anthropic_wire, embed, openai_wire, prefix, script
+from edge.simulate import anthropic_wire, embed, openai_wire, prefix, responses_wire, script
 from edge.simulate.behaviour import Behaviour, Profile, ProfileError, parse_override
 from edge.simulate.cache import PromptCache
-from edge.simulate.generate import Answer, InvalidRequest, answer, input_tokens, read_anthropic
+from edge.simulate.generate import (
+    Answer,
+    InvalidRequest,
+    answer,
+    input_tokens,
+    read_anthropic,
+    read_responses,
+)
 from edge.simulate.http1 import BadRequest, Request, RequestReader, response_head
 from edge.simulate.recorder import Attempt, Recorder
 
@@ -211,6 +219,27 @@ class SimProtocol(asyncio.Protocol):
             if method != b"POST":
                 return self._not_allowed(openai_wire)
             return self._complete(req, openai_wire)
+        if path == b"/v1/responses":
+            if method != b"POST":
+                return self._not_allowed(openai_wire)
+            return self._complete(req, responses_wire)
+        if path == b"/v1/responses/input_tokens":
+            if method != b"POST":
+                return self._not_allowed(openai_wire)
+            return self._input_tokens(req)
+        if path.startswith(b"/v1/responses/"):
+            # it keeps no responses: any id is unknown (the API's 404 for one)
+            if not self._authorized(req, openai_wire):
+                return None
+            rid = path[len(b"/v1/responses/") :].split(b"/", 1)[0].decode("latin-1")
+            message = f"Response with id '{rid}' not found."
+            body = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+            return self._send(404, orjson.dumps({"error": body}), JSON, openai_wire)
         if path == b"/v1/embeddings":
             if method != b"POST":
                 return self._not_allowed(openai_wire)
@@ -324,6 +353,21 @@ class SimProtocol(asyncio.Protocol):
             self._send(400, dialect.error(400, exc.message, param=exc.param), JSON, dialect)
             return
         self._send(200, b'{"input_tokens":%d}' % input_tokens(ask), JSON, dialect)
+
+    def _input_tokens(self, req: Request) -> None:
+        dialect = openai_wire
+        if not self._authorized(req, dialect):
+            return
+        body = self._decode(req, dialect)
+        if body is None:
+            return
+        try:
+            ask = read_responses(body)
+        except InvalidRequest as exc:
+            self._send(400, dialect.error(400, exc.message, param=exc.param), JSON, dialect)
+            return
+        payload = b'{"object":"response.input_tokens","input_tokens":%d}' % input_tokens(ask)
+        self._send(200, payload, JSON, dialect)
 
     def _embeddings(self, req: Request) -> None:
         sim, dialect = self._sim, openai_wire
@@ -458,8 +502,9 @@ class SimProtocol(asyncio.Protocol):
             return
         # the prompt is processed (and cached) now: the 200 head goes out with the next write
         min_tokens = beh.cache_min(ask.model)
-        if dialect is openai_wire and ans.input_tokens >= min_tokens:
-            points = prefix.openai(body, first=min_tokens, step=CACHE_STEP, ttl_s=beh.cache_ttl_s)
+        if dialect is not anthropic_wire and ans.input_tokens >= min_tokens:
+            walk = prefix.responses if dialect is responses_wire else prefix.openai
+            points = walk(body, first=min_tokens, step=CACHE_STEP, ttl_s=beh.cache_ttl_s)
         if points:
             split = sim.cache.use(
                 points, time.monotonic(), min_tokens=min_tokens, writes=dialect is anthropic_wire
@@ -484,7 +529,10 @@ class SimProtocol(asyncio.Protocol):
                 malformed=dialect.malformed(cid),
             )
         else:
-            payload = dialect.completion(ans, ask.model, cid, sim.created)
+            if dialect is responses_wire:  # its answer echoes the request's settings
+                payload = responses_wire.completion(ans, ask, ask.model, cid, sim.created)
+            else:
+                payload = dialect.completion(ans, ask.model, cid, sim.created)
             head = self._head(200, JSON, dialect, rid, len(payload))
             pieces = max(len(ans.tokens), ans.output_tokens)
             steps = script.body_steps(
@@ -515,7 +563,7 @@ class SimProtocol(asyncio.Protocol):
             headers.append((b"content-length", b"%d" % length))
         if dialect is not None:
             headers.append((dialect.REQUEST_ID_HEADER, rid.encode()))
-            if dialect is openai_wire:
+            if dialect is not anthropic_wire:
                 headers += [(b"openai-version", b"2020-10-01"), (b"openai-processing-ms", b"1")]
         if extra:
             headers += extra

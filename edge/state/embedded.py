@@ -26,6 +26,9 @@ Tables:
 - ``ledger``: one row per answer (and per wasted attempt), or one row that
   aggregates several (``requests``): tokens by kind and cost, for
   ``/admin/spend``.
+- ``responses``: Responses API answers kept (``store``) until ``expires_at``,
+  with their input items and the key that made them; each write also deletes
+  a few expired rows, so the table holds about the retention period's worth.
 
 Waits are bounded: the busy timeout is the handle's ``wait_ms`` (the
 gateway's request path: ``EDGE_STATE_WAIT_MS``); a lock held longer raises
@@ -50,6 +53,7 @@ from edge.state.types import (
     LedgerRow,
     Settlement,
     StateBusy,
+    StoredResponse,
     periods,
 )
 
@@ -142,6 +146,14 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     json_valid INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rollout_events_stage ON rollout_events (rollout, stage, arm);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    input_items BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
 """
 
 # the reservations' amounts, summed on the key's rows (created by the first hold of a period)
@@ -639,3 +651,36 @@ class EmbeddedState:
             (finished_before,),
         )
         return cur.rowcount
+
+    # -- stored responses
+
+    def put_response(
+        self, response_id: str, key_id: str, expires_at: float, input_items: bytes, body: bytes
+    ) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                (response_id, key_id, expires_at, input_items, body),
+            )
+            db.execute(
+                "DELETE FROM responses WHERE id IN (SELECT id FROM responses "
+                "WHERE expires_at < ? LIMIT 16)",
+                (time.time(),),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def get_response(self, response_id: str, now: float) -> StoredResponse | None:
+        row = self._db.execute(
+            "SELECT key_id, input_items, body FROM responses WHERE id = ? AND expires_at >= ?",
+            (response_id, now),
+        ).fetchone()
+        return StoredResponse(row[0], bytes(row[1]), bytes(row[2])) if row else None
+
+    def delete_response(self, response_id: str) -> bool:
+        cur = self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+        return cur.rowcount == 1

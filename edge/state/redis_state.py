@@ -15,6 +15,8 @@ script, so it is atomic across instances:
   expiry) sorted sets; ``claim`` takes a due job or one whose lease expired,
   ``finish`` only for the lease holder: a job of a dead instance is taken
   over after its lease and completed exactly once.
+- stored responses: a hash per response (``resp:{id}``: key, input items,
+  body) that Redis expires after the retention period.
 - rollouts: a hash per rollout, ``rollouts`` (by creation), per stage and arm
   lists of outcomes; the controller's turn is a ``SET NX PX`` lock.
 
@@ -40,6 +42,7 @@ from edge.state.types import (
     LedgerRow,
     Settlement,
     StateUnavailable,
+    StoredResponse,
     periods,
 )
 
@@ -596,6 +599,28 @@ class RedisState:
         self._lock = ""
 
     rollback = commit
+
+    # -- stored responses
+
+    def put_response(
+        self, response_id: str, key_id: str, expires_at: float, input_items: bytes, body: bytes
+    ) -> None:
+        key = f"{P}resp:{response_id}"
+        pipe = self.r.pipeline()
+        fields: dict[Any, Any] = {"key_id": key_id, "body": body}
+        fields.update(expires_at=repr(expires_at), input_items=input_items)
+        pipe.hset(key, mapping=fields)
+        pipe.expireat(key, int(expires_at) + 1)
+        self._do(pipe.execute)
+
+    def get_response(self, response_id: str, now: float) -> StoredResponse | None:
+        raw = self._do(self.r.hgetall, f"{P}resp:{response_id}")
+        if not raw or b"body" not in raw or float(raw[b"expires_at"]) < now:
+            return None  # (Redis drops it at its expiry; a clock a little ahead sees it first)
+        return StoredResponse(raw[b"key_id"].decode(), raw[b"input_items"], raw[b"body"])
+
+    def delete_response(self, response_id: str) -> bool:
+        return bool(self._do(self.r.delete, f"{P}resp:{response_id}"))
 
 
 def _enc(value: Any) -> bytes:

@@ -3,7 +3,8 @@
 ``EmbeddedState`` (SQLite) and ``RedisState`` implement ``State``; the rest
 of the gateway knows only this module (``open_state`` picks the backend).
 Jobs and rollouts travel as plain dicts keyed by ``JOB_COLUMNS`` and
-``ROLLOUT_COLUMNS``; budgets count per UTC day and month (``periods``); a
+``ROLLOUT_COLUMNS``; stored Responses answers as ``StoredResponse`` (expired
+ones are never returned, and purged on the way); budgets count per UTC day and month (``periods``); a
 reservation older than ``STALE_S`` no longer counts (its worker died).
 
 Errors: ``StateUnavailable`` (the shared backend cannot be reached: the
@@ -105,6 +106,17 @@ class Settlement:
     budgeted: bool
 
 
+@dataclass(slots=True)
+class StoredResponse:
+    """A Responses API answer kept for ``previous_response_id`` and ``GET /v1/responses/{id}``:
+    its input items (the whole conversation it answered) and its Response object, as JSON;
+    only the key that made it (``key_id``) may read it."""
+
+    key_id: str
+    input_items: bytes
+    body: bytes
+
+
 class StateUnavailable(RuntimeError):
     """The shared state backend cannot be reached."""
 
@@ -197,6 +209,16 @@ class State(Protocol):
     def job_counts(self) -> dict[str, int]: ...
 
     def purge_jobs(self, finished_before: float) -> int: ...
+
+    # -- stored responses (the Responses API's store=true)
+
+    def put_response(
+        self, response_id: str, key_id: str, expires_at: float, input_items: bytes, body: bytes
+    ) -> None: ...
+
+    def get_response(self, response_id: str, now: float) -> StoredResponse | None: ...
+
+    def delete_response(self, response_id: str) -> bool: ...
 
     # -- rollouts
 

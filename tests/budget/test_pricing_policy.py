@@ -28,6 +28,19 @@ def test_usage_of_either_provider_is_priced_by_kind() -> None:
         (600 * 2 + 400 * 0.5 + 200 * 2.5 + 100 * 8) / 1e6
     )
     assert split_usage(None) == Tokens()
+    # the Responses API: input_tokens holds the cached part, as prompt_tokens does
+    resp = {
+        "input_tokens": 1000,
+        "input_tokens_details": {"cached_tokens": 400, "cache_write_tokens": 0},
+        "output_tokens": 100,
+        "output_tokens_details": {"reasoning_tokens": 30},
+        "total_tokens": 1100,
+    }
+    assert split_usage(resp) == Tokens(600, 400, 0, 100)
+    assert cost_usd(m, split_usage(resp)) == cost_usd(m, split_usage(oa))
+    assert split_usage({"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}) == Tokens(
+        10, 0, 0, 2
+    )
 
 
 BASE = {

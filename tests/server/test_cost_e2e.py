@@ -108,11 +108,19 @@ def test_degrade_by_max_tokens_caps_the_output(gw: Proc) -> None:
     assert answer.choices[0].finish_reason == "length"
 
 
-@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("dialect", ["openai", "anthropic", "responses"])
 def test_block_queues_a_job_that_completes_in_the_callers_dialect(gw: Proc, dialect: str) -> None:
-    if dialect == "openai":
+    raw: Any
+    if dialect == "responses":
+        raw = httpx.post(
+            gw.url + "/v1/responses",
+            json={"model": "cheap", "input": "hi", "stream": True},
+            headers={"authorization": f"Bearer {KEY}", "x-edge-tier": "B", **ASYNC},
+        )
+        headers, body = raw.headers, raw.json()
+    elif dialect == "openai":
         # a streaming request: the job's answer is the whole (non-streaming) completion
-        raw: Any = httpx.post(
+        raw = httpx.post(
             gw.url + "/v1/chat/completions",
             json={"model": "cheap", "messages": HELLO, "stream": True},
             headers={"authorization": f"Bearer {KEY}", "x-edge-tier": "B", **ASYNC},
@@ -132,7 +140,14 @@ def test_block_queues_a_job_that_completes_in_the_callers_dialect(gw: Proc, dial
     )
     done = wait_job(gw, job_id)
     assert done.status_code == 200 and done.headers["x-edge-job-status"] == "done"
-    if dialect == "openai":
+    if dialect == "responses":
+        answer = done.json()
+        assert answer["object"] == "response" and answer["output"][0]["content"][0]["text"]
+        # kept like any Responses answer (store is the API's default): a chain can go on from it
+        auth = {"authorization": f"Bearer {KEY}"}
+        kept = httpx.get(f"{gw.url}/v1/responses/{answer['id']}", headers=auth)
+        assert kept.status_code == 200 and kept.json()["output"] == answer["output"]
+    elif dialect == "openai":
         answer = done.json()
         assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"]
     else:

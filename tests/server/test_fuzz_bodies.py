@@ -1,5 +1,5 @@
 """Any request body gets an answer or a 4xx naming the problem, never a 5xx of the gateway's own
-(hypothesis over JSON shapes in the fields the gateway reads, both routes, translated too)."""
+(hypothesis over JSON shapes in the fields the gateway reads, every route, translated too)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,48 @@ def test_no_body_gets_a_5xx_of_the_gateways_own(
         payload.setdefault("max_tokens", 16)
     r = post(gateway, path, payload)
     # 502-504 are a provider's failures re-expressed; 500 would be the gateway's own
+    assert r.status_code < 500 or r.status_code in (502, 503, 504), (r.status_code, r.text)
+    if r.status_code >= 400:
+        error = r.json().get("error")
+        assert isinstance(error, dict) and error.get("message"), r.text
+
+
+RESPONSE_KEYS = [
+    "type", "role", "content", "text", "call_id", "name", "arguments", "output", "format",
+    "schema", "parameters", "image_url", "summary", "id", "strict",
+]  # fmt: skip
+response_anything = st.recursive(
+    leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(RESPONSE_KEYS), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+item = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "x", 5])},
+    optional={k: response_anything for k in ("role", "content", "call_id", "name", "arguments", "output", "summary")},
+)  # fmt: skip
+RESPONSE_FIELDS = [
+    "instructions", "tools", "tool_choice", "text", "reasoning", "max_output_tokens", "metadata",
+    "parallel_tool_calls", "temperature", "top_p", "store", "include", "truncation", "user",
+    "previous_response_id", "top_logprobs", "prompt_cache_key", "background",
+]  # fmt: skip
+response_body = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["gpt-4o-mini", "claude-haiku-4-5", "auto"]),
+        "input": st.one_of(st.text(max_size=8), st.lists(item, min_size=1, max_size=3), response_anything),
+    },
+    optional={f: response_anything for f in RESPONSE_FIELDS},
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payload=response_body, path=st.sampled_from(["/v1/responses", "/v1/responses/input_tokens"]))
+def test_no_responses_body_gets_a_5xx_of_the_gateways_own(
+    gateway: Proc, payload: dict[str, Any], path: str
+) -> None:
+    r = post(gateway, path, {**payload, "stream": False})
     assert r.status_code < 500 or r.status_code in (502, 503, 504), (r.status_code, r.text)
     if r.status_code >= 400:
         error = r.json().get("error")

@@ -287,3 +287,18 @@ def test_an_older_state_file_is_brought_up_to_the_schema() -> None:
     state.settle([Settlement("old", "t", 0.0, NOW, True)], [])
     assert state.reserve("r2", "t", 1.0, float("inf"), 0.6, 1.0, NOW) == pytest.approx(0.6)
     state.close()
+
+
+def test_stored_responses_are_shared_until_they_expire(new: Callable[[], Backend]) -> None:
+    state, other = new(), new()
+    now = time.time()
+    state.put_response("resp_1", "key_a", now + 60, b'[{"type":"message"}]', b'{"id":"resp_1"}')
+    got = other.get_response("resp_1", now)
+    assert got is not None and got.key_id == "key_a"
+    assert got.input_items == b'[{"type":"message"}]' and got.body == b'{"id":"resp_1"}'
+    assert other.get_response("resp_1", now + 61) is None  # past its retention
+    assert other.get_response("resp_2", now) is None
+    assert other.delete_response("resp_1") and not state.delete_response("resp_1")
+    assert state.get_response("resp_1", now) is None
+    state.put_response("resp_old", "key_a", now - 1, b"[]", b"{}")  # already expired
+    assert other.get_response("resp_old", now) is None
