@@ -126,6 +126,7 @@ class Tier:
     never_block: bool = False  # answer over-threshold requests now (degraded), never as a job
     expected_output_tokens: int = 512  # until the tier has learned its P95 output length
     rank: int = 0  # entitlement order: a key allowed rank r may use tiers of rank >= r (L0 = 0)
+    hedge_budget_percent: float = 10.0  # hedges as a share of this tier's requests (a minute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +243,11 @@ TIER_KEYS = (
     "pool", "strategy", "soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms",
     "total_timeout_ms", "p95_target_ms", "quality_floor", "warn_usd", "degrade_usd",
     "block_usd", "degrade_mode", "never_block", "expected_output_tokens", "rank",
+    "hedge_budget_percent",
 )  # fmt: skip
+# A tier's hedge budget when neither the policy nor EDGE_HEDGE_BUDGET_PERCENT sets it, by rank:
+# the critical tier may spend the most on its tail, the batch tier the least.
+HEDGE_BUDGET_BY_RANK = (25.0, 15.0, 5.0)
 BUDGET_KEYS = ("day_usd", "month_usd", "warn", "degrade", "block", "overdraft")
 BREAKER_KEYS = (
     "failures", "window_s", "failure_rate", "min_attempts", "cooldown_s", "cooldown_max_s",
@@ -319,6 +324,8 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
         raise PolicyError(
             f"{where}: thresholds must satisfy 0 <= warn_usd <= degrade_usd <= block_usd"
         )
+    if not 0 <= values["hedge_budget_percent"] <= 100:
+        raise PolicyError(f"{where}.hedge_budget_percent: must be between 0 and 100")
     if values["expected_output_tokens"] < 1:
         raise PolicyError(f"{where}.expected_output_tokens: must be at least 1")
     if values["strategy"] not in STRATEGIES:
@@ -491,6 +498,9 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             "never_block": _get(t, "never_block", where, bool, False),
             "expected_output_tokens": _get(t, "expected_output_tokens", where, int, 512),
         }
+        values["hedge_budget_percent"] = _get(
+            t, "hedge_budget_percent", where, float, _hedge_budget_default(values["rank"], env)
+        )
         overridden: dict[str, str] = {}
         for key, current in list(values.items()):
             env_name = f"EDGE_{name.upper()}_{key.upper()}"
@@ -550,6 +560,15 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         aliases,
         _breakers(dict(data.get("breakers", {})), env),
     )
+
+
+def _hedge_budget_default(rank: int, env: Mapping[str, str]) -> float:
+    """A tier's hedge budget when its table does not set one: ``EDGE_HEDGE_BUDGET_PERCENT``
+    for every such tier when set (the process setting checks its range), else by rank."""
+    raw = env.get("EDGE_HEDGE_BUDGET_PERCENT")
+    if raw:
+        return float(_coerce_env("EDGE_HEDGE_BUDGET_PERCENT", raw, 0.0))
+    return HEDGE_BUDGET_BY_RANK[min(max(rank, 0), len(HEDGE_BUDGET_BY_RANK) - 1)]
 
 
 def _default_rank(name: str, position: int) -> int:

@@ -26,7 +26,7 @@ from edge.quality.gold import quality_scores
 from edge.quality.rollout import Rollouts
 from edge.routing.breaker import State
 from edge.routing.decide import Router
-from edge.routing.race import HedgeBudget, Shared
+from edge.routing.race import HedgeBudgets, Shared
 from edge.settings import Settings
 
 
@@ -94,7 +94,10 @@ class Engines:
         router.listeners.append(self._breaker_moved)
         race = Shared(
             router.breakers,
-            HedgeBudget(self.settings.hedge_budget_percent / 100.0, self.settings.hedge_budget_min),
+            # each tier's share comes with its timing; the floor is the process's
+            HedgeBudgets(
+                self.settings.hedge_budget_percent / 100.0, self.settings.hedge_budget_min
+            ),
             RaceEvents(self.metrics, router),
         )
         return Engine(policy, router, race, rollout)

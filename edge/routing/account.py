@@ -21,12 +21,14 @@ the bill cannot depend on the path.
     DELIVERED    verdict   answer       charged  broke after bytes reached the client
     BROKEN       verdict   waste        -        broke before the client saw anything
     FAILED       verdict   waste        -        an error before its first token
+    REPLACED     slow      waste        -        silent past its first-token deadline: replaced
     LOST         -         waste        -        a rival won the race
     CANCELLED    -         waste        -        the request was cancelled around it
     TIMEOUT      -         waste        -        the request's total deadline passed
 
 ``verdict`` means the error's own classification (``race.classify``):
-timeouts, resets, 5xx and 429 count as failures, other 4xx do not. ``-``
+timeouts, resets, 5xx and 429 count as failures, other 4xx do not; ``slow`` is
+a failure for the breaker's rate rule only (``Breaker.slow``). ``-``
 releases a probe slot without a verdict. Waste is recorded but not charged
 to the key: hedges are the gateway's own spending, bounded by its budget.
 
@@ -62,15 +64,16 @@ class End(IntEnum):
     LOST = 5
     CANCELLED = 6
     TIMEOUT = 7
+    REPLACED = 8
 
 
-SUCCESS, VERDICT, RELEASE = "success", "verdict", "release"
+SUCCESS, VERDICT, RELEASE, SLOW = "success", "verdict", "release", "slow"
 ANSWER, WASTE = "answer", "waste"
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    breaker: str  # success | verdict | release
+    breaker: str  # success | verdict | release | slow
     ledger: str  # answer | waste
     charged: bool
     outcome: str  # the attempt's metric label ("" = the error's own label)
@@ -85,6 +88,7 @@ TABLE: dict[End, Rule] = {
     End.LOST: Rule(RELEASE, WASTE, False, "lost"),
     End.CANCELLED: Rule(RELEASE, WASTE, False, "cancelled"),
     End.TIMEOUT: Rule(RELEASE, WASTE, False, "timeout"),
+    End.REPLACED: Rule(SLOW, WASTE, False, "timeout"),
 }
 
 

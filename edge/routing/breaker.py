@@ -111,12 +111,14 @@ class Window:
             self._last = index
         return self._last % BUCKETS  # a verdict from the past lands in the newest bucket
 
-    def record(self, now: float, failed: bool) -> None:
+    def record(self, now: float, failed: bool, counted: bool = True) -> None:
+        """One verdict; ``counted``: a failure the count rule sees too (not a slow attempt)."""
         slot = self._slot(now)
         self._attempts[slot] += 1
         if failed:
             self._failed[slot] += 1
-            self.failure_times.append(now)
+            if counted:
+                self.failure_times.append(now)
 
     def totals(self, now: float) -> tuple[int, int]:
         """(attempts, failures) in the window."""
@@ -243,6 +245,27 @@ class Breaker:
         if self.state is not State.CLOSED:
             return  # a failure of an attempt admitted before the trip: already counted
         self.window.record(now, True)
+        if self._should_trip(now):
+            self._move("trip", now)
+
+    def slow(self, admit: Admit, now: float) -> None:
+        """An attempt replaced at its first-token deadline: a failure for the rate rule only.
+
+        A share of slow attempts is the tail of a healthy model (at 20 requests a second,
+        an 8% stall rate is five in three seconds): the count rule would keep such a model
+        open and push its traffic onto the rest. A model slow on most of its attempts still
+        trips by rate, and a slow probe fails."""
+        self.last_failure = now
+        if not self.config.enabled:
+            return
+        if admit is Admit.PROBE:
+            self.probes_in_flight = max(0, self.probes_in_flight - 1)
+            if self.state is State.HALF_OPEN:
+                self._move("probe_failed", now)
+            return
+        if self.state is not State.CLOSED:
+            return
+        self.window.record(now, True, counted=False)
         if self._should_trip(now):
             self._move("trip", now)
 

@@ -19,8 +19,8 @@ Rules, per request:
   every candidate is refused, the least recently failed one is still tried
   once: the gateway degrades, it does not refuse.
 - Soft timeout: a lone attempt without a first token after the tier's
-  ``soft_timeout_ms`` gets a hedge on the next candidate, if the worker's
-  hedge budget allows (a share of requests over a sliding minute). At most
+  ``soft_timeout_ms`` gets a hedge on the next candidate, if the tier's
+  hedge budget allows (a share of its requests over a sliding minute). At most
   two attempts are in flight; at most ``max_attempts`` are made in all. When
   the candidates run out, those that failed in a way a fresh attempt can fix
   (timeouts, resets, 5xx, 429) are tried again, still within that bound.
@@ -33,10 +33,12 @@ Rules, per request:
   failing one's (never a smaller one), and ends only when none is left; any
   other 4xx (content filter, invalid request) stops new attempts and, when
   nothing else is in flight, is the answer.
-- Deadlines: first token per attempt (a lone attempt silent past it is
-  replaced by the next candidate; with nothing left to try it keeps its
-  chance), idle between chunks (the connection's), and a total deadline for
-  the whole request that nothing outlives.
+- Deadlines: first token per attempt (an attempt silent past it is replaced,
+  not waited on: alone, by the next candidate, and with nothing left to try
+  it keeps its chance; beside a racing hedge, by the next candidate or a
+  fresh attempt of its own model; see ``Race._replace``), idle between
+  chunks (the connection's), and a total deadline for the whole request
+  that nothing outlives.
 
 Every await here may be cancelled (the client left, a deadline passed); the
 attempts' connections are closed synchronously in ``finally`` blocks, so
@@ -63,7 +65,17 @@ from edge.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
-from edge.routing.account import ANSWER, RELEASE, SUCCESS, TABLE, WASTE, End, Phase, billed
+from edge.routing.account import (
+    ANSWER,
+    RELEASE,
+    SLOW,
+    SUCCESS,
+    TABLE,
+    WASTE,
+    End,
+    Phase,
+    billed,
+)
 from edge.routing.breaker import Admit, Breaker, Breakers
 from hotpath.sse import SSEError, SSEScanner
 from hotpath.tokens import OVER_BASE
@@ -124,6 +136,8 @@ class Timing:
     total_timeout_s: float
     max_attempts: int = 3
     hedging: bool = True
+    hedge_ratio: float | None = None  # the tier's hedge budget (None: the budget's own)
+    hedge_min: int | None = None
 
 
 class HedgeBudget:
@@ -165,6 +179,33 @@ class HedgeBudget:
         return True
 
 
+class HedgeBudgets:
+    """One ``HedgeBudget`` per tier and worker: a tier's hedges are a share of its own
+    requests, so a flood of batch traffic neither earns nor spends the critical tier's."""
+
+    __slots__ = ("_by_tier", "min_per_window", "ratio")
+
+    def __init__(self, ratio: float = 0.1, min_per_window: int = 3) -> None:
+        self.ratio = ratio  # for a tier whose timing names no budget
+        self.min_per_window = min_per_window
+        self._by_tier: dict[str, HedgeBudget] = {}
+
+    def for_tier(self, tier: str, ratio: float | None, min_per_window: int | None) -> HedgeBudget:
+        budget = self._by_tier.get(tier)
+        if budget is None:
+            budget = self._by_tier[tier] = HedgeBudget(self.ratio, self.min_per_window)
+        # the tier's current figures (a policy reload or a rollout's candidate may change them)
+        if ratio is not None:
+            budget.ratio = ratio
+        if min_per_window is not None:
+            budget.min_per_window = min_per_window
+        return budget
+
+    def seat(self, tier: str, budget: HedgeBudget) -> None:
+        """Use ``budget`` for ``tier`` (tests, and a worker that shares one)."""
+        self._by_tier[tier] = budget
+
+
 class RaceEvents(Protocol):
     """Where the race reports what happened (metrics, the latency sketches)."""
 
@@ -182,7 +223,7 @@ class Shared:
     """What every race of a worker shares."""
 
     breakers: Breakers
-    budget: HedgeBudget
+    budgets: HedgeBudgets
     events: RaceEvents
     clock: Callable[[], float] = time.monotonic
 
@@ -430,7 +471,8 @@ class Race:
         self._wake: asyncio.Future[None] | None = None
         self.charges: list[Charge] = []  # every attempt's row, once each
         self.path: list[str] = []  # every attempt as "model:end:phase", for the access log
-        shared.budget.note_request(shared.clock())
+        self.budget = shared.budgets.for_tier(tier, timing.hedge_ratio, timing.hedge_min)
+        self.budget.note_request(shared.clock())
 
     # -- launching
 
@@ -564,39 +606,60 @@ class Race:
     def _next_wake(self, now: float) -> float:
         wake = self.deadline
         t = self.timing
-        if len(self.live) == 1 and not self.live[0].overdue:
-            # a first-token deadline matters only for a lone attempt: two racing are each
-            # other's replacement
-            wake = min(wake, self.live[0].started + t.first_token_timeout_s)
+        if self._can_start():
+            for attempt in self.live:
+                if not attempt.overdue:
+                    wake = min(wake, attempt.started + t.first_token_timeout_s)
         if len(self.live) == 1 and not self.live[0].hedge_checked and t.hedging:
             wake = min(wake, self.live[0].started + t.soft_timeout_s)
         return wake
 
+    def _can_start(self) -> bool:
+        return not self.stopped and len(self.attempts) < self.timing.max_attempts
+
     def _deadlines(self, now: float) -> None:
         t = self.timing
-        if len(self.live) == 1:
-            late = self.live[0]
-            if now >= late.started + t.first_token_timeout_s and not late.overdue:
-                # silent past its first-token deadline: start again elsewhere if anything is
-                # left; if nothing is, killing it would only turn a slow answer into an error
-                late.overdue = True
-                if self._launch("failover", now):
-                    self.live.remove(late)
-                    err = UpstreamTimeout(
-                        f"{late.call.model.name} sent no first token within {t.first_token_timeout_s:g} s"
-                    )
-                    self._failed(late, err, now)
+        for late in list(self.live):
+            if not late.overdue and now >= late.started + t.first_token_timeout_s:
+                late.overdue = True  # decided once: replaced now, or kept as the last chance
+                self._replace(late, now)
         if len(self.live) == 1 and t.hedging:
             lone = self.live[0]
             if not lone.hedge_checked and now >= lone.started + t.soft_timeout_s:
                 lone.hedge_checked = True
                 if len(self.attempts) >= t.max_attempts or not self._has_candidates():
                     return
-                if not self.shared.budget.try_spend(now):
+                if not self.budget.try_spend(now):
                     self.shared.events.hedge(self.tier, "skipped_budget")
                     return
                 if self._launch("hedge", now):
                     self.hedged = True
+
+    def _replace(self, late: Attempt, now: float) -> bool:
+        """Start a fresh attempt in place of one silent past its first-token deadline.
+
+        Waiting on it is what makes the tail: the hedge budget lets only a share of slow
+        requests hedge, and a stall belongs to the attempt, not the model. Alone, it is
+        replaced by another candidate only (with nothing else to try, killing it would
+        just turn a slow answer into an error); beside a rival that still covers the
+        request, by a fresh attempt of its own model when no other candidate is left. A
+        replacement keeps the number in flight, so it needs no hedge budget; it counts
+        against ``max_attempts``."""
+        if not self._can_start():
+            return False
+        if len(self.live) > 1:
+            self._again(late.call.model)
+        if not self._launch("failover", now):
+            return False
+        self.live.remove(late)
+        self._settle(late, End.REPLACED, now)
+        self.failed_providers.add(late.call.model.provider)
+        if self.stop_error is None:
+            self.last_error = UpstreamTimeout(
+                f"{late.call.model.name} sent no first token within "
+                f"{self.timing.first_token_timeout_s:g} s"
+            )
+        return True
 
     def _has_candidates(self) -> bool:
         return any(m.context_window >= self.min_window for m in self.queue)
@@ -668,6 +731,10 @@ class Race:
         label, then = rule.outcome, NEXT
         if rule.breaker == SUCCESS:
             attempt.breaker.success(attempt.admit, now)
+        elif rule.breaker == SLOW:
+            attempt.breaker.slow(attempt.admit, now)
+            events.censored_ttft(model.name, now - attempt.started, now)
+            self._again(model)
         elif rule.breaker == RELEASE:
             attempt.breaker.release(attempt.admit)
             if attempt.first_token_at is None:

@@ -162,6 +162,7 @@ class Plan:
             t.total_timeout_ms / 1000.0,
             self.max_attempts,
             self.hedging,
+            t.hedge_budget_percent / 100.0,
         )
 
 

@@ -3,7 +3,8 @@
 Random requests (either dialect, streamed or not, a tier or a named model, a
 client that stays or leaves after a few chunks) go through a real gateway to
 simulated providers that misbehave on a share of attempts (slow first tokens
-that start hedges, cut and malformed streams, 500s, resets). Then, per
+that start hedges, stalls past the first-token deadline that get an attempt replaced
+beside its hedge, cut and malformed streams, 500s, resets). Then, per
 request, the gateway's ledger (its SQLite file) is held against what the
 simulator says it billed for every attempt (``/sim/stats``):
 
@@ -48,7 +49,7 @@ PROFILE = os.path.join(ROOT, "tests/server/ledger_profile.toml")
 KEY = "sk-ledger"
 UPSTREAM = {name: m.upstream_model for name, m in load_policy(POLICY, {}).models.items()}
 GATEWAY_NAME = {v: k for k, v in UPSTREAM.items()}
-TARGETS = ["auto", "slow", "cut", "e500", "reset", "malformed", "dear"]
+TARGETS = ["auto", "slow", "cut", "e500", "reset", "malformed", "stall", "dear"]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +214,7 @@ def check_request(
 
 request = st.tuples(
     st.sampled_from(["openai", "anthropic"]),
-    st.sampled_from(["P", "Q"]),
+    st.sampled_from(["P", "Q", "R"]),
     st.sampled_from(TARGETS),
     st.booleans(),  # stream
     st.integers(1, 40),  # prompt words
