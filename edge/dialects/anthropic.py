@@ -46,6 +46,7 @@ from edge.dialects.core import (
     Output,
     check_fields,
     encoded,
+    folded,
 )
 from edge.errors import ErrorDialect, InvalidRequest, UpstreamError, UpstreamStatus
 
@@ -198,6 +199,12 @@ class _Relay:
     def final_body(self, usage: dict[str, Any] | None) -> bytes:
         raise AssertionError("a streaming answer has no final body")
 
+    def error_event(self, err: UpstreamError) -> bytes:
+        return error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        return None
+
 
 class _Fold:
     """The provider's events folded into the ``message`` it would have returned: text deltas
@@ -262,6 +269,12 @@ class _Fold:
         out["usage"] = usage or {}
         out.setdefault("stop_sequence", None)
         return orjson.dumps(out)
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        return error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        return None
 
 
 # ------------------------------------------------------------ translation
@@ -767,7 +780,9 @@ def answer_text(body: dict[str, Any]) -> str:
 
 class _Messages:
     NAME = NAME
+    KIND = "anthropic"
     ERRORS: ErrorDialect = "anthropic"
+    LIMIT_PARAM = "max_tokens"
     UPSTREAM_PATH = b"/v1/messages"
     check_request = staticmethod(check_request)
     upstream_body = staticmethod(upstream_body)
@@ -782,11 +797,10 @@ class _Messages:
     def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
         return Decoder()
 
-    def relay(self, *, stream: bool, include_usage: bool) -> Output:
-        return _Relay() if stream else _Fold()
-
-    def encoder(self, *, include_usage: bool, created: int) -> Output:
-        return encoded(Encoder())
+    def output(self, info: ChatInfo, *, translated: bool, created: int) -> Output:
+        if not translated:
+            return _Relay() if info.stream else _Fold()
+        return encoded(Encoder(), self) if info.stream else folded(self, created)
 
 
 DIALECT: Dialect = _Messages()

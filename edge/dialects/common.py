@@ -123,6 +123,10 @@ class StreamState(Protocol):
         """A dialect-correct error event for a stream that already sent bytes."""
         ...
 
+    def answer_object(self) -> dict[str, Any] | None:
+        """The finished answer as an object, when its dialect keeps one (Responses)."""
+        ...
+
 
 _MEDIA = ("image", "image_url", "input_image", "document", "file", "input_file")
 

@@ -109,13 +109,25 @@ class Output(Protocol):
         """The aggregated answer of a non-streaming request."""
         ...
 
+    def error_event(self, err: UpstreamError) -> bytes:
+        """A dialect-correct error event for a stream that already sent bytes (after what
+        was sent: a Responses stream numbers it)."""
+        ...
+
+    def answer_object(self) -> dict[str, Any] | None:
+        """The finished answer as an object, when the output keeps one (a Responses answer,
+        which the gateway stores); None otherwise."""
+        ...
+
 
 class Dialect(Protocol):
     """One client protocol (see the module docstring)."""
 
-    NAME: str  # the provider kind that speaks it natively
+    NAME: str  # its name (labels, jobs)
+    KIND: str  # the provider kind that serves it as it is (others get it translated)
     ERRORS: ErrorDialect  # the shape of its error bodies
     UPSTREAM_PATH: bytes  # appended to the provider's path prefix
+    LIMIT_PARAM: str  # the output limit parameter its 400s name
 
     def check_request(self, body: Any) -> ChatInfo: ...
 
@@ -146,12 +158,9 @@ class Dialect(Protocol):
         not given and the decoder must match (a translation that needs to know which one)."""
         ...
 
-    def relay(self, *, stream: bool, include_usage: bool) -> Output:
-        """The provider's own stream passed through, or folded into its own answer."""
-        ...
-
-    def encoder(self, *, include_usage: bool, created: int) -> Output:
-        """Canonical events written as this dialect's stream (a translation)."""
+    def output(self, info: ChatInfo, *, translated: bool, created: int) -> Output:
+        """What the client gets: the provider's own stream passed through (or folded into
+        its own answer), or canonical events written in this dialect (a translation)."""
         ...
 
     def render(self, answer: Answer, created: int) -> bytes:
@@ -230,23 +239,20 @@ class Stream:
         return self._out.final_body(self._decoder.usage)
 
     def error_event(self, err: UpstreamError) -> bytes:
-        own = getattr(self._out, "error_event", None)  # numbered after what was sent (Responses)
-        return own(err) if own is not None else self._caller.error_event(err)
+        return self._out.error_event(err)
 
     def answer_object(self) -> dict[str, Any] | None:
-        """The finished answer as an object, when its output keeps one (a Responses answer,
-        which the gateway stores)."""
-        own = getattr(self._out, "response_object", None)
-        return own() if own is not None else None
+        return self._out.answer_object()
 
 
 class _Encode:
     """A translation to a streaming client: each canonical event encoded at once."""
 
-    __slots__ = ("_encoder",)
+    __slots__ = ("_caller", "_encoder")
 
-    def __init__(self, encoder: Any) -> None:
+    def __init__(self, encoder: Any, caller: Dialect) -> None:
         self._encoder = encoder
+        self._caller = caller
 
     def feed(
         self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
@@ -259,6 +265,12 @@ class _Encode:
 
     def final_body(self, usage: dict[str, Any] | None) -> bytes:
         raise AssertionError("a streaming answer has no final body")
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        return self._caller.error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        return None
 
 
 class _Fold:
@@ -285,25 +297,27 @@ class _Fold:
     def final_body(self, usage: dict[str, Any] | None) -> bytes:
         return self._caller.render(self._answer, self._created)
 
+    def error_event(self, err: UpstreamError) -> bytes:
+        return self._caller.error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        return None
+
 
 def stream_for(caller: Dialect, upstream: Dialect, info: ChatInfo) -> Stream:
     """The state of one attempt: the provider's stream read in its dialect, answered in the
     caller's (passed through when they are the same)."""
-    out: Output
-    per_request = getattr(caller, "output", None)  # answers that echo the request (Responses)
-    if per_request is not None:
-        created = int(time.time())
-        out = per_request(info, translated=upstream is not caller, created=created)
-    elif upstream is caller:
-        out = caller.relay(stream=info.stream, include_usage=info.include_usage)
-    elif info.stream:
-        out = caller.encoder(include_usage=info.include_usage, created=int(time.time()))
-    else:
-        out = _Fold(caller, int(time.time()))
-    decoder = upstream.decoder() if upstream is caller else upstream.decoder(info.stop)
+    translated = upstream is not caller
+    out = caller.output(info, translated=translated, created=int(time.time()))
+    decoder = upstream.decoder(info.stop) if translated else upstream.decoder()
     return Stream(caller, decoder, out, aggregate=not info.stream)
 
 
-def encoded(encoder: Any) -> Output:
+def encoded(encoder: Any, caller: Dialect) -> Output:
     """An ``Encoder`` (``encode(event)``, ``close()``) as an ``Output``."""
-    return _Encode(encoder)
+    return _Encode(encoder, caller)
+
+
+def folded(caller: Dialect, created: int) -> Output:
+    """Canonical events folded into an ``Answer``, rendered by ``caller`` at the end."""
+    return _Fold(caller, created)

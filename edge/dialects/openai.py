@@ -45,6 +45,7 @@ from edge.dialects.core import (
     Output,
     check_fields,
     encoded,
+    folded,
 )
 from edge.errors import ErrorDialect, InvalidRequest, UpstreamError, UpstreamStatus
 
@@ -237,6 +238,12 @@ class _Relay:
     def final_body(self, usage: dict[str, Any] | None) -> bytes:
         raise AssertionError("a streaming answer has no final body")
 
+    def error_event(self, err: UpstreamError) -> bytes:
+        return error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        return None
+
 
 class _Fold:
     """The provider's chunks folded into the ``chat.completion`` it would have returned."""
@@ -358,6 +365,12 @@ class _Fold:
             if key in head:
                 out[key] = head[key]
         return orjson.dumps(out)
+
+    def error_event(self, err: UpstreamError) -> bytes:
+        return error_event(err)
+
+    def answer_object(self) -> dict[str, Any] | None:
+        return None
 
 
 # ------------------------------------------------------------ translation
@@ -911,7 +924,9 @@ def answer_text(body: dict[str, Any]) -> str:
 
 class _ChatCompletions:
     NAME = NAME
+    KIND = "openai"
     ERRORS: ErrorDialect = "openai"
+    LIMIT_PARAM = "max_tokens"
     UPSTREAM_PATH = b"/chat/completions"
     check_request = staticmethod(check_request)
     upstream_body = staticmethod(upstream_body)
@@ -926,11 +941,14 @@ class _ChatCompletions:
     def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
         return Decoder(stops)
 
-    def relay(self, *, stream: bool, include_usage: bool) -> Output:
-        return _Relay(include_usage) if stream else _Fold()
-
-    def encoder(self, *, include_usage: bool, created: int) -> Output:
-        return encoded(Encoder(include_usage, created))
+    def output(self, info: ChatInfo, *, translated: bool, created: int) -> Output:
+        if not translated:
+            return _Relay(info.include_usage) if info.stream else _Fold()
+        return (
+            encoded(Encoder(info.include_usage, created), self)
+            if info.stream
+            else folded(self, created)
+        )
 
 
 DIALECT: Dialect = _ChatCompletions()

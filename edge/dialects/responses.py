@@ -326,7 +326,7 @@ class _Relay:
         self._seq += 1
         return error_event(err, self.response, self._seq)
 
-    def response_object(self) -> dict[str, Any] | None:
+    def answer_object(self) -> dict[str, Any] | None:
         return self.response if self.response.get("status") in ("completed", "incomplete") else None
 
 
@@ -800,7 +800,7 @@ class _Encoded:
     def error_event(self, err: UpstreamError) -> bytes:
         return self._encoder.error_event(err)
 
-    def response_object(self) -> dict[str, Any] | None:
+    def answer_object(self) -> dict[str, Any] | None:
         return self._encoder.response if self._encoder.done else None
 
 
@@ -826,12 +826,12 @@ class _Folded:
         return b""
 
     def final_body(self, usage: dict[str, Any] | None) -> bytes:
-        return orjson.dumps(self.response_object())
+        return orjson.dumps(self.answer_object())
 
     def error_event(self, err: UpstreamError) -> bytes:
         return error_event(err)
 
-    def response_object(self) -> dict[str, Any] | None:
+    def answer_object(self) -> dict[str, Any] | None:
         if self._answer.finish is None:
             return None
         if self._rendered is None:
@@ -861,10 +861,12 @@ def answer_text(body: dict[str, Any]) -> str:
 class _Responses:
     """The Responses API as a ``core.Dialect``. Its answers echo the request's settings and
     continue a stored conversation, so its outputs are made per request (``output``, which
-    ``core.stream_for`` prefers to ``relay`` / ``encoder`` / ``render``)."""
+    ``core.stream_for`` calls for every attempt)."""
 
     NAME = NAME
+    KIND = "openai"
     ERRORS: ErrorDialect = "openai"
+    LIMIT_PARAM = "max_output_tokens"
     UPSTREAM_PATH = b"/responses"
     check_request = staticmethod(check_request)
     upstream_body = staticmethod(upstream_body)
@@ -877,12 +879,6 @@ class _Responses:
 
     def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
         return Decoder(stops)
-
-    def relay(self, *, stream: bool, include_usage: bool) -> Output:
-        return _Relay(stream=stream)
-
-    def encoder(self, *, include_usage: bool, created: int) -> Output:
-        return _Encoded(Encoder({}, created))
 
     def render(self, answer: Answer, created: int) -> bytes:
         return orjson.dumps(render(answer, created, {}))

@@ -600,7 +600,7 @@ class Gateway:
         the API's default); a state backend that is down loses it, never the answer."""
         if out.status != 200 or body.get("store") is False:
             return
-        answer = getattr(out.state, "answer_object", lambda: None)()
+        answer = out.state.answer_object() if out.state is not None else None
         if not answer or not answer.get("id"):
             return
         try:

@@ -336,8 +336,9 @@ def plan_chat(
     needs = needs_of(body, dialect.NAME)
     tier_ = policy.tiers[tier]
     input_tokens = router.estimate(parts, messages, media)
-    limit = "max_output_tokens" if dialect is RESPONSES else "max_tokens"
-    check_limits(router.limits(tier_, named), named, needs, ceilings, input_tokens, limit)
+    check_limits(
+        router.limits(tier_, named), named, needs, ceilings, input_tokens, dialect.LIMIT_PARAM
+    )
     expected = router.expected_output(tier_, named, max_out)
     prefixes = prefix_of(body, _o200k) if input_tokens >= MIN_CACHED else []
     decision = router.decide(
@@ -461,14 +462,13 @@ def build_call(
     """The upstream request for one candidate, translated when its provider speaks the other
     dialect; raises ``InvalidRequest`` when the candidate cannot honour the request."""
     provider = policy.providers[model.provider]
-    upstream = _DIALECTS[provider.kind]
+    # the caller's dialect when the provider serves it as it is, else the provider's own
+    upstream = dialect if provider.kind == dialect.KIND else _DIALECTS[provider.kind]
     asked = max(output_ceilings(body, dialect.NAME), default=0)
     if asked > model.max_output_tokens:
         # a ceiling above this candidate's own limit: its limit (the answer's finish reason
         # still says when it was reached)
         body = dialect.with_max_tokens(body, model.max_output_tokens)
-    if dialect is RESPONSES and provider.kind == "openai":
-        upstream = RESPONSES  # served as it is, at the provider's /responses
     if upstream is dialect:
         payload: bytes = dialect.upstream_body(body, model.upstream_model)
     else:

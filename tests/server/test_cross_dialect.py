@@ -8,13 +8,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import jsonschema
 import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from tests.procs import Proc, SimClient
-from tests.server.conftest import GW_KEY, GW_KEY_L0
+from edge.policy import load_policy
+from hotpath.tokens import estimate_request_tokens
+from tests.procs import Proc, SimClient, start_gateway
+from tests.server.conftest import GW_KEY, GW_KEY_L0, POLICY
 
 HELLO = [{"role": "user", "content": "Hello from the other side"}]
 WEATHER = {
@@ -414,13 +417,17 @@ def test_route_aliases_and_tiers_pick_models_of_either_provider(gateway: Proc) -
     assert r.status_code == 400 and r.json()["error"]["param"] == "x-edge-tier"
 
 
-def test_every_answer_carries_the_cost_estimate(gateway: Proc) -> None:
-    import httpx
+def test_every_answer_carries_the_cost_estimate(sim: SimClient) -> None:
+    """(Its own gateway: the expected output is learned from earlier answers, so a shared one
+    would price these requests by whatever other tests taught it.)"""
+    gateway = start_gateway(sim.url, POLICY, {"EDGE_KEYS": GW_KEY})
+    try:
+        _check_estimates(gateway)
+    finally:
+        gateway.stop()
 
-    from edge.policy import load_policy
-    from hotpath.tokens import estimate_request_tokens
-    from tests.server.conftest import POLICY
 
+def _check_estimates(gateway: Proc) -> None:
     policy = load_policy(POLICY, {})
     text = "Repeat after me: estimate me"
     body = {
