@@ -19,6 +19,10 @@ Tables:
   budget until settled, ignored after ``STALE_S`` (their worker died).
 - ``ledger``: one row per answer (and per wasted attempt): tokens by kind and
   cost, for ``/admin/spend``.
+- ``answers``, ``feedback``, ``quality_counts``, ``answer_marks``,
+  ``rate_buckets``: answer records for feedback (retention period), human
+  and online-check counts per day, each worker's written-through mark, the
+  feedback rate limit per key (see ``edge/quality/feedback.py``).
 
 The calls are synchronous and short (an indexed row or two); the gateway
 makes them on its event loop.
@@ -37,7 +41,10 @@ from edge.state.types import (
     LIVE_ROLLOUT,
     ROLLOUT_COLUMNS,
     STALE_S,
+    AnswerRecord,
+    FeedbackRow,
     LedgerRow,
+    QualityCount,
     Settlement,
     periods,
 )
@@ -124,7 +131,52 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     json_valid INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rollout_events_stage ON rollout_events (rollout, stage, arm);
+CREATE TABLE IF NOT EXISTS answers (
+    request_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    tier TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    online TEXT NOT NULL,
+    PRIMARY KEY (request_id, key)
+);
+CREATE INDEX IF NOT EXISTS answers_at ON answers (at);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    answer_at REAL NOT NULL,
+    score REAL NOT NULL,
+    label TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (request_id, key)
+);
+CREATE INDEX IF NOT EXISTS feedback_answer_at ON feedback (answer_at);
+CREATE TABLE IF NOT EXISTS quality_counts (
+    day TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT NOT NULL,
+    online_n INTEGER NOT NULL DEFAULT 0,
+    online_ok INTEGER NOT NULL DEFAULT 0,
+    human_n INTEGER NOT NULL DEFAULT 0,
+    human_sum REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, tier, task, model)
+);
+CREATE TABLE IF NOT EXISTS answer_marks (
+    writer TEXT PRIMARY KEY,
+    through REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    bucket TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL
+);
 """
+_ANSWER_COLUMNS = "request_id, key, at, tier, task, model, arm, online"
 
 
 class EmbeddedState:
@@ -471,3 +523,134 @@ class EmbeddedState:
             (finished_before,),
         )
         return cur.rowcount
+
+    # -- answers and feedback
+
+    def record_answers(
+        self, rows: list[AnswerRecord], writer: str, through: float, retention_s: float
+    ) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                f"INSERT OR REPLACE INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.request_id, r.key, r.at, r.tier, r.task, r.model, r.arm, r.online)
+                    for r in rows
+                ],
+            )
+            counts: dict[tuple[str, str, str, str], list[int]] = {}
+            for r in rows:
+                if r.online:
+                    c = counts.setdefault((_day(r.at), r.tier, r.task, r.model), [0, 0])
+                    c[0] += 1
+                    c[1] += r.online == "ok"
+            db.executemany(
+                "INSERT INTO quality_counts (day, tier, task, model, online_n, online_ok) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, tier, task, model) DO UPDATE SET "
+                "online_n = online_n + excluded.online_n, online_ok = online_ok + excluded.online_ok",
+                [(*k, n, ok) for k, (n, ok) in counts.items()],
+            )
+            db.execute(
+                "INSERT INTO answer_marks VALUES (?, ?) ON CONFLICT (writer) DO UPDATE SET "
+                "through = MAX(through, excluded.through)",
+                (writer, through),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def answers_through(self, live_after: float) -> float:
+        row = self._db.execute(
+            "SELECT MIN(through) FROM answer_marks WHERE through > ?", (live_after,)
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else float("inf")
+
+    def find_answer(self, request_id: str, key: str | None, since: float) -> AnswerRecord | None:
+        if key is None:
+            row = self._db.execute(
+                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE request_id = ? AND at >= ? "
+                "ORDER BY at DESC LIMIT 1",
+                (request_id, since),
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE request_id = ? AND key = ? AND at >= ?",
+                (request_id, key, since),
+            ).fetchone()
+        return AnswerRecord(*row) if row else None
+
+    def put_feedback(self, row: FeedbackRow, answer: AnswerRecord, retention_s: float) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old = db.execute(
+                "SELECT score FROM feedback WHERE request_id = ? AND key = ?",
+                (row.request_id, row.key),
+            ).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.request_id, row.key, row.at, answer.at, row.score, row.label, row.comment,
+                 row.source),
+            )  # fmt: skip
+            added, delta = (0, row.score - old[0]) if old else (1, row.score)
+            db.execute(
+                "INSERT INTO quality_counts (day, tier, task, model, human_n, human_sum) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, tier, task, model) DO UPDATE SET "
+                "human_n = human_n + excluded.human_n, human_sum = human_sum + excluded.human_sum",
+                (_day(answer.at), answer.tier, answer.task, answer.model, added, delta),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return old is not None
+
+    def quality_counts(self, since: float) -> list[QualityCount]:
+        rows = self._db.execute(
+            "SELECT tier, task, model, SUM(online_n), SUM(online_ok), SUM(human_n), SUM(human_sum) "
+            "FROM quality_counts WHERE day >= ? GROUP BY tier, task, model",
+            (_day(since),),
+        ).fetchall()
+        return [(t, k, m, int(a), int(b), int(c), float(d)) for t, k, m, a, b, c, d in rows]
+
+    def purge_answers(self, before: float) -> int:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            gone = db.execute("DELETE FROM answers WHERE at < ?", (before,)).rowcount
+            db.execute("DELETE FROM feedback WHERE answer_at < ?", (before,))
+            db.execute("DELETE FROM quality_counts WHERE day < ?", (_day(before),))
+            db.execute("DELETE FROM answer_marks WHERE through < ?", (time.time() - 86400,))
+            db.execute("DELETE FROM rate_buckets WHERE at < ?", (time.time() - 86400,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return int(gone)
+
+    def take_token(self, bucket: str, per_s: float, burst: float, now: float) -> float:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT tokens, at FROM rate_buckets WHERE bucket = ?", (bucket,)
+            ).fetchone()
+            tokens = burst if row is None else min(burst, row[0] + (now - row[1]) * per_s)
+            wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / per_s
+            if wait == 0.0:
+                tokens -= 1.0
+            db.execute(
+                "INSERT OR REPLACE INTO rate_buckets VALUES (?, ?, ?)", (bucket, tokens, now)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return wait
+
+
+def _day(at: float) -> str:
+    """The UTC day of a moment, ``YYYY-MM-DD`` (the counts' bucket)."""
+    return periods(at)[0][4:]
