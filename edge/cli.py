@@ -149,6 +149,40 @@ def _spend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback(args: argparse.Namespace) -> int:
+    """``llm-edge feedback import FILE.jsonl``: feedback from a labelling tool, in a batch."""
+    import time
+
+    from edge.policy import PolicyError, load_policy
+    from edge.quality.feedback import import_lines
+    from edge.settings import SettingsError, load_settings
+
+    try:
+        policy = load_policy(args.policy or load_settings().policy)
+        with open(args.file) as f:
+            lines = f.read().splitlines()
+    except (PolicyError, SettingsError) as exc:
+        print(f"llm-edge feedback: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"llm-edge feedback: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    state = _state(args)
+    try:
+        result = import_lines(state, policy.quality, lines, time.time())
+    finally:
+        state.close()
+    invalid = result.invalid or []
+    print(
+        f"feedback import {args.file}: {result.accepted} accepted ({result.replaced} replacing "
+        f"an earlier one), {result.unknown} unknown (no answer with that id within "
+        f"{policy.quality.retention_days:g} days), {len(invalid)} invalid"
+    )
+    for why in invalid[:50]:
+        print(f"  invalid {why}", file=sys.stderr)
+    return 1 if invalid else 0
+
+
 def _policy_check(args: argparse.Namespace) -> int:
     """Validate a policy with this environment's overrides and print what it resolves to."""
     import json
@@ -238,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--since", default="", help="first UTC day, YYYY-MM-DD (default today)")
     spend.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
     spend.set_defaults(func=_spend)
+    feedback = sub.add_parser(
+        "feedback", help="feedback import FILE.jsonl: human feedback from a labelling tool"
+    )
+    feedback.add_argument("action", choices=["import"])
+    feedback.add_argument(
+        "file", help="JSONL, a line per answer: request_id, score or thumbs, label, comment"
+    )
+    feedback.add_argument("--policy", default="", help="default: EDGE_POLICY (its [quality])")
+    feedback.add_argument("--state-dir", default="", help="default: EDGE_STATE_DIR")
+    feedback.set_defaults(func=_feedback)
     check = sub.add_parser(
         "policy", help="policy check FILE: validate a policy (with EDGE_* overrides), print it"
     )

@@ -15,6 +15,7 @@
      +- UpgradeRequired            426     invalid_request_error  invalid_request_error
      +- HeadersTooLarge            431     invalid_request_error  invalid_request_error
      +- OverBudget                 429     insufficient_quota     rate_limit_error
+     +- RateLimited                429     requests               rate_limit_error
      +- ServiceUnavailable         503     server_error           overloaded_error
      |   +- PoolSaturated          503     (the gateway's own connections to a provider all busy)
      +- UpstreamError              502     server_error           api_error
@@ -147,6 +148,15 @@ class OverBudget(EdgeError):
     status = 429
     openai_type = "insufficient_quota"
     anthropic_type = "rate_limit_error"
+
+
+class RateLimited(EdgeError):
+    """Too many calls of a gateway route from one key (``retry-after`` says when to retry)."""
+
+    status = 429
+    openai_type = "requests"
+    anthropic_type = "rate_limit_error"
+    retryable = True
 
 
 class ServiceUnavailable(EdgeError):

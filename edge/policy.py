@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.quality.hybrid import ONLINE_CHECKS, QualityConfig
 from edge.routing.breaker import BreakerConfig
 from edge.routing.capabilities import CAPABILITIES, KIND_DEFAULTS, bits
 
@@ -155,6 +156,7 @@ class Policy:
     webhook_url: str = ""
     aliases: dict[str, str] = field(default_factory=dict)  # a model's other id -> its name
     breakers: BreakerConfig = field(default_factory=BreakerConfig)  # per model, every worker
+    quality: QualityConfig = field(default_factory=QualityConfig)  # the hybrid score, feedback
 
     def model_named(self, name: str) -> Model | None:
         """A model by its name or one of its aliases (a dated id)."""
@@ -308,6 +310,57 @@ def _breakers(table: Mapping[str, Any], env: Mapping[str, str]) -> BreakerConfig
     return BreakerConfig(**values)
 
 
+QUALITY_KEYS = (
+    "tasks", "retention_days", "feedback_per_minute", "weight_gold", "weight_online",
+    "weight_human", "prior_gold", "prior_online", "prior_human", "online_checks",
+)  # fmt: skip
+
+
+def _quality(table: Mapping[str, Any]) -> QualityConfig:
+    """The ``[quality]`` table over the defaults (edge/quality/hybrid.py)."""
+    from edge.quality.tasks import POLICY_LABEL, RESERVED
+
+    where = "quality"
+    _known(table, QUALITY_KEYS, where)
+    default = QualityConfig()
+    values: dict[str, Any] = {}
+    for key in QUALITY_KEYS:
+        current = getattr(default, key)
+        if isinstance(current, tuple):
+            raw = _get(table, key, where, list, list(current))
+            if not all(isinstance(v, str) for v in raw):
+                raise PolicyError(f"{where}.{key}: expected a list of strings")
+            values[key] = tuple(raw)
+        else:
+            values[key] = _get(table, key, where, type(current), current)
+    for task in values["tasks"]:
+        if POLICY_LABEL.fullmatch(task) is None:
+            raise PolicyError(
+                f"{where}.tasks: {task!r} is not a task label (1-64 of a-z, 0-9, '_', '.', '-')"
+            )
+        if task in RESERVED:
+            raise PolicyError(
+                f"{where}.tasks: {task!r} is reserved ({', '.join(sorted(RESERVED))})"
+            )
+    if len(values["tasks"]) > 50:
+        raise PolicyError(f"{where}.tasks: at most 50 labels (each is a metric series)")
+    for check in values["online_checks"]:
+        if check not in ONLINE_CHECKS:
+            raise PolicyError(
+                f"{where}.online_checks: unknown check {check!r}; known: {', '.join(ONLINE_CHECKS)}"
+            )
+    if values["retention_days"] <= 0:
+        raise PolicyError(f"{where}.retention_days: must be greater than 0")
+    if values["feedback_per_minute"] <= 0:
+        raise PolicyError(f"{where}.feedback_per_minute: must be greater than 0")
+    for source in ("gold", "online", "human"):
+        if values[f"weight_{source}"] < 0:
+            raise PolicyError(f"{where}.weight_{source}: must not be negative")
+        if values[f"prior_{source}"] < 0:
+            raise PolicyError(f"{where}.prior_{source}: must not be negative")
+    return QualityConfig(**values)
+
+
 def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model]) -> None:
     for key in ("soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms"):
         if values[key] <= 0:
@@ -342,7 +395,7 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
     known = (
         "providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs",
-        "breakers",
+        "breakers", "quality",
     )  # fmt: skip
     _known(data, known, "policy")
     providers: dict[str, Provider] = {}
@@ -559,6 +612,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         webhook,
         aliases,
         _breakers(dict(data.get("breakers", {})), env),
+        _quality(dict(data.get("quality", {}))),
     )
 
 

@@ -28,6 +28,7 @@ import orjson
 from edge.budget.jobs import KEPT_HEADERS, Deferred, new_job_id
 from edge.budget.spend import ORDER, Hold, stronger
 from edge.errors import OverBudget, OverCostCap, ServiceUnavailable
+from edge.quality.tasks import task_of
 from edge.server.auth import Tenant
 from edge.server.relay import JSON_HEADERS, plan_chat
 from edge.state.types import StateUnavailable
@@ -91,6 +92,9 @@ class Gate:
             )
             ceiling = tenant.ceiling(engine.policy.default_tier)
         out.tenant = tenant.tenant
+        if not job:  # whose answer it is, and its task label (feedback, the hybrid score)
+            out.key_digest = self.keys.digest(tenant)
+            out.task = task_of(engine.policy.quality.tasks, req.headers.get(b"x-edge-task"))
         if self.engines.canary is not None and not job:
             unit = req.headers.get(b"x-edge-session", b"").decode("latin-1") or req.request_id
             out.arm = self.rollouts.arm(tenant.key_id, unit)

@@ -184,9 +184,12 @@ class Stream:
         "_out",
         "aggregate",
         "done",
+        "finish",
         "finished",
         "first_token",
         "output",
+        "text",
+        "tool_args",
     )
 
     def __init__(self, caller: Dialect, decoder: Decoder, out: Output, *, aggregate: bool) -> None:
@@ -198,6 +201,11 @@ class Stream:
         self.finished = False
         self.done = False
         self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
+        # what the online checks read (edge/quality/online.py): the text, each tool call's
+        # arguments, the canonical finish reason
+        self.text: list[str] = []
+        self.tool_args: list[list[str]] = []
+        self.finish: str | None = None
 
     @property
     def usage(self) -> dict[str, Any] | None:
@@ -216,11 +224,18 @@ class Stream:
                 piece = ev[-1]
                 if piece.__class__ is str and piece:
                     self.output.append(piece)
+                    if kind == "text":
+                        self.text.append(piece)
+                    elif kind == "tool_args" and ev[1] < len(self.tool_args):
+                        self.tool_args[ev[1]].append(piece)
             elif kind == "tool_start":
                 self.first_token = True
                 self.output.append(ev[3])
+                while len(self.tool_args) <= ev[1]:
+                    self.tool_args.append([])
             elif kind == "finish":
                 self.finished = True
+                self.finish = ev[1]
             elif kind == "end":
                 self.done = True
         return self._out.feed(name, data, self._decoder.obj, events)

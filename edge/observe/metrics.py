@@ -193,7 +193,9 @@ class Metrics:
         self.auth_failures: dict[tuple[str, str], int] = {}
         self.auth_delays: dict[tuple[str], int] = {}
         self._jobs: Callable[[], dict[str, int]] | None = None
-        self._quality: Callable[[], dict[str, float]] | None = None
+        # (tier, task, model, source, score, samples) rows; model -> age of its gold score
+        self._quality: Callable[[], list[tuple[str, str, str, str, float, float]]] | None = None
+        self._gold_age: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
         self.rollbacks: dict[tuple[str], int] = {}
         self._state: Callable[[], StateView] | None = None
@@ -362,9 +364,15 @@ class Metrics:
         scrape time."""
         self._state = view
 
-    def watch_quality(self, scores: Callable[[], dict[str, float]]) -> None:
-        """Export each model's quality score as the router uses it, read at scrape time."""
+    def watch_quality(
+        self,
+        scores: Callable[[], list[tuple[str, str, str, str, float, float]]],
+        gold_age: Callable[[], dict[str, float]],
+    ) -> None:
+        """Export the quality scores per (tier, task, model, source) with their sample counts,
+        and the age of each model's gold score, read at scrape time."""
         self._quality = scores
+        self._gold_age = gold_age
 
     def watch_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
         """Export the job queue by status, read at scrape time."""
@@ -494,12 +502,30 @@ class _Collector(Collector):
         if m._quality is not None:
             quality = GaugeMetricFamily(
                 "edge_quality_score",
-                "Quality score the router uses: the latest gold run's success rate, else the policy's",
+                "Quality score per tier, task and model: each source's measured mean (gold, "
+                "online checks, human feedback) and their hybrid (task all: what the tier routes on)",
+                labels=["tier", "task", "model", "source"],
+            )
+            samples = GaugeMetricFamily(
+                "edge_quality_samples",
+                "Observations behind each source's score (gold cases, checked answers, feedbacks)",
+                labels=["tier", "task", "model", "source"],
+            )
+            for tier, task, model, source, score, n in m._quality():
+                quality.add_metric([tier, task, model, source], score)
+                if source != "hybrid":
+                    samples.add_metric([tier, task, model, source], n)
+            yield quality
+            yield samples
+        if m._gold_age is not None:
+            age = GaugeMetricFamily(
+                "edge_quality_gold_age_seconds",
+                "Seconds since each model's kept gold score was measured",
                 labels=["model"],
             )
-            for model, q in m._quality().items():
-                quality.add_metric([model], q)
-            yield quality
+            for model, seconds in sorted(m._gold_age().items()):
+                age.add_metric([model], seconds)
+            yield age
         states = GaugeMetricFamily(
             "edge_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",

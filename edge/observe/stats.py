@@ -3,7 +3,7 @@
 Computed from the fleet's metrics (every worker's counters and mergeable
 latency sketches over the last five minutes), the state backend (spend by
 key today, the rollout), the breakers, and what the worker hands in: its
-policy, the router's quality scores, the job counts.
+policy, the router's quality scores, the hybrid quality rows, the job counts.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def fleet_stats(
     quality: dict[str, float],
     jobs: dict[str, int],
     state_available: bool,
+    scores: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     now = time.monotonic()
     tiers: dict[str, Any] = {}
@@ -107,6 +108,7 @@ def fleet_stats(
         "spend_today_by_key_usd": spend,
         "jobs": jobs,
         "state_available": state_available,
+        "quality": scores or [],
         "rollout": None
         if rollout is None
         else {k: rollout.get(k) for k in ("id", "status", "stage_percent", "arms", "reason")},

@@ -5,9 +5,12 @@ the active policy's engine for the worker's life and, while a rollout is
 live, the candidate's (the canary), loaded from the rollout's row in the
 state backend, so every worker of every instance serves the same candidate.
 Each tick runs the rollout controller and loads or drops the canary
-(``watch_rollout``), and turns a new gold report's per-model success rates
-into the active router's quality scores (``watch_gold``). Breaker
-transitions of either engine are counted and logged.
+(``watch_rollout``), reads a new gold report's kept per-model scores
+(``watch_gold``), and every ``QUALITY_REFRESH_S`` blends them with the
+online checks and human feedback in the state backend into the hybrid
+scores (``watch_quality``, edge/quality/hybrid.py): each tier's quality
+floor judges the tier-level hybrid of each model, in the active and the
+canary router. Breaker transitions of either engine are counted and logged.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ import orjson
 from edge.observe.log import Log
 from edge.observe.metrics import Metrics
 from edge.policy import Policy, PolicyError, parse_policy
-from edge.quality.gold import quality_scores
+from edge.quality import hybrid
+from edge.quality.gold import kept_scores
+from edge.quality.hybrid import GoldScore
 from edge.quality.rollout import Rollouts
 from edge.routing.breaker import State
 from edge.routing.decide import Router
 from edge.routing.race import HedgeBudgets, Shared
 from edge.settings import Settings
+from edge.state.types import State as Store
+from edge.state.types import StateUnavailable
+
+QUALITY_REFRESH_S = 5.0
 
 
 class RaceEvents:
@@ -79,6 +88,11 @@ class Engines:
         self.active = self._engine(policy)
         self.canary: Engine | None = None  # the candidate policy of a live rollout
         self._gold_mtime = 0.0
+        self.gold: dict[str, GoldScore] = {}  # each model's last measured gold score
+        self.counts: hybrid.Counts = {}  # online checks and feedback, from the state
+        self.scores: list[hybrid.Row] = []  # the active policy's, as exported
+        self._counted = -QUALITY_REFRESH_S
+        rollouts.quality = self.hybrid_score  # for the rollout guards
 
     def refresh(self, now: float) -> None:
         """Copy live latency figures into the routing tables."""
@@ -118,7 +132,8 @@ class Engines:
         )
 
     def watch_gold(self) -> None:
-        """The latest gold report's per-model success rates become the router's quality scores."""
+        """The latest gold report's kept per-model scores become the gold source of the
+        hybrid scores (a model measured with too few cases keeps its last score)."""
         path = self.settings.gold_report_path
         try:
             mtime = os.stat(path).st_mtime
@@ -129,12 +144,60 @@ class Engines:
         self._gold_mtime = mtime
         try:
             with open(path, "rb") as f:
-                scores = quality_scores(orjson.loads(f.read()))
+                gold = kept_scores(orjson.loads(f.read()))
         except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
             self.log.event("warning", "gold report unreadable", path=path, error=str(exc))
             return
-        self.active.router.set_quality(scores)
+        self.gold = gold
+        self.apply_quality()
+        scores = {m: g.score for m, g in gold.items()}
         self.log.event("info", "quality scores from gold report", path=path, scores=scores)
+
+    def watch_quality(self, state: Store, now: float, force: bool = False) -> None:
+        """Every ``QUALITY_REFRESH_S`` (or when forced): the online and human counts of the
+        retention period from the state, blended with gold into the routers' scores."""
+        if not force and now - self._counted < QUALITY_REFRESH_S:
+            return
+        self._counted = now
+        try:
+            rows = state.quality_counts(time.time() - self.policy.quality.retention_s)
+        except StateUnavailable:
+            return  # the last counts stand
+        self.counts = hybrid.counts_of(rows)
+        self.apply_quality()
+
+    def apply_quality(self) -> None:
+        """Gold and the counts -> each engine's routing scores (per model: gold alone; per
+        tier: the tier-level hybrid)."""
+        self.scores = self._apply(self.active)
+        if self.canary is not None:
+            self._apply(self.canary)
+
+    def _apply(self, engine: Engine) -> list[hybrid.Row]:
+        policy = engine.policy
+        cfg = self.policy.quality
+        priors = {n: m.quality for n, m in policy.models.items() if m.kind == "chat"}
+        rows = hybrid.table(
+            {n: t.pool for n, t in policy.tiers.items()}, priors, self.gold, self.counts, cfg
+        )
+        base = {
+            n: hybrid.blend(p, {"gold": _evidence(self.gold[n])} if n in self.gold else {}, cfg)
+            for n, p in priors.items()
+        }
+        engine.router.set_quality(base, hybrid.routing(rows))
+        return rows
+
+    def hybrid_score(self, tier: str, task: str, model: str) -> float | None:
+        """The active policy's hybrid score of (tier, task, model) (``all``: the tier's), if
+        it has one: what rollout guards may compare."""
+        for row in self.scores:
+            if (row.tier, row.task, row.model) == (tier, task, model):
+                return row.hybrid
+        return None
+
+    def gold_ages(self, now: float) -> dict[str, float]:
+        """Seconds since each model's kept gold score was measured."""
+        return {m: max(0.0, now - g.measured_at) for m, g in self.gold.items()}
 
     def watch_rollout(self, state_up: bool) -> None:
         """Run the rollout controller, and serve the live rollout's candidate beside the policy."""
@@ -165,6 +228,11 @@ class Engines:
             }
             candidate = candidate.with_base_urls(shared, simulated=True)
         self.canary = self._engine(candidate, live["id"])
+        self._apply(self.canary)
         self.log.event(
             "warning", "rollout candidate loaded", rollout=live["id"], stage=live["stage"]
         )
+
+
+def _evidence(g: GoldScore) -> hybrid.Evidence:
+    return hybrid.Evidence(float(g.cases), g.score * g.cases)

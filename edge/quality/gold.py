@@ -17,8 +17,16 @@ Kinds and what ``expect`` holds:
 
 ``run`` scores every case (concurrently), ``report`` aggregates per kind and
 per serving model (success rate, P50/P95 latency, cost), and ``verdict``
-fails a report under the floor or regressed against a baseline. Per-model
-success rates of the latest report are the router's quality scores.
+fails a report under the floor or regressed against a baseline.
+
+Per-model scores are stable: a model's score changes only from a run that
+measured it on ``MIN_CASES_FOR_SCORE`` cases or more; otherwise its last
+measured score is kept with the time it was measured (``stable_scores``,
+the report's ``scores``). So that routing cannot starve a model of
+measurements (a model demoted under a tier's floor gets no routed cases),
+``coverage`` sends each tier's routed cases to every model of the tier's
+pool that the routed run measured too little, by name (forced, not routed).
+The kept scores are the gold source of the hybrid score (``hybrid.py``).
 """
 
 from __future__ import annotations
@@ -27,12 +35,14 @@ import asyncio
 import inspect
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import orjson
+
+from edge.quality.hybrid import GoldScore
 
 KINDS = ("refusal", "safety", "json_schema", "exact", "contains", "regex", "tool_call")
 _APOSTROPHE = "['\u2019]"  # typewriter or typographic
@@ -260,21 +270,47 @@ def _group(results: list[Result]) -> dict[str, Any]:
     }
 
 
-def report(results: list[Result], **meta: Any) -> dict[str, Any]:
+def report(
+    results: list[Result], coverage: list[Result] | None = None, **meta: Any
+) -> dict[str, Any]:
+    """The run's figures: overall and per kind from the routed ``results`` (what clients
+    get), per model from those and the forced ``coverage`` results together."""
     by_kind: dict[str, list[Result]] = {}
     by_model: dict[str, list[Result]] = {}
     for r in results:
         by_kind.setdefault(r.kind, []).append(r)
+    for r in [*results, *(coverage or [])]:
         by_model.setdefault(r.model, []).append(r)
     return {
         **meta,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "measured_at": time.time(),
         **_group(results),
         "by_kind": {k: _group(v) for k, v in sorted(by_kind.items())},
         "by_model": {m: _group(v) for m, v in sorted(by_model.items())},
         "failures": [asdict(r) for r in results if not r.ok],
         "results": [asdict(r) for r in results],
+        "coverage": [asdict(r) for r in coverage or []],
     }
+
+
+def coverage(
+    cases: list[Case], results: list[Result], pools: dict[str, tuple[str, ...]]
+) -> list[Case]:
+    """The cases to force on each pool model the routed results measured on fewer than
+    ``MIN_CASES_FOR_SCORE`` cases: every routed case (model ``auto`` or a tier) of each tier
+    whose pool holds it, sent to it by name."""
+    measured: dict[str, int] = {}
+    for r in results:
+        measured[r.model] = measured.get(r.model, 0) + 1
+    forced = []
+    for case in cases:
+        if case.model != "auto" and case.model != case.tier:
+            continue  # a case that names its model measures that one
+        for model in pools.get(case.tier, ()):
+            if measured.get(model, 0) < MIN_CASES_FOR_SCORE:
+                forced.append(replace(case, model=model))
+    return forced
 
 
 def verdict(
@@ -327,4 +363,29 @@ def quality_scores(rep: dict[str, Any]) -> dict[str, float]:
         model: g["success_rate"]
         for model, g in rep.get("by_model", {}).items()
         if g["cases"] >= MIN_CASES_FOR_SCORE
+    }
+
+
+def stable_scores(
+    previous: dict[str, Any], rep: dict[str, Any], now: float
+) -> dict[str, dict[str, Any]]:
+    """Each model's kept score after this run: this run's where it measured the model on
+    enough cases, else the previous one (its score, cases and time unchanged)."""
+    kept = {m: dict(v) for m, v in previous.items() if isinstance(v, dict)}
+    for model, g in rep.get("by_model", {}).items():
+        if g["cases"] >= MIN_CASES_FOR_SCORE:
+            kept[model] = {"score": g["success_rate"], "cases": g["cases"], "measured_at": now}
+    return dict(sorted(kept.items()))
+
+
+def kept_scores(rep: dict[str, Any]) -> dict[str, GoldScore]:
+    """The report's kept per-model scores (a report from before ``scores`` existed: its own
+    measurements with enough cases)."""
+    scores = rep.get("scores")
+    if scores is None:
+        at = float(rep.get("measured_at", time.time()))
+        scores = stable_scores({}, rep, at)
+    return {
+        m: GoldScore(float(v["score"]), int(v["cases"]), float(v["measured_at"]))
+        for m, v in scores.items()
     }

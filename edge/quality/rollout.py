@@ -202,6 +202,9 @@ class Rollouts:
         self.live: dict[str, Any] | None = None
         self.counts: dict[tuple[str, str], int] = {}
         self._events: list[tuple[Any, ...]] = []
+        # the hybrid quality score of (tier, task, model) (``task="all"``: the tier's), set by
+        # the worker's Engines: for guards that judge quality (edge/quality/hybrid.py)
+        self.quality: Callable[[str, str, str], float | None] = lambda tier, task, model: None
 
     @property
     def percent(self) -> int:

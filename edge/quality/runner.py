@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -85,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, orjson.JSONDecodeError) as exc:
             print(f"llm-edge gold: baseline {args.baseline}: {exc}", file=sys.stderr)
             return 2
+    pools = {} if args.model else _pools(args.policy)
     proc = None
     try:
         if args.gateway:
@@ -92,6 +94,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             proc, url, key = start_gateway(args.policy)
         results = asyncio.run(gold.run(cases, url, key, args.model or None, args.concurrency))
+        # every pool model is measured, routed to or not (a demoted one above all)
+        forced = gold.coverage(cases, results, pools)
+        covered = asyncio.run(gold.run(forced, url, key, None, args.concurrency)) if forced else []
     except RuntimeError as exc:
         print(f"llm-edge gold: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
             proc.wait(30)
     rep = gold.report(
         results,
+        covered,
         gold=str(args.gold),
         policy=args.policy or "(the gateway's)",
         model=args.model or None,
@@ -110,12 +116,21 @@ def main(args: argparse.Namespace) -> int:
     )
     why = gold.verdict(rep, args.floor, baseline, args.margin)
     rep["why"], rep["pass"] = why, not why
+    target = Path(load_settings().gold_report_path)
+    # the kept per-model scores: this run's where it measured enough cases, else the published
+    # report's (a model this run barely saw keeps its last measured score)
+    previous: dict[str, object] = {}
+    if args.publish:
+        try:
+            previous = gold_scores_of(orjson.loads(target.read_bytes()))
+        except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
+            previous = {}
+    rep["scores"] = gold.stable_scores(previous, rep, rep["measured_at"])
     data = orjson.dumps(rep, option=orjson.OPT_INDENT_2)
     Path(args.out).write_bytes(data)
     text = gold.summary(rep)
     Path(args.out).with_suffix(".txt").write_text(text + "\n")
     if args.publish:
-        target = Path(load_settings().gold_report_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(data)
@@ -123,6 +138,28 @@ def main(args: argparse.Namespace) -> int:
     print(text)
     print(f"report: {args.out}")
     return 0 if not why else 1
+
+
+def gold_scores_of(rep: dict[str, Any]) -> dict[str, Any]:
+    """A published report's kept scores, as the report stores them."""
+    return {
+        m: {"score": g.score, "cases": g.cases, "measured_at": g.measured_at}
+        for m, g in gold.kept_scores(rep).items()
+    }
+
+
+def _pools(policy_path: str) -> dict[str, tuple[str, ...]]:
+    """Each tier's pool in the policy the run judges (``--policy``, else ``EDGE_POLICY``,
+    else the shipped one); none when it cannot be read (no coverage then)."""
+    from edge.policy import PolicyError, load_policy
+    from edge.settings import SettingsError, load_settings
+
+    try:
+        policy = load_policy(policy_path or load_settings().policy)
+    except (PolicyError, SettingsError) as exc:
+        print(f"llm-edge gold: no pool coverage: {exc}", file=sys.stderr)
+        return {}
+    return {name: tier.pool for name, tier in policy.tiers.items()}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -55,6 +55,10 @@ class Router:
         self.index = {name: i for i, name in enumerate(self.names)}
         self.table = route.CandidateTable(len(self.names))
         self.quality: dict[str, float] = {}
+        # a tier's own scores (the hybrid of its answers, edge/quality/hybrid.py) in a table of
+        # its own; a tier without one decides on ``table``
+        self.tier_tables: dict[str, route.CandidateTable] = {}
+        self.tier_quality: dict[str, dict[str, float]] = {}
         self.set_quality({})  # the policy's scores until a gold report says otherwise
         self.pools = {
             name: [self.index[m] for m in tier.pool] for name, tier in policy.tiers.items()
@@ -85,6 +89,8 @@ class Router:
     def _set_health(self, i: int) -> None:
         b = self.breakers[self.names[i]]
         self.table.set_health(i, int(b.state), self.p95_ms[i], b.last_failure)
+        for table in self.tier_tables.values():
+            table.set_health(i, int(b.state), self.p95_ms[i], b.last_failure)
 
     def decide(
         self,
@@ -169,7 +175,7 @@ class Router:
         elif force == "block":
             block_usd = 0.0
         result: tuple[list[int], int, int, float, int] = route.decide(
-            self.table,
+            self.tier_tables.get(tier.name, self.table),
             pool,
             pinned,
             STRATEGIES[tier.strategy],
@@ -221,19 +227,39 @@ class Router:
             tokens += media_tokens(block, BASE_FAMILY)
         return tokens
 
-    def set_quality(self, scores: dict[str, float]) -> None:
-        """Quality scores measured by a gold run; models it did not score keep the policy's."""
+    def set_quality(
+        self, scores: dict[str, float], by_tier: dict[str, dict[str, float]] | None = None
+    ) -> None:
+        """Measured quality scores: per model (models without one keep the policy's), and, in
+        ``by_tier``, a tier's own per model (over the per-model score) for its quality floor."""
         for i, name in enumerate(self.names):
-            m = self.policy.models[name]
-            q = scores.get(name, m.quality)
+            q = scores.get(name, self.policy.models[name].quality)
             self.quality[name] = q
-            # the estimate counts o200k tokens; a model that tokenises differently pays for its
-            # own count
-            factor = OVER_BASE[m.tokenizer] * m.token_factor
-            self.table.set_model(
-                i, m.input_usd_per_mtok * factor, m.output_usd_per_mtok, q,
-                m.context_window, m.capabilities, m.cached_input_usd_per_mtok * factor,
-            )  # fmt: skip
+            self._set_model(self.table, i, q)
+        if by_tier is None:
+            return
+        self.tier_quality = {t: dict(s) for t, s in by_tier.items() if t in self.policy.tiers}
+        for tier in list(self.tier_tables):
+            if tier not in self.tier_quality:
+                del self.tier_tables[tier]
+        for tier, tier_scores in self.tier_quality.items():
+            table = self.tier_tables.get(tier)
+            if table is None:
+                table = self.tier_tables[tier] = route.CandidateTable(len(self.names))
+            for i, name in enumerate(self.names):
+                self._set_model(table, i, tier_scores.get(name, self.quality[name]))
+                b = self.breakers[name]
+                table.set_health(i, int(b.state), self.p95_ms[i], b.last_failure)
+
+    def _set_model(self, table: route.CandidateTable, i: int, q: float) -> None:
+        m = self.policy.models[self.names[i]]
+        # the estimate counts o200k tokens; a model that tokenises differently pays for its
+        # own count
+        factor = OVER_BASE[m.tokenizer] * m.token_factor
+        table.set_model(
+            i, m.input_usd_per_mtok * factor, m.output_usd_per_mtok, q,
+            m.context_window, m.capabilities, m.cached_input_usd_per_mtok * factor,
+        )  # fmt: skip
 
     def expected_output(self, tier: Tier, model: Model | None, max_tokens: int | None) -> int:
         """Output tokens to price a request: the learned P95 for this model in this tier (or

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import hashlib
 import hmac
 import os
@@ -59,6 +60,7 @@ from edge.observe.metrics import Metrics, StateView
 from edge.observe.stats import fleet_stats
 from edge.policy import Model, Policy
 from edge.quality.engines import Engines
+from edge.quality.feedback import Feedback
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
 from edge.server.auth import Keyring
@@ -218,6 +220,10 @@ class Gateway:
             self.metrics.rollback,
         )
         self.engines = Engines(settings, policy, self.metrics, log, self.rollouts)
+        self.feedback = Feedback(self.state, lambda: self.policy.quality)
+        self.feedback.on_accept = lambda: self.engines.watch_quality(
+            self.state, time.monotonic(), force=True
+        )
         self.router = self.engines.active.router  # the active policy's, for the worker's life
         self.gate = Gate(
             settings,
@@ -264,6 +270,7 @@ class Gateway:
             b"/admin/rollout": {b"GET": self.admin_rollout},
             b"/v1/edge/stats": {b"GET": self.edge_stats},
             b"/dashboard": {b"GET": self.dashboard},
+            b"/v1/edge/feedback": {b"POST": self.edge_feedback},
         }
 
     def start_refresh(self, loop: asyncio.AbstractEventLoop, every_s: float = 1.0) -> None:
@@ -274,19 +281,31 @@ class Gateway:
             self._check_state()
             self.engines.watch_gold()
             self.engines.watch_rollout(self.spend.available)
+            if self.spend.available:
+                self.feedback.tick(time.time())
+                self.engines.watch_quality(self.state, time.monotonic())
             self.fleet.publish()
             self._refresh = loop.call_later(every_s, tick)
 
         self.engines.watch_gold()
         self.engines.watch_rollout(self.spend.available)
+        self.engines.watch_quality(self.state, time.monotonic())
 
         self._refresh = loop.call_later(every_s, tick)
 
     def _gauges(self, m: Metrics) -> None:
         """The gauges read from shared figures: on this worker's metrics, and on a merged view."""
         m.watch_jobs(self._job_counts)
-        m.watch_quality(lambda: self.router.quality)
+        m.watch_quality(self._quality_rows, lambda: self.engines.gold_ages(time.time()))
         m.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
+
+    def _quality_rows(self) -> list[tuple[str, str, str, str, float, float]]:
+        out = []
+        for r in self.engines.scores:
+            for source, ev in r.evidence.items():
+                out.append((r.tier, r.task, r.model, source, ev.mean, ev.n))
+            out.append((r.tier, r.task, r.model, "hybrid", r.hybrid, 0.0))
+        return out
 
     def _job_counts(self) -> dict[str, int]:
         if not self.spend.available:
@@ -325,6 +344,8 @@ class Gateway:
         await self.jobs.stop()
         self.spend.flush()
         self.rollouts.flush()
+        with contextlib.suppress(StateUnavailable):  # else lost with the worker
+            self.feedback.flush()
         self.fleet.publish()  # a worker's counts outlive it: counters never go backwards
         self.state.close()
         self.jobs.state.close()
@@ -505,6 +526,11 @@ class Gateway:
         if out.ttft is not None and out.model != "-":
             self.router.record_ttft(out.model, out.ttft, now)
         cost = settle(out, req.request_id, now, self.spend, self.metrics, self.router)
+        if out.status == 200 and out.key_digest and operation == "chat":
+            # the answer's record, for feedback and the hybrid score (written in a batch)
+            self.feedback.record(
+                req.request_id, out.key_digest, out.tier, out.task, out.model, out.arm, out.online
+            )
         if out.arm:
             self.rollouts.record(
                 out.arm,
@@ -731,6 +757,13 @@ class Gateway:
         extra = [] if status == 200 else [(b"retry-after", b"1")]
         proto.respond(status, JSON_HEADERS + head + extra, orjson.dumps(body))
 
+    async def edge_feedback(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
+        """``POST /v1/edge/feedback``: a score on one of the caller's own answers."""
+        tenant = self.keys.check(req.headers.get(b"authorization"), req.headers.get(b"x-api-key"))
+        body = await self.feedback.submit(self.keys.digest(tenant), parse_json(req))
+        out.status = 200
+        proto.respond(200, JSON_HEADERS, orjson.dumps(body))
+
     async def admin_spend(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
         """Spend by tenant, tier, provider, model and kind since ``?since=YYYY-MM-DD`` (today)."""
         self._admin(req)
@@ -760,6 +793,19 @@ class Gateway:
             quality=self.router.quality,
             jobs=self._job_counts(),
             state_available=self.spend.available,
+            scores=[
+                {
+                    "tier": r.tier,
+                    "task": r.task,
+                    "model": r.model,
+                    "prior": r.prior,
+                    "hybrid": r.hybrid,
+                    "sources": {
+                        s: {"score": e.mean, "samples": e.n} for s, e in r.evidence.items()
+                    },
+                }
+                for r in self.engines.scores
+            ],
         )
         body["scope"] = "fleet" if scope == "fleet" and self.fleet.shared else "instance"
         proto.respond(200, [*JSON_HEADERS, (b"cache-control", b"no-store")], orjson.dumps(body))

@@ -120,6 +120,12 @@ class Keyring:
     def open(self) -> bool:
         return not self._by_digest
 
+    def digest(self, tenant: Tenant) -> str:
+        """The key's SHA-256 digest in hex (what answers are recorded under: the key itself is
+        never stored); ``open`` on a gateway without keys."""
+        found = self._digest_of.get(tenant)
+        return found.hex() if found is not None else OPEN_ID
+
     def check(self, authorization: bytes | None, api_key: bytes | None) -> Tenant:
         if self.open:
             return OPEN

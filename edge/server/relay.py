@@ -38,6 +38,7 @@ from edge.errors import (
     UpstreamError,
 )
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
+from edge.quality.online import check_answer
 from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
 from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing
@@ -130,6 +131,9 @@ class Outcome:
     json_asked: bool = False
     json_valid: bool = False
     state: StreamState | None = None  # the answer's stream state (a Responses answer is kept)
+    key_digest: str = ""  # the gateway key's SHA-256 digest (hex): whose answer it is
+    task: str = ""  # the request's task label (edge/quality/tasks.py)
+    online: str = ""  # the online checks' verdict on the answer: "ok" or the failed check
 
 
 @dataclass(slots=True)
@@ -602,6 +606,7 @@ async def relay_chat(
             race.finished(winner)
             _served(out, race)
             out.status = 200
+            _check_online(out, plan, policy, winner)
             if plan.needs & CAP_JSON:
                 out.json_asked, out.json_valid = True, json_answer_ok(answer, plan.dialect)
             headers = answer_headers(plan, winner, race)
@@ -625,6 +630,18 @@ def json_answer_ok(body: bytes, dialect: Dialect) -> bool:
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
         return False
     return True
+
+
+def _check_online(out: Outcome, plan: Plan, policy: Policy, winner: Attempt) -> None:
+    """The online checks' verdict on a whole answer (edge/quality/online.py)."""
+    state = winner.state
+    out.online = check_answer(
+        "".join(state.text),
+        ["".join(args) for args in state.tool_args],
+        state.finish,
+        bool(plan.needs & CAP_JSON),
+        policy.quality.online_checks,
+    )
 
 
 def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:

@@ -29,6 +29,10 @@ Tables:
 - ``responses``: Responses API answers kept (``store``) until ``expires_at``,
   with their input items and the key that made them; each write also deletes
   a few expired rows, so the table holds about the retention period's worth.
+- ``answers``, ``feedback``, ``quality_counts``, ``answer_marks``,
+  ``rate_buckets``: answer records for feedback (retention period), human
+  and online-check counts per day, each worker's written-through mark, the
+  feedback rate limit per key (see ``edge/quality/feedback.py``).
 
 Waits are bounded: the busy timeout is the handle's ``wait_ms`` (the
 gateway's request path: ``EDGE_STATE_WAIT_MS``); a lock held longer raises
@@ -49,8 +53,11 @@ from edge.state.types import (
     LIVE_ROLLOUT,
     ROLLOUT_COLUMNS,
     STALE_S,
+    AnswerRecord,
     ControllerBusy,
+    FeedbackRow,
     LedgerRow,
+    QualityCount,
     Settlement,
     StateBusy,
     StoredResponse,
@@ -154,7 +161,52 @@ CREATE TABLE IF NOT EXISTS responses (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
+CREATE TABLE IF NOT EXISTS answers (
+    request_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    tier TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    online TEXT NOT NULL,
+    PRIMARY KEY (request_id, key)
+);
+CREATE INDEX IF NOT EXISTS answers_at ON answers (at);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    answer_at REAL NOT NULL,
+    score REAL NOT NULL,
+    label TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (request_id, key)
+);
+CREATE INDEX IF NOT EXISTS feedback_answer_at ON feedback (answer_at);
+CREATE TABLE IF NOT EXISTS quality_counts (
+    day TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT NOT NULL,
+    online_n INTEGER NOT NULL DEFAULT 0,
+    online_ok INTEGER NOT NULL DEFAULT 0,
+    human_n INTEGER NOT NULL DEFAULT 0,
+    human_sum REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, tier, task, model)
+);
+CREATE TABLE IF NOT EXISTS answer_marks (
+    writer TEXT PRIMARY KEY,
+    through REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    bucket TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL
+);
 """
+_ANSWER_COLUMNS = "request_id, key, at, tier, task, model, arm, online"
 
 # the reservations' amounts, summed on the key's rows (created by the first hold of a period)
 _TRIGGERS = """
@@ -654,6 +706,7 @@ class EmbeddedState:
 
     # -- stored responses
 
+    @_bounded
     def put_response(
         self, response_id: str, key_id: str, expires_at: float, input_items: bytes, body: bytes
     ) -> None:
@@ -674,6 +727,7 @@ class EmbeddedState:
             db.execute("ROLLBACK")
             raise
 
+    @_bounded
     def get_response(self, response_id: str, now: float) -> StoredResponse | None:
         row = self._db.execute(
             "SELECT key_id, input_items, body FROM responses WHERE id = ? AND expires_at >= ?",
@@ -681,6 +735,145 @@ class EmbeddedState:
         ).fetchone()
         return StoredResponse(row[0], bytes(row[1]), bytes(row[2])) if row else None
 
+    @_bounded
     def delete_response(self, response_id: str) -> bool:
         cur = self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
         return cur.rowcount == 1
+
+    # -- answers and feedback
+
+    @_bounded
+    def record_answers(
+        self, rows: list[AnswerRecord], writer: str, through: float, retention_s: float
+    ) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                f"INSERT OR REPLACE INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.request_id, r.key, r.at, r.tier, r.task, r.model, r.arm, r.online)
+                    for r in rows
+                ],
+            )
+            counts: dict[tuple[str, str, str, str], list[int]] = {}
+            for r in rows:
+                if r.online:
+                    c = counts.setdefault((_day(r.at), r.tier, r.task, r.model), [0, 0])
+                    c[0] += 1
+                    c[1] += r.online == "ok"
+            db.executemany(
+                "INSERT INTO quality_counts (day, tier, task, model, online_n, online_ok) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, tier, task, model) DO UPDATE SET "
+                "online_n = online_n + excluded.online_n, online_ok = online_ok + excluded.online_ok",
+                [(*k, n, ok) for k, (n, ok) in counts.items()],
+            )
+            db.execute(
+                "INSERT INTO answer_marks VALUES (?, ?) ON CONFLICT (writer) DO UPDATE SET "
+                "through = MAX(through, excluded.through)",
+                (writer, through),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @_bounded
+    def answers_through(self, live_after: float) -> float:
+        row = self._db.execute(
+            "SELECT MIN(through) FROM answer_marks WHERE through > ?", (live_after,)
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else float("inf")
+
+    @_bounded
+    def find_answer(self, request_id: str, key: str | None, since: float) -> AnswerRecord | None:
+        if key is None:
+            row = self._db.execute(
+                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE request_id = ? AND at >= ? "
+                "ORDER BY at DESC LIMIT 1",
+                (request_id, since),
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE request_id = ? AND key = ? AND at >= ?",
+                (request_id, key, since),
+            ).fetchone()
+        return AnswerRecord(*row) if row else None
+
+    @_bounded
+    def put_feedback(self, row: FeedbackRow, answer: AnswerRecord, retention_s: float) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old = db.execute(
+                "SELECT score FROM feedback WHERE request_id = ? AND key = ?",
+                (row.request_id, row.key),
+            ).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.request_id, row.key, row.at, answer.at, row.score, row.label, row.comment,
+                 row.source),
+            )  # fmt: skip
+            added, delta = (0, row.score - old[0]) if old else (1, row.score)
+            db.execute(
+                "INSERT INTO quality_counts (day, tier, task, model, human_n, human_sum) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (day, tier, task, model) DO UPDATE SET "
+                "human_n = human_n + excluded.human_n, human_sum = human_sum + excluded.human_sum",
+                (_day(answer.at), answer.tier, answer.task, answer.model, added, delta),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return old is not None
+
+    @_bounded
+    def quality_counts(self, since: float) -> list[QualityCount]:
+        rows = self._db.execute(
+            "SELECT tier, task, model, SUM(online_n), SUM(online_ok), SUM(human_n), SUM(human_sum) "
+            "FROM quality_counts WHERE day >= ? GROUP BY tier, task, model",
+            (_day(since),),
+        ).fetchall()
+        return [(t, k, m, int(a), int(b), int(c), float(d)) for t, k, m, a, b, c, d in rows]
+
+    @_bounded
+    def purge_answers(self, before: float) -> int:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            gone = db.execute("DELETE FROM answers WHERE at < ?", (before,)).rowcount
+            db.execute("DELETE FROM feedback WHERE answer_at < ?", (before,))
+            db.execute("DELETE FROM quality_counts WHERE day < ?", (_day(before),))
+            db.execute("DELETE FROM answer_marks WHERE through < ?", (time.time() - 86400,))
+            db.execute("DELETE FROM rate_buckets WHERE at < ?", (time.time() - 86400,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return int(gone)
+
+    @_bounded
+    def take_token(self, bucket: str, per_s: float, burst: float, now: float) -> float:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT tokens, at FROM rate_buckets WHERE bucket = ?", (bucket,)
+            ).fetchone()
+            tokens = burst if row is None else min(burst, row[0] + (now - row[1]) * per_s)
+            wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / per_s
+            if wait == 0.0:
+                tokens -= 1.0
+            db.execute(
+                "INSERT OR REPLACE INTO rate_buckets VALUES (?, ?, ?)", (bucket, tokens, now)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return wait
+
+
+def _day(at: float) -> str:
+    """The UTC day of a moment, ``YYYY-MM-DD`` (the counts' bucket)."""
+    return periods(at)[0][4:]

@@ -19,6 +19,10 @@ script, so it is atomic across instances:
   body) that Redis expires after the retention period.
 - rollouts: a hash per rollout, ``rollouts`` (by creation), per stage and arm
   lists of outcomes; the controller's turn is a ``SET NX PX`` lock.
+- answers and feedback: ``answer:{request_id}`` and ``feedback:{request_id}``
+  hashes of key digest -> record (expiring with the retention period),
+  ``quality:{day}`` counts per (tier, task, model), ``answers:marks`` (each
+  writer's written-through time), ``rate:{bucket}`` token buckets (a script).
 
 Calls have a short socket timeout (the handle's ``wait_ms``;
 ``EDGE_STATE_WAIT_MS`` on the request path); a lost Redis raises
@@ -38,8 +42,11 @@ from edge.state.types import (
     LIVE_ROLLOUT,
     ROLLOUT_COLUMNS,
     STALE_S,
+    AnswerRecord,
     ControllerBusy,
+    FeedbackRow,
     LedgerRow,
+    QualityCount,
     Settlement,
     StateUnavailable,
     StoredResponse,
@@ -149,6 +156,35 @@ if ARGV[2] ~= '' then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
+_FEEDBACK = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+local score = tonumber(ARGV[3])
+if old then
+  local before = cjson.decode(old)
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4] .. '|human_sum', score - tonumber(before['score']))
+else
+  redis.call('HINCRBY', KEYS[2], ARGV[4] .. '|human_n', 1)
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4] .. '|human_sum', score)
+end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
+if old then return 1 end
+return 0
+"""
+
+_TOKEN = """
+local per_s, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, at = burst, now
+local row = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+if row[1] then tokens = math.min(burst, tonumber(row[1]) + (now - tonumber(row[2])) * per_s) end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / per_s end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / per_s) + 60)
+return tostring(wait)
+"""
+
 _INT = {"created_at", "updated_at", "next_run_at", "lease_until", "finished_at", "stage_started_at"}
 
 
@@ -168,6 +204,8 @@ class RedisState:
         self._if_owner = self.r.register_script(_IF_OWNER)
         self._renew = self.r.register_script(_RENEW)
         self._move = self.r.register_script(_MOVE)
+        self._feedback = self.r.register_script(_FEEDBACK)
+        self._token = self.r.register_script(_TOKEN)
         # the liveness probe of a lost Redis: quick to say no, so a tick never stalls on it
         probe_s = min(timeout_s, 0.1)
         self._probe = redis.Redis.from_url(
@@ -621,6 +659,103 @@ class RedisState:
 
     def delete_response(self, response_id: str) -> bool:
         return bool(self._do(self.r.delete, f"{P}resp:{response_id}"))
+
+    # -- answers and feedback
+
+    def record_answers(
+        self, rows: list[AnswerRecord], writer: str, through: float, retention_s: float
+    ) -> None:
+        import orjson
+
+        ttl = max(1, int(retention_s))
+        pipe = self.r.pipeline(transaction=True)
+        for r in rows:
+            record = orjson.dumps([r.at, r.tier, r.task, r.model, r.arm, r.online])
+            pipe.hset(f"{P}answer:{r.request_id}", r.key, record)
+            pipe.expire(f"{P}answer:{r.request_id}", ttl)
+            if r.online:
+                day = f"{P}quality:{_day(r.at)}"
+                group = f"{r.tier}|{r.task}|{r.model}"
+                pipe.hincrby(day, f"{group}|online_n", 1)
+                pipe.hincrby(day, f"{group}|online_ok", int(r.online == "ok"))
+                pipe.expire(day, ttl + 2 * 86400)
+        pipe.hset(f"{P}answers:marks", writer, repr(through))
+        self._do(pipe.execute)
+
+    def answers_through(self, live_after: float) -> float:
+        marks = [float(v) for v in self._do(self.r.hvals, f"{P}answers:marks")]
+        live = [m for m in marks if m > live_after]
+        return min(live) if live else float("inf")
+
+    def find_answer(self, request_id: str, key: str | None, since: float) -> AnswerRecord | None:
+        import orjson
+
+        name = f"{P}answer:{request_id}"
+        if key is None:
+            found = [
+                (k.decode(), orjson.loads(v)) for k, v in self._do(self.r.hgetall, name).items()
+            ]
+        else:
+            raw = self._do(self.r.hget, name, key)
+            found = [(key, orjson.loads(raw))] if raw else []
+        rows = [AnswerRecord(request_id, k, *v) for k, v in found if v[0] >= since]
+        return max(rows, key=lambda r: r.at) if rows else None
+
+    def put_feedback(self, row: FeedbackRow, answer: AnswerRecord, retention_s: float) -> bool:
+        import orjson
+
+        record = orjson.dumps(
+            {"at": row.at, "score": row.score, "label": row.label, "comment": row.comment,
+             "source": row.source, "answer_at": answer.at}
+        )  # fmt: skip
+        ttl = max(1, int(answer.at + retention_s - row.at))
+        return bool(
+            self._do(
+                self._feedback,
+                keys=[f"{P}feedback:{row.request_id}", f"{P}quality:{_day(answer.at)}"],
+                args=[
+                    row.key,
+                    record,
+                    repr(row.score),
+                    f"{answer.tier}|{answer.task}|{answer.model}",
+                    ttl,
+                    int(retention_s) + 2 * 86400,
+                ],
+            )
+        )
+
+    def quality_counts(self, since: float) -> list[QualityCount]:
+        first = _day(since)
+        days = [
+            raw for raw in self._do(lambda: list(self.r.scan_iter(f"{P}quality:*", count=500)))
+            if raw.decode().rsplit(":", 1)[1] >= first
+        ]  # fmt: skip
+        acc: dict[tuple[str, str, str], list[float]] = {}
+        names = ("online_n", "online_ok", "human_n", "human_sum")
+        for raw in days:
+            for field, value in self._do(self.r.hgetall, raw).items():
+                tier, task, model, name = field.decode().rsplit("|", 3)
+                acc.setdefault((tier, task, model), [0.0] * 4)[names.index(name)] += float(value)
+        return [(*k, int(v[0]), int(v[1]), int(v[2]), v[3]) for k, v in acc.items()]
+
+    def purge_answers(self, before: float) -> int:
+        """Records, feedback and counts expire by themselves; dead writers' marks go here."""
+        marks = self._do(self.r.hgetall, f"{P}answers:marks")
+        dead = [k for k, v in marks.items() if float(v) < before]
+        if dead:
+            self._do(self.r.hdel, f"{P}answers:marks", *dead)
+        return 0
+
+    def take_token(self, bucket: str, per_s: float, burst: float, now: float) -> float:
+        return float(
+            self._do(
+                self._token, keys=[f"{P}rate:{bucket}"], args=[repr(per_s), repr(burst), repr(now)]
+            )
+        )
+
+
+def _day(at: float) -> str:
+    return periods(at)[0][4:]
 
 
 def _enc(value: Any) -> bytes:

@@ -117,6 +117,37 @@ class StoredResponse:
     body: bytes
 
 
+@dataclass(slots=True)
+class AnswerRecord:
+    """One answer, kept for the retention period so feedback can find it (no prompt text)."""
+
+    request_id: str
+    key: str  # the gateway key's SHA-256 digest (hex; "open" on a gateway without keys)
+    at: float  # when it was accounted (unix seconds)
+    tier: str
+    task: str
+    model: str
+    arm: str  # the rollout arm, "" without a rollout
+    online: str  # the online checks' verdict: "ok" or the failed check
+
+
+@dataclass(slots=True)
+class FeedbackRow:
+    """A score on one answer, from its key (the API) or an operator (an import)."""
+
+    request_id: str
+    key: str
+    at: float
+    score: float  # 0..1 (thumbs: up 1, down 0)
+    label: str
+    comment: str
+    source: str  # api | import
+
+
+# (tier, task, model, online answers, online passed, human feedbacks, sum of their scores)
+QualityCount = tuple[str, str, str, int, int, int, float]
+
+
 class StateUnavailable(RuntimeError):
     """The shared state backend cannot be reached."""
 
@@ -248,3 +279,40 @@ class State(Protocol):
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
+
+    # -- answers and feedback (edge/quality/feedback.py)
+
+    def record_answers(
+        self, rows: list[AnswerRecord], writer: str, through: float, retention_s: float
+    ) -> None:
+        """Keep answer records, count their online checks per day, and mark ``writer``'s
+        records as written up to ``through`` (every answer it accounted before then)."""
+        ...
+
+    def answers_through(self, live_after: float) -> float:
+        """The earliest ``through`` mark among writers that marked after ``live_after``
+        (``inf`` when none did): every answer accounted before it is findable."""
+        ...
+
+    def find_answer(self, request_id: str, key: str | None, since: float) -> AnswerRecord | None:
+        """The answer of ``key`` (any key's latest when None) with that id, at or after
+        ``since``."""
+        ...
+
+    def put_feedback(self, row: FeedbackRow, answer: AnswerRecord, retention_s: float) -> bool:
+        """Store a feedback (a second one on the same answer replaces the first: True) and
+        count it in the answer's day."""
+        ...
+
+    def quality_counts(self, since: float) -> list[QualityCount]:
+        """Online checks and human feedback per (tier, task, model) since a moment (by day)."""
+        ...
+
+    def purge_answers(self, before: float) -> int:
+        """Drop answer records, feedback and counts older than ``before``."""
+        ...
+
+    def take_token(self, bucket: str, per_s: float, burst: float, now: float) -> float:
+        """A token bucket shared by every worker: 0 when a token was taken, else the
+        seconds until one is available."""
+        ...

@@ -10,14 +10,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from edge.quality import gold
-from tests.procs import ROOT, SimClient, start, start_gateway
+from tests.procs import ROOT, SimClient, metric, start, start_gateway
 
 HERE = Path(__file__).parent
 POLICY = str(HERE / "policy.toml")
+COVERAGE = str(HERE / "coverage_policy.toml")
 
 
 def case(
@@ -134,6 +134,8 @@ def qsim() -> Iterator[SimClient]:
 def run_gold(
     qsim: SimClient, out: Path, *args: str, publish_to: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    if "--policy" not in args:
+        args = ("--policy", POLICY, *args)
     env = {
         **os.environ,
         "EDGE_SIMULATE": "off",
@@ -152,8 +154,6 @@ def run_gold(
             "edge.cli",
             "gold",
             "run",
-            "--policy",
-            POLICY,
             "--out",
             str(out),
             *publish,
@@ -189,20 +189,52 @@ def test_the_runner_passes_a_good_model_and_fails_a_bad_one(
     assert any("regressed" in w for w in report["why"])
     assert "FAIL" in bad.stdout
 
-    # the published report is the router's quality source: the good model's measured 1.0
-    # replaces the policy's 0.98; the bad model, not in that report, keeps the policy's
+    # the published report is the router's quality source: the good model's measured 1.0 is
+    # its gold score, blended with the policy's 0.98 by the prior's 10 cases
+    cases = json.loads(published.read_text())["scores"]["good"]["cases"]
     gw = start_gateway(qsim.url, POLICY, {"EDGE_GOLD_REPORT": str(published)})
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            text = httpx.get(gw.url + "/metrics").text
-            if 'edge_quality_score{model="good"} 1.0' in text or time.monotonic() > deadline:
-                break
+        good = {"tier": "L1", "task": "all", "model": "good"}
+        deadline = time.monotonic() + 10
+        while metric(gw, "edge_quality_score", source="gold", **good) != 1.0:
+            assert time.monotonic() < deadline, "the gold report was not read"
             time.sleep(0.1)
-        assert 'edge_quality_score{model="good"} 1.0' in text
-        assert 'edge_quality_score{model="bad"} 0.98' in text  # no report on it: the policy's
+        assert metric(gw, "edge_quality_samples", source="gold", **good) == cases
+        want = (cases * 1.0 + 10 * 0.98) / (cases + 10)
+        assert metric(gw, "edge_quality_score", source="hybrid", **good) == pytest.approx(want)
+        assert 0 <= metric(gw, "edge_quality_gold_age_seconds", model="good") < 600
     finally:
         gw.stop()
+
+
+def test_a_demoted_model_is_still_measured_and_a_thin_run_keeps_its_score(
+    qsim: SimClient, tmp_path: Path
+) -> None:
+    published = tmp_path / "latest.json"
+    # "bad" measured and published: under L1's 0.97 floor, so L1 routes away from it
+    first = run_gold(qsim, tmp_path / "bad.json", "--model", "bad", publish_to=published)
+    assert first.returncode == 1, first.stdout + first.stderr
+    measured = json.loads(published.read_text())["scores"]["bad"]
+    assert measured["cases"] >= 60 and measured["score"] < 0.9
+
+    # a run on the coverage policy: routed cases all go to "good"; "bad" is forced
+    out = tmp_path / "covered.json"
+    covered = run_gold(qsim, out, "--policy", COVERAGE, publish_to=published)
+    rep = json.loads(out.read_text())
+    assert {r["model"] for r in rep["results"]} == {"good"}, covered.stdout
+    forced = [r for r in rep["coverage"] if r["model"] == "bad"]
+    assert len(forced) >= gold.MIN_CASES_FOR_SCORE
+    assert rep["by_model"]["bad"]["cases"] == len(forced)
+    kept = json.loads(published.read_text())["scores"]["bad"]
+    assert kept["measured_at"] == rep["measured_at"] and kept["cases"] == len(forced)
+    assert rep["success_rate"] == 1.0  # the verdict judges what clients get: routed answers
+
+    # a run that sees "bad" on too few cases: its score and age are kept
+    thin = tmp_path / "thin.jsonl"
+    thin.write_text("\n".join((Path(ROOT) / "gold" / "starter.jsonl").read_text().splitlines()[:3]))
+    run_gold(qsim, tmp_path / "thin.json", "--gold", str(thin), "--model", "bad",
+             publish_to=published)  # fmt: skip
+    assert json.loads(published.read_text())["scores"]["bad"] == kept
 
 
 def test_the_runner_cannot_run_without_cases(qsim: SimClient, tmp_path: Path) -> None:

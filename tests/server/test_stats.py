@@ -125,5 +125,6 @@ def test_the_dashboard_renders_live_numbers_without_console_errors(two_workers: 
     assert p95 and float(p95.group(2)) > 0, "no live latency figures in the page"
     assert re.search(r'data-tier="L1" data-field="success">\s*100\.0%<', dom)
     assert 'data-model="openai/gpt-4o-mini"' in dom and "2 worker(s)" in dom
+    assert re.search(r'data-quality="L1/all/gpt-4o-mini">.*?data-field="hybrid">[01]\.\d{3}<', dom)
     console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not [ln for ln in console if re.search(r"error|uncaught", ln, re.I)], console
