@@ -156,6 +156,11 @@ def test_langchain_invoke_and_stream(make: Any, model: str, shipped: Proc, sim: 
     msg = llm.invoke(HELLO)
     assert isinstance(msg, AIMessage) and msg.text == text and text
     assert upstream_dialects(sim, seq) == [kind(model)]
+    assert msg.response_metadata["model_name"] == model
+    if isinstance(llm, ChatOpenAI):
+        assert msg.response_metadata["finish_reason"] == "stop"
+    else:
+        assert msg.response_metadata["stop_reason"] == "end_turn"
     assert msg.usage_metadata is not None
     assert msg.usage_metadata["input_tokens"] == input_tokens
     assert msg.usage_metadata["output_tokens"] == output_tokens
