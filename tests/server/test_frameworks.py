@@ -1,7 +1,7 @@
 """The frameworks users put in front of the SDKs, through the gateway, with their defaults.
 
-LangChain (``ChatOpenAI``, ``ChatAnthropic``), litellm as a client and instructor in tool
-mode, each configured as a new user would (base URL, key and model, nothing else), against
+LangChain (``ChatOpenAI`` on chat completions and with ``use_responses_api=True``,
+``ChatAnthropic``), litellm as a client and instructor in tool mode, each configured as a new user would (base URL, key and model, nothing else), against
 an OpenAI-kind and an Anthropic-kind model: the same dialect and translated. The gateway
 runs the shipped policy (what ``llm-edge serve`` starts with), in front of the simulator.
 
@@ -138,7 +138,15 @@ def chat_anthropic(gw: Proc, model: str, **settings: Any) -> ChatAnthropic:
     return ChatAnthropic(base_url=gw.url, api_key=KEY, model=model, **settings)  # type: ignore[call-arg]
 
 
-LANGCHAIN = {"ChatOpenAI": chat_openai, "ChatAnthropic": chat_anthropic}
+def chat_openai_responses(gw: Proc, model: str) -> ChatOpenAI:
+    return ChatOpenAI(base_url=gw.url + "/v1", api_key=KEY, model=model, use_responses_api=True)
+
+
+LANGCHAIN = {
+    "ChatOpenAI": chat_openai,
+    "ChatOpenAI-responses": chat_openai_responses,
+    "ChatAnthropic": chat_anthropic,
+}
 both_langchain = pytest.mark.parametrize("make", list(LANGCHAIN.values()), ids=list(LANGCHAIN))
 
 
@@ -155,11 +163,20 @@ def test_langchain_invoke_and_stream(make: Any, model: str, shipped: Proc, sim: 
     seq = sim.seq()
     msg = llm.invoke(HELLO)
     assert isinstance(msg, AIMessage) and msg.text == text and text
-    assert upstream_dialects(sim, seq) == [kind(model)]
     assert msg.response_metadata["model_name"] == model
-    if isinstance(llm, ChatOpenAI):
-        assert msg.response_metadata["finish_reason"] == "stop"
+    responses = isinstance(llm, ChatOpenAI) and llm.use_responses_api
+    if responses:
+        assert msg.response_metadata["status"] == "completed"
+        assert msg.response_metadata["id"].startswith("resp_")
+        # an OpenAI model is served the Responses API as it is, an Anthropic one translated
+        assert upstream_dialects(sim, seq) == [
+            "responses" if kind(model) == "openai" else kind(model)
+        ]
     else:
+        assert upstream_dialects(sim, seq) == [kind(model)]
+    if isinstance(llm, ChatOpenAI) and not responses:
+        assert msg.response_metadata["finish_reason"] == "stop"
+    elif isinstance(llm, ChatAnthropic):
         assert msg.response_metadata["stop_reason"] == "end_turn"
     assert msg.usage_metadata is not None
     assert msg.usage_metadata["input_tokens"] == input_tokens
@@ -169,9 +186,12 @@ def test_langchain_invoke_and_stream(make: Any, model: str, shipped: Proc, sim: 
     chunks = list(llm.stream(HELLO))
     assert sum(1 for c in chunks if c.text) > 1, "streamed in pieces, not in one"
     assert "".join(c.text for c in chunks) == text
-    # ChatOpenAI asks for usage in a stream only when told to (its default is off for
-    # a base_url of its own); ChatAnthropic always gets it
-    usage = aggregate(list(llm.stream(HELLO, stream_usage=True))).usage_metadata
+    if isinstance(llm, ChatOpenAI) and not responses:
+        # on chat completions ChatOpenAI asks for usage in a stream only when told to (its
+        # default is off for a base_url of its own); ChatAnthropic and Responses always get it
+        assert aggregate(chunks).usage_metadata is None
+        chunks = list(llm.stream(HELLO, stream_usage=True))
+    usage = aggregate(chunks).usage_metadata
     assert usage is not None
     assert (usage["input_tokens"], usage["output_tokens"]) == (input_tokens, output_tokens)
 
@@ -213,8 +233,8 @@ def test_langchain_tool_call_round_trip(make: Any, model: str, shipped: Proc) ->
 @both_models
 @both_langchain
 def test_langchain_structured_output(make: Any, model: str, shipped: Proc) -> None:
-    """Each class's default method: a json_schema response format for ChatOpenAI, a forced
-    tool for ChatAnthropic."""
+    """Each class's default method: a json_schema response format for ChatOpenAI (``text.format``
+    on the Responses API), a forced tool for ChatAnthropic."""
     card = make(shipped, model).with_structured_output(Card).invoke("Describe a card")
     assert isinstance(card, Card) and card.name
 
