@@ -32,6 +32,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from litellm.types.llms.openai import ResponsesAPIResponse
 from pydantic import BaseModel
 
 from tests.procs import ROOT, Proc, SimClient, start_gateway
@@ -306,6 +307,25 @@ def test_litellm_tool_calls(dialect: str, model: str, shipped: Proc) -> None:
     ]
     final = litellm.completion(messages=messages, tools=[WEATHER], **args)
     assert final.choices[0].finish_reason == "stop" and final.choices[0].message.content
+
+
+@both_models
+def test_litellm_responses(model: str, shipped: Proc, sim: SimClient) -> None:
+    """``litellm.responses`` (the Responses API through litellm's openai provider)."""
+    text, input_tokens, output_tokens = direct(sim, model, HELLO)
+    args = litellm_args(shipped, "openai", model)
+    r = litellm.responses(input=HELLO, **args)
+    assert r.status == "completed" and r.output_text == text
+    assert r.usage is not None
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (input_tokens, output_tokens)
+
+    stream = litellm.responses(input=HELLO, stream=True, **args)
+    assert not isinstance(stream, ResponsesAPIResponse)
+    events = list(stream)
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == text
+    assert events[-1].response.usage.output_tokens == output_tokens
 
 
 def json_args(arguments: str) -> dict[str, Any]:
