@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt setuptools cython
 	$(BIN)/python -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev]'
+	# instructor (a test client) caps jiter below the 0.16 the openai pin needs and runs on
+	# the newer one: installed without its requirements; what it imports (tenacity, aiohttp,
+	# jinja2, docstring-parser) comes with '.[dev]', its CLI's rich and typer are not needed
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps 'instructor>=1.17,<2'
 	touch $@
 
 $(EXTS): $(STAMP) setup.py $(wildcard hotpath/*.pyx hotpath/*.pxd hotpath/*.h)
