@@ -81,6 +81,12 @@ COUNTER_FAMILIES = (
         ["action", "scope"],
     ),
     ("jobs_done", "edge_jobs_finished", "Async jobs finished", ["outcome"]),
+    (
+        "sheds",
+        "edge_shed",
+        "Requests shed by admission with a 429 (reason: queue_full, preempted, deadline, quota)",
+        ["tier", "reason"],
+    ),
     ("rollbacks", "edge_rollout_rollbacks", "Automatic rollout rollbacks", ["reason"]),
 )
 # what a worker shares with the others: the exported counters and the stats' per-tier counts
@@ -127,6 +133,10 @@ TTFT_BUCKETS = (
     60.0,
 )
 
+# Time waited for an admission slot: most requests wait 0 (the first bucket).
+QUEUE_BUCKETS = (0.0, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+HIST_BUCKETS = {"duration": DURATION_BUCKETS, "ttft": TTFT_BUCKETS, "queue_wait": QUEUE_BUCKETS}
+
 
 class Hist:
     """A classic histogram: per-bucket counts (not cumulative), sum."""
@@ -167,6 +177,10 @@ class Metrics:
         self.costs: dict[tuple[str, str, str], float] = {}
         self.actions: dict[tuple[str, str], int] = {}
         self.jobs_done: dict[tuple[str], int] = {}
+        self.sheds: dict[tuple[str, str], int] = {}
+        self.queue_wait: dict[tuple[str, ...], Hist] = {}  # by (tier,)
+        self._admission: Callable[[], dict[str, tuple[int, int]]] | None = None
+        self.admission_totals: dict[str, list[int]] = {}  # absorbed: tier -> [in flight, queued]
         self._jobs: Callable[[], dict[str, int]] | None = None
         self._quality: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
@@ -245,7 +259,7 @@ class Metrics:
             },
             "hists": {
                 name: [[list(k), h.counts, h.total] for k, h in getattr(self, name).items()]
-                for name in ("duration", "ttft")
+                for name in HIST_BUCKETS
             },
             "sketches": {
                 name: [[list(k), sk.dump()] for k, sk in getattr(self, name).items()]
@@ -254,6 +268,7 @@ class Metrics:
             "in_flight": self.in_flight,
             "pool": self.pool_figures(),
             "breakers": self.breaker_figures(),
+            "admission": self.admission_figures(),
         }
 
     def absorb(self, snap: dict[str, Any]) -> None:
@@ -268,9 +283,7 @@ class Metrics:
             for key, counts, total in rows:
                 hist = target.get(tuple(key))
                 if hist is None:
-                    hist = target[tuple(key)] = Hist(
-                        DURATION_BUCKETS if name == "duration" else TTFT_BUCKETS
-                    )
+                    hist = target[tuple(key)] = Hist(HIST_BUCKETS[name])
                 hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
                 hist.total += total
         for name, rows in snap["sketches"].items():
@@ -284,6 +297,31 @@ class Metrics:
             self.pool_totals[k] = self.pool_totals.get(k, 0) + v
         for p, m, st in snap.get("breakers", []):
             self.breaker_worst[(p, m)] = max(self.breaker_worst.get((p, m), 0), st)
+        for tier, (running, waiting) in (snap.get("admission") or {}).items():
+            both = self.admission_totals.setdefault(tier, [0, 0])
+            both[0] += running
+            both[1] += waiting
+
+    # -- admission
+
+    def admitted(self, tier: str, waited_s: float) -> None:
+        hist = self.queue_wait.get((tier,))
+        if hist is None:
+            hist = self.queue_wait[(tier,)] = Hist(QUEUE_BUCKETS)
+        hist.observe(waited_s)
+
+    def shed(self, tier: str, reason: str) -> None:
+        key = (tier, reason)
+        self.sheds[key] = self.sheds.get(key, 0) + 1
+
+    def watch_admission(self, view: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        """Export each tier's requests in flight and queued, read at scrape time."""
+        self._admission = view
+
+    def admission_figures(self) -> dict[str, tuple[int, int]]:
+        if self._admission is not None:
+            return self._admission()
+        return {t: (v[0], v[1]) for t, v in self.admission_totals.items()}
 
     def error(self, operation: str, dialect: str, error_type: str) -> None:
         key = (operation, dialect, error_type)
@@ -394,6 +432,25 @@ class _Collector(Collector):
             for skey, hist in series.items():
                 fam.add_metric(list(skey), hist.cumulative(), hist.total)
             yield fam
+        waits = HistogramMetricFamily(
+            "edge_admission_queue_seconds",
+            "Time a request waited for an admission slot (0: admitted at once)",
+            labels=["tier"],
+        )
+        for skey, hist in m.queue_wait.items():
+            waits.add_metric(list(skey), hist.cumulative(), hist.total)
+        yield waits
+        running = GaugeMetricFamily(
+            "edge_admission_in_flight", "Requests admitted and being served", labels=["tier"]
+        )
+        waiting = GaugeMetricFamily(
+            "edge_admission_queued", "Requests waiting for an admission slot", labels=["tier"]
+        )
+        for tier, (n_running, n_waiting) in sorted(m.admission_figures().items()):
+            running.add_metric([tier], n_running)
+            waiting.add_metric([tier], n_waiting)
+        yield running
+        yield waiting
         if m._jobs is not None:
             depth = GaugeMetricFamily("edge_jobs", "Async jobs by status", labels=["status"])
             by_status = m._jobs()

@@ -58,6 +58,7 @@ from edge.policy import Model, Policy
 from edge.quality.engines import Engines
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
+from edge.server.admission import Admission, AdmissionQueue, TierLimits
 from edge.server.auth import Keyring
 from edge.server.embeddings import relay_embeddings
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
@@ -87,6 +88,15 @@ OPERATIONS = {
     b"/v1/embeddings": "embeddings",
 }
 DASHBOARD = (resources.files("edge.server") / "dashboard.html").read_bytes()
+
+
+def admission_for(policy: Policy, metrics: Metrics) -> Admission:
+    """The worker's admission queue, from the policy's ``[admission]`` table and tier keys."""
+    tiers = {
+        name: TierLimits(t.rank, t.max_in_flight, t.max_queued, t.max_queue_ms / 1000.0)
+        for name, t in policy.tiers.items()
+    }
+    return Admission(AdmissionQueue(policy.admission, tiers), metrics)
 
 
 def dialect_of(req: Request | None) -> ErrorDialect:
@@ -186,6 +196,11 @@ class Gateway:
                 (policy.models[name].provider, name, int(b.state))
                 for name, b in self.router.breakers.by_model.items()
             ]
+        )
+        self.admission = admission_for(policy, self.metrics)
+        queue = self.admission.queue
+        self.metrics.watch_admission(
+            lambda: {t: (queue.in_flight[t], queue.queued[t]) for t in queue.tiers}
         )
         self._gauges(self.metrics)
         self.metrics.watch_state(lambda: (self.spend.available, self.spend.errors))
@@ -491,7 +506,29 @@ class Gateway:
         if passed is None:
             return  # queued as a job: answered 202
         engine, plan = passed
-        await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
+        tier = plan.tier
+        if (
+            job_tier is not None
+            or not self.admission.enabled
+            or tier.name not in self.admission.queue.tiers
+        ):
+            # jobs have their own pace (EDGE_JOBS_*); a canary policy's own tier is not queued
+            await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
+            return
+        now = time.monotonic()
+        # time queued counts against the tier's deadlines: a request must start early enough
+        # to be served in its tier's usual time before its total deadline
+        start_by = min(
+            now + tier.max_queue_ms / 1000.0,
+            req.received_at
+            + plan.timing.total_timeout_s
+            - self.admission.queue.service_s(tier.name),
+        )
+        entry = await self.admission.enter(tier.name, start_by)
+        try:
+            await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
+        finally:
+            self.admission.leave(entry)
 
     # -- jobs
 
