@@ -60,6 +60,7 @@ from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
 from edge.server.admission import Admission, AdmissionQueue, TierLimits
 from edge.server.auth import Keyring
+from edge.server.deadline import client_deadline
 from edge.server.embeddings import relay_embeddings
 from edge.server.protocol import ConnectionTracker, EdgeProtocol, Request, request_id_for
 from edge.server.relay import (
@@ -502,10 +503,12 @@ class Gateway:
         job_tier: str | None = None,
     ) -> None:
         """Gate on entitlement and cost, then answer, or queue a job (when asked to)."""
+        client = None if job_tier is not None else client_deadline(req.headers)  # jobs: none
         passed = self.gate.admit(req, proto, out, dialect, job_tier)
         if passed is None:
             return  # queued as a job: answered 202
         engine, plan = passed
+        plan.client = client
         tier = plan.tier
         if (
             job_tier is not None

@@ -32,14 +32,17 @@ from edge.errors import (
     InvalidRequest,
     MalformedJSON,
     NotFound,
+    ServiceUnavailable,
     TierForbidden,
     UnsupportedMediaType,
     UpstreamError,
+    UpstreamTimeout,
 )
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
 from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
 from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing
+from edge.server.deadline import ClientDeadline
 from hotpath.route import CAP_JSON
 from hotpath.tokens import estimate_request_tokens, estimate_text_tokens
 
@@ -148,18 +151,46 @@ class Plan:
     needs: int = 0  # capability bits the request needs (edge.routing.capabilities)
     prefixes: list[Prefix] = field(default_factory=list)  # its cacheable prompt prefixes
     router: Router | None = None  # told which models took the prefixes
+    client: ClientDeadline | None = None  # the client's own deadline (jobs: none)
 
     @property
     def timing(self) -> Timing:
+        """The tier's deadlines, or the client's where they are shorter: a read timeout bounds
+        a non-streamed answer whole and each gap of a stream."""
         t = self.tier
-        return Timing(
-            t.soft_timeout_ms / 1000.0,
-            t.first_token_timeout_ms / 1000.0,
-            t.idle_timeout_ms / 1000.0,
-            t.total_timeout_ms / 1000.0,
-            self.max_attempts,
-            self.hedging,
-        )
+        soft, first = t.soft_timeout_ms / 1000.0, t.first_token_timeout_ms / 1000.0
+        idle, total = t.idle_timeout_ms / 1000.0, t.total_timeout_ms / 1000.0
+        c = self.client
+        if c is not None:
+            if c.total_s is not None:
+                total = min(total, c.total_s)
+            if c.read_s is not None:
+                if self.info.stream:
+                    idle = min(idle, c.read_s)
+                else:
+                    total = min(total, c.read_s)
+            if min(first, total) < first:
+                first = total
+            if first <= soft:
+                soft = first / 2  # a hedge still needs time to win
+        return Timing(soft, first, idle, total, self.max_attempts, self.hedging)
+
+    @property
+    def first_token_by_s(self) -> float | None:
+        """Seconds from arrival by which a stream's first token must reach the client (the
+        client's read timeout: the gateway sends nothing before it), or None."""
+        c = self.client
+        if c is None or c.read_s is None or not self.info.stream:
+            return None
+        return min(c.read_s, self.timing.total_timeout_s)
+
+    @property
+    def start_within_s(self) -> float:
+        """Seconds from arrival within which the request must have been answered (a stream:
+        begun), counted against by any wait before its first attempt."""
+        first = self.first_token_by_s
+        total = self.timing.total_timeout_s
+        return total if first is None else min(total, first)
 
 
 def parse_json(req: Request) -> Any:
@@ -551,7 +582,19 @@ async def relay_chat(
         )
         return await ex.open()
 
+    # no attempt or hedge starts that cannot answer in time: the time left before the answer
+    # (a stream: its first token) is due must exceed the model's typical time to first token
+    due = req.received_at + plan.start_within_s
+    late: list[str] = []
+
+    def fits(model: Model) -> bool:
+        need = plan.router.typical_ttft_s(model.name) if plan.router is not None else 0.0
+        return due - shared.clock() > need
+
     def prepare(model: Model) -> Call:
+        if not fits(model):
+            late.append(model.name)
+            raise UpstreamTimeout(f"{model.name}: no time left to answer before the deadline")
         return build_call(policy, req, plan.dialect, plan.info, plan.body, model)
 
     race = Race(
@@ -563,14 +606,35 @@ async def relay_chat(
         tier=plan.tier.name,
         input_tokens=plan.decision.input_tokens,
         started=req.received_at,
-        first_call=plan.first,
+        first_call=plan.first if fits(plan.first.model) else None,
         capped=plan.decision.capped,
         cap_usd=plan.decision.cap_usd,
     )
+    first_by = plan.first_token_by_s
+
+    async def run() -> Attempt:
+        try:
+            if first_by is None:
+                return await race.run()
+            async with asyncio.timeout(max(0.0, req.received_at + first_by - shared.clock())):
+                return await race.run()
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no first token within the client's read timeout ({first_by:g} s after the "
+                "request, the gateway's margin taken off)"
+            ) from None
+        except ServiceUnavailable:
+            if late and not race.attempts:
+                raise UpstreamTimeout(
+                    f"the request's deadline ({plan.start_within_s:g} s) leaves no time for "
+                    f"any candidate ({', '.join(late)})"
+                ) from None
+            raise
+
     loop = asyncio.get_running_loop()
     try:
         while True:
-            winner = await race.run()
+            winner = await run()
             _note(out, winner, race, req)
             timer = loop.call_later(max(0.0, race.deadline - shared.clock()), winner.expire)
             try:
