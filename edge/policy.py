@@ -132,6 +132,8 @@ class Tier:
     max_in_flight: int = 0
     max_queued: int = 64
     max_queue_ms: int = 10000
+    # the share of a model's provider quota this tier leaves to higher tiers (0..1)
+    quota_reserve: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +251,7 @@ TIER_KEYS = (
     "pool", "strategy", "soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms",
     "total_timeout_ms", "p95_target_ms", "quality_floor", "warn_usd", "degrade_usd",
     "block_usd", "degrade_mode", "never_block", "expected_output_tokens", "rank",
-    "max_in_flight", "max_queued", "max_queue_ms",
+    "max_in_flight", "max_queued", "max_queue_ms", "quota_reserve",
 )  # fmt: skip
 ADMISSION_KEYS = ("max_in_flight", "max_queued", "priority", "quota_aware")
 BUDGET_KEYS = ("day_usd", "month_usd", "warn", "degrade", "block", "overdraft")
@@ -352,6 +354,8 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
     for key in ("max_in_flight", "max_queued", "max_queue_ms"):
         if values[key] < 0:
             raise PolicyError(f"{where}.{key}: must not be negative (max_in_flight 0: no cap)")
+    if not 0.0 <= values["quota_reserve"] < 1.0:
+        raise PolicyError(f"{where}.quota_reserve: must be at least 0 and below 1")
     if values["strategy"] not in STRATEGIES:
         raise PolicyError(f"{where}.strategy: must be one of {STRATEGIES}")
     for m in values["pool"]:
@@ -524,6 +528,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             "max_in_flight": _get(t, "max_in_flight", where, int, 0),
             "max_queued": _get(t, "max_queued", where, int, 64),
             "max_queue_ms": _get(t, "max_queue_ms", where, int, 10000),
+            "quota_reserve": _get(t, "quota_reserve", where, float, 0.0),
         }
         overridden: dict[str, str] = {}
         for key, current in list(values.items()):

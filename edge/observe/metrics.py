@@ -82,6 +82,13 @@ COUNTER_FAMILIES = (
     ),
     ("jobs_done", "edge_jobs_finished", "Async jobs finished", ["outcome"]),
     (
+        "quota_avoided",
+        "edge_quota_avoided",
+        "Upstream calls not made because the model's provider quota could not cover them "
+        "(action: steered to another candidate, held until the reset, shed with a 429)",
+        ["model", "action"],
+    ),
+    (
         "sheds",
         "edge_shed",
         "Requests shed by admission with a 429 (reason: queue_full, preempted, deadline, quota)",
@@ -178,6 +185,8 @@ class Metrics:
         self.actions: dict[tuple[str, str], int] = {}
         self.jobs_done: dict[tuple[str], int] = {}
         self.sheds: dict[tuple[str, str], int] = {}
+        self.quota_avoided: dict[tuple[str, str], int] = {}
+        self._quota: Callable[[], list[tuple[str, str, int]]] | None = None
         self.queue_wait: dict[tuple[str, ...], Hist] = {}  # by (tier,)
         self._admission: Callable[[], dict[str, tuple[int, int]]] | None = None
         self.admission_totals: dict[str, list[int]] = {}  # absorbed: tier -> [in flight, queued]
@@ -313,6 +322,14 @@ class Metrics:
     def shed(self, tier: str, reason: str) -> None:
         key = (tier, reason)
         self.sheds[key] = self.sheds.get(key, 0) + 1
+
+    def avoided(self, model: str, action: str) -> None:
+        key = (model, action)
+        self.quota_avoided[key] = self.quota_avoided.get(key, 0) + 1
+
+    def watch_quota(self, view: Callable[[], list[tuple[str, str, int]]]) -> None:
+        """Export each model's remaining provider quota (as last told), read at scrape time."""
+        self._quota = view
 
     def watch_admission(self, view: Callable[[], dict[str, tuple[int, int]]]) -> None:
         """Export each tier's requests in flight and queued, read at scrape time."""
@@ -451,6 +468,16 @@ class _Collector(Collector):
             waiting.add_metric([tier], n_waiting)
         yield running
         yield waiting
+        if m._quota is not None:
+            left = GaugeMetricFamily(
+                "edge_quota_remaining",
+                "A model's provider quota left as its last answer told this worker, until the "
+                "reset (kind: requests, tokens, input_tokens, output_tokens)",
+                labels=["model", "kind"],
+            )
+            for model, kind, n in m._quota():
+                left.add_metric([model, kind], n)
+            yield left
         if m._jobs is not None:
             depth = GaugeMetricFamily("edge_jobs", "Async jobs by status", labels=["status"])
             by_status = m._jobs()

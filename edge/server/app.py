@@ -58,6 +58,7 @@ from edge.policy import Model, Policy
 from edge.quality.engines import Engines
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
+from edge.routing.quota import Quotas
 from edge.server.admission import Admission, AdmissionQueue, TierLimits
 from edge.server.auth import Keyring
 from edge.server.deadline import client_deadline
@@ -199,6 +200,7 @@ class Gateway:
             ]
         )
         self.admission = admission_for(policy, self.metrics)
+        self.quotas = Quotas(self.metrics.avoided)
         queue = self.admission.queue
         self.metrics.watch_admission(
             lambda: {t: (queue.in_flight[t], queue.queued[t]) for t in queue.tiers}
@@ -244,6 +246,7 @@ class Gateway:
         m.watch_jobs(self._job_counts)
         m.watch_quality(lambda: self.router.quality)
         m.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
+        m.watch_quota(lambda: self.quotas.figures(time.monotonic()))
 
     def _job_counts(self) -> dict[str, int]:
         if not self.spend.available:
@@ -509,6 +512,8 @@ class Gateway:
             return  # queued as a job: answered 202
         engine, plan = passed
         plan.client = client
+        if self.policy.admission.quota_aware and job_tier is None:
+            plan.quotas = self.quotas  # jobs run later, at their own pace: no holding for them
         tier = plan.tier
         if (
             job_tier is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +34,7 @@ from edge.errors import (
     MalformedJSON,
     NotFound,
     ServiceUnavailable,
+    Shed,
     TierForbidden,
     UnsupportedMediaType,
     UpstreamError,
@@ -41,13 +43,15 @@ from edge.errors import (
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
 from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
-from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing
+from edge.routing.quota import Quotas
+from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing, Upstream
 from edge.server.deadline import ClientDeadline
 from hotpath.route import CAP_JSON
 from hotpath.tokens import estimate_request_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
     from edge.server.protocol import EdgeProtocol, Request
+    from edge.upstream.connection import ResponseHead
     from edge.upstream.pool import Exchange, Pool
 
 USER_AGENT = b"llm-edge/0.1"
@@ -152,6 +156,7 @@ class Plan:
     prefixes: list[Prefix] = field(default_factory=list)  # its cacheable prompt prefixes
     router: Router | None = None  # told which models took the prefixes
     client: ClientDeadline | None = None  # the client's own deadline (jobs: none)
+    quotas: Quotas | None = None  # the worker's provider quotas, when it steers by them
 
     @property
     def timing(self) -> Timing:
@@ -570,7 +575,11 @@ async def relay_chat(
     out.cap_usd = plan.decision.cap_usd
     out.ceiling = min(output_ceilings(plan.body, plan.dialect.NAME), default=0)
 
-    async def connect(call: Call, idle_timeout_s: float) -> Exchange:
+    quotas = plan.quotas
+    need_in, need_out = plan.decision.input_tokens, plan.decision.max_tokens
+    reserve = plan.tier.quota_reserve
+
+    async def connect(call: Call, idle_timeout_s: float) -> Upstream:
         p = call.provider
         ex = pool.exchange(
             (p.scheme, p.host, p.port),
@@ -580,7 +589,15 @@ async def relay_chat(
             call.body,
             idle_timeout_s,
         )
-        return await ex.open()
+        if quotas is None:
+            return await ex.open()
+        metered = Metered(ex, quotas, call.model.name, need_in, need_out, shared.clock)
+        try:
+            await ex.open()
+        except BaseException:
+            metered.close()
+            raise
+        return metered
 
     # no attempt or hedge starts that cannot answer in time: the time left before the answer
     # (a stream: its first token) is due must exceed the model's typical time to first token
@@ -595,18 +612,27 @@ async def relay_chat(
         if not fits(model):
             late.append(model.name)
             raise UpstreamTimeout(f"{model.name}: no time left to answer before the deadline")
+        if quotas is not None and quotas.room(
+            model.name, need_in, need_out, reserve, shared.clock()
+        ):
+            quotas.on_avoid(model.name, "steered")
+            raise Shed(f"{model.name}: its provider quota is spent until the reset")
         return build_call(policy, req, plan.dialect, plan.info, plan.body, model)
+
+    candidates, first = plan.candidates, plan.first
+    if quotas is not None:
+        candidates, first = await within_quota(plan, policy, req, shared.clock)
 
     race = Race(
         shared,
-        plan.candidates,
+        candidates,
         prepare,
         connect,
         plan.timing,
         tier=plan.tier.name,
         input_tokens=plan.decision.input_tokens,
         started=req.received_at,
-        first_call=plan.first if fits(plan.first.model) else None,
+        first_call=first if fits(first.model) else None,
         capped=plan.decision.capped,
         cap_usd=plan.decision.cap_usd,
     )
@@ -669,6 +695,95 @@ async def relay_chat(
             now = time.monotonic()
             for charge in race.charges:  # each provider that took the request caches its prefix
                 plan.router.sent(charge.model, plan.prefixes, now)
+
+
+class Metered:
+    """An upstream exchange whose answer's head tells the model's quota; until then (or
+    until it fails) it counts as in flight against that quota."""
+
+    __slots__ = ("clock", "ex", "model", "need_in", "need_out", "pending", "quotas")
+
+    def __init__(
+        self,
+        ex: Exchange,
+        quotas: Quotas,
+        model: str,
+        need_in: int,
+        need_out: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.ex, self.quotas, self.model, self.clock = ex, quotas, model, clock
+        self.need_in, self.need_out = need_in, need_out
+        self.pending = True
+        quotas.sent(model, need_in, need_out)
+
+    def _answered(self, headers: list[tuple[bytes, bytes]] | None) -> None:
+        if self.pending:
+            self.pending = False
+            self.quotas.answered(self.model, self.need_in, self.need_out, headers, self.clock())
+
+    async def head(self) -> ResponseHead:
+        try:
+            head = await self.ex.head()
+        except BaseException:
+            self._answered(None)
+            raise
+        self._answered(list(head.headers))
+        return head
+
+    async def read(self) -> bytes:
+        return await self.ex.read()
+
+    def close(self) -> None:
+        self._answered(None)
+        self.ex.close()
+
+
+async def within_quota(
+    plan: Plan, policy: Policy, req: Request, clock: Callable[[], float]
+) -> tuple[list[Model], Call]:
+    """The candidates whose provider quota can take this request, and the first one's call.
+    When none can, the request is held until the earliest reset if that comes in time for its
+    deadline, else shed with a 429 that says when (a call that would only earn the provider's
+    429 is never made). A tier's ``quota_reserve`` leaves that share of each quota to higher
+    tiers, so lower tiers are held first."""
+    quotas = plan.quotas
+    assert quotas is not None
+    d, tier = plan.decision, plan.tier
+    due = req.received_at + plan.start_within_s
+    primary = plan.candidates[0].name
+    held = False
+    while True:
+        now = clock()
+        waits = [
+            quotas.room(m.name, d.input_tokens, d.max_tokens, tier.quota_reserve, now)
+            for m in plan.candidates
+        ]
+        ok = [m for m, w in zip(plan.candidates, waits, strict=True) if not w]
+        if ok:
+            if ok[0] is plan.first.model:
+                return ok, plan.first
+            quotas.on_avoid(primary, "steered")
+            try:
+                call, order = first_call(policy, req, plan.dialect, plan.info, plan.body, ok, None)
+            except InvalidRequest:
+                return plan.candidates, plan.first  # none of them can carry it: as decided
+            return order, call
+        wait = min(waits)
+        if now + wait >= due:
+            quotas.on_avoid(primary, "shed")
+            seconds = max(1, int(wait + 0.999))
+            raise Shed(
+                f"the provider quota of every model that can serve tier {tier.name} is spent "
+                f"until its reset in {wait:.1f} s, past this request's deadline; retry after "
+                f"{seconds} s",
+                code="provider_quota",
+                headers=[(b"retry-after", b"%d" % seconds)],
+            )
+        if not held:
+            held = True
+            quotas.on_avoid(primary, "held")
+        await asyncio.sleep(wait)  # until the reset: held, not refused
 
 
 def json_answer_ok(body: bytes, dialect: Dialect) -> bool:
