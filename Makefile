@@ -34,6 +34,7 @@ bench: build
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/hotpath.py
 	$(BIN)/python bench/hedging.py
+	$(BIN)/python bench/pressure.py
 	$(BIN)/python bench/slo.py
 
 lint: $(STAMP)

@@ -14,8 +14,9 @@ request of a given size: what the last answer said is left, less what was
 sent since and not yet answered (in flight), less the share of the limit the
 request's tier leaves to higher tiers (its ``quota_reserve``), must cover
 one request and its estimated tokens; otherwise the seconds until the
-reset. A figure whose reset has passed is forgotten (the quota is whole
-again, as far as anyone knows). A header that does not parse is ignored:
+reset. A figure whose reset has passed is whole again: its limit, less what
+is in flight (so the requests held for that reset do not all rush the
+provider at once); one without a limit is forgotten. A header that does not parse is ignored:
 nothing here may fail a request.
 """
 
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+RENEW_S = 0.1  # a renewed figure (limit known, reset passed, no answer since) is trusted this long
 KINDS = ("requests", "tokens", "input_tokens", "output_tokens")
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -125,10 +127,16 @@ def _needs(input_tokens: int, output_tokens: int) -> dict[str, int]:
 class Quotas:
     """Every model's last known quota in this worker; see the module docstring."""
 
-    def __init__(self, on_avoid: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_avoid: Callable[[str, str], None] | None = None,
+        on_shed: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.models: dict[str, ModelQuota] = {}
         # (model, steered | held | shed): a call not made because its quota could not cover it
         self.on_avoid = on_avoid or (lambda model, action: None)
+        # (tier, "quota"): a request refused with a 429 because no quota could cover it
+        self.on_shed = on_shed or (lambda tier, reason: None)
 
     def room(
         self, model: str, input_tokens: int, output_tokens: int, reserve: float, now: float
@@ -141,8 +149,12 @@ class Quotas:
         wait = 0.0
         for kind, k in list(q.kinds.items()):
             if now >= k.reset_at:
-                del q.kinds[kind]  # reset since: whole again, as far as anyone knows
-                continue
+                if not k.limit:
+                    del q.kinds[kind]  # reset since: whole again, as far as anyone knows
+                    continue
+                # whole again, but what is in flight still counts: every request held for this
+                # reset wakes now, and the first answer of the new window is not in yet
+                k.remaining, k.reset_at = k.limit, now + RENEW_S
             left = k.remaining - q.pending[kind] - int(reserve * k.limit)
             if left < needs[kind]:
                 wait = max(wait, k.reset_at - now)

@@ -200,7 +200,7 @@ class Gateway:
             ]
         )
         self.admission = admission_for(policy, self.metrics)
-        self.quotas = Quotas(self.metrics.avoided)
+        self.quotas = Quotas(self.metrics.avoided, self.metrics.shed)
         queue = self.admission.queue
         self.metrics.watch_admission(
             lambda: {t: (queue.in_flight[t], queue.queued[t]) for t in queue.tiers}

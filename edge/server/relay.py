@@ -591,7 +591,11 @@ async def relay_chat(
         )
         if quotas is None:
             return await ex.open()
-        metered = Metered(ex, quotas, call.model.name, need_in, need_out, shared.clock)
+        name = call.model.name
+        counted = name in reserved  # counted in flight when it was chosen
+        if counted:
+            reserved.remove(name)
+        metered = Metered(ex, quotas, name, need_in, need_out, shared.clock, counted)
         try:
             await ex.open()
         except BaseException:
@@ -620,8 +624,13 @@ async def relay_chat(
         return build_call(policy, req, plan.dialect, plan.info, plan.body, model)
 
     candidates, first = plan.candidates, plan.first
+    reserved: list[str] = []  # chosen and counted in flight, not connected yet
     if quotas is not None:
         candidates, first = await within_quota(plan, policy, req, shared.clock)
+        # counted now, not when its attempt connects: requests held for the same reset wake
+        # together, and each must see the ones before it
+        quotas.sent(first.model.name, need_in, need_out)
+        reserved.append(first.model.name)
 
     race = Race(
         shared,
@@ -688,6 +697,9 @@ async def relay_chat(
             proto.respond(200, JSON_HEADERS + headers, answer)
             return
     finally:
+        if quotas is not None:
+            for name in reserved:  # chosen but never connected: no longer in flight
+                quotas.answered(name, need_in, need_out, None, shared.clock())
         out.attempts, out.hedged, out.charges = len(race.attempts), race.hedged, race.charges
         out.path = race.path
         _served(out, race)
@@ -711,11 +723,13 @@ class Metered:
         need_in: int,
         need_out: int,
         clock: Callable[[], float],
+        counted: bool = False,
     ) -> None:
         self.ex, self.quotas, self.model, self.clock = ex, quotas, model, clock
         self.need_in, self.need_out = need_in, need_out
         self.pending = True
-        quotas.sent(model, need_in, need_out)
+        if not counted:
+            quotas.sent(model, need_in, need_out)
 
     def _answered(self, headers: list[tuple[bytes, bytes]] | None) -> None:
         if self.pending:
@@ -743,14 +757,15 @@ async def within_quota(
     plan: Plan, policy: Policy, req: Request, clock: Callable[[], float]
 ) -> tuple[list[Model], Call]:
     """The candidates whose provider quota can take this request, and the first one's call.
-    When none can, the request is held until the earliest reset if that comes in time for its
-    deadline, else shed with a 429 that says when (a call that would only earn the provider's
+    When none can, the request is held until the earliest reset if that comes within its
+    tier's ``max_queue_ms`` and its deadline, else shed with a 429 that says when (a call that would only earn the provider's
     429 is never made). A tier's ``quota_reserve`` leaves that share of each quota to higher
     tiers, so lower tiers are held first."""
     quotas = plan.quotas
     assert quotas is not None
     d, tier = plan.decision, plan.tier
-    due = req.received_at + plan.start_within_s
+    # held no longer than the tier lets a request wait for a slot, nor past its deadline
+    due = req.received_at + min(plan.start_within_s, tier.max_queue_ms / 1000.0)
     primary = plan.candidates[0].name
     held = False
     while True:
@@ -772,6 +787,7 @@ async def within_quota(
         wait = min(waits)
         if now + wait >= due:
             quotas.on_avoid(primary, "shed")
+            quotas.on_shed(tier.name, "quota")
             seconds = max(1, int(wait + 0.999))
             raise Shed(
                 f"the provider quota of every model that can serve tier {tier.name} is spent "

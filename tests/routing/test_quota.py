@@ -124,3 +124,25 @@ def test_a_reserve_holds_a_lower_tier_while_the_top_tier_still_has_room() -> Non
     assert q.room("m", 100, 100, 0.0, 0.5) == 0.0  # L0: 250 left covers 200
     assert q.room("m", 100, 100, 0.2, 0.5) == pytest.approx(1.5)  # L2 leaves 200 of it: 50 < 200
     assert q.figures(0.5) == [("m", "tokens", 250)]
+
+
+def test_after_a_known_limit_resets_what_is_in_flight_still_counts() -> None:
+    q = Quotas()
+    q.sent("m", 1, 1)
+    q.answered(
+        "m",
+        1,
+        1,
+        h(
+            x_ratelimit_limit_requests="2",
+            x_ratelimit_remaining_requests="0",
+            x_ratelimit_reset_requests="1s",
+        ),
+        0.0,
+    )
+    assert q.room("m", 1, 1, 0.0, 0.5) == pytest.approx(0.5)
+    # the window turned: two may go, not every request that waited for it
+    for _ in range(2):
+        assert q.room("m", 1, 1, 0.0, 1.0) == 0.0
+        q.sent("m", 1, 1)
+    assert q.room("m", 1, 1, 0.0, 1.0) > 0
