@@ -39,6 +39,7 @@ bench: build
 	$(BIN)/python bench/hotpath.py
 	$(BIN)/python bench/hedging.py
 	$(BIN)/python bench/attacks.py
+	$(BIN)/python bench/pressure.py
 	$(BIN)/python bench/slo.py
 
 lint: $(STAMP)

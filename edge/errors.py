@@ -16,6 +16,8 @@
      +- HeadersTooLarge            431     invalid_request_error  invalid_request_error
      +- OverBudget                 429     insufficient_quota     rate_limit_error
      +- RateLimited                429     requests               rate_limit_error
+     +- Shed                       429     requests               rate_limit_error
+         (admission: the tier is over capacity, or a provider's quota is spent; retry-after)
      +- ServiceUnavailable         503     server_error           overloaded_error
      |   +- PoolSaturated          503     (the gateway's own connections to a provider all busy)
      +- UpstreamError              502     server_error           api_error
@@ -152,6 +154,12 @@ class OverBudget(EdgeError):
 
 class RateLimited(EdgeError):
     """Too many calls of a gateway route from one key (``retry-after`` says when to retry)."""
+
+
+class Shed(EdgeError):
+    """The request's tier is over capacity in this worker, or the provider quota it needs is
+    spent until a reset: a 429 in the shape of a provider's rate limit, with ``retry-after``
+    (the SDKs retry it after that long)."""
 
     status = 429
     openai_type = "requests"

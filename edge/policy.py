@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from edge.quality.hybrid import ONLINE_CHECKS, QualityConfig
 from edge.routing.breaker import BreakerConfig
 from edge.routing.capabilities import CAPABILITIES, KIND_DEFAULTS, bits
+from edge.server.admission import AdmissionConfig
 
 KINDS = ("openai", "anthropic")
 MODEL_KINDS = ("chat", "embedding")  # what a model answers: chat routes or /v1/embeddings
@@ -128,6 +129,13 @@ class Tier:
     expected_output_tokens: int = 512  # until the tier has learned its P95 output length
     rank: int = 0  # entitlement order: a key allowed rank r may use tiers of rank >= r (L0 = 0)
     hedge_budget_percent: float = 10.0  # hedges as a share of this tier's requests (a minute)
+    # admission (edge/server/admission.py): its own concurrency cap (0: the worker's alone),
+    # its queue's length, and the longest a request of it waits for a slot
+    max_in_flight: int = 0
+    max_queued: int = 64
+    max_queue_ms: int = 10000
+    # the share of a model's provider quota this tier leaves to higher tiers (0..1)
+    quota_reserve: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,7 @@ class Policy:
     aliases: dict[str, str] = field(default_factory=dict)  # a model's other id -> its name
     breakers: BreakerConfig = field(default_factory=BreakerConfig)  # per model, every worker
     quality: QualityConfig = field(default_factory=QualityConfig)  # the hybrid score, feedback
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # per worker
 
     def model_named(self, name: str) -> Model | None:
         """A model by its name or one of its aliases (a dated id)."""
@@ -246,10 +255,12 @@ TIER_KEYS = (
     "total_timeout_ms", "p95_target_ms", "quality_floor", "warn_usd", "degrade_usd",
     "block_usd", "degrade_mode", "never_block", "expected_output_tokens", "rank",
     "hedge_budget_percent",
+    "max_in_flight", "max_queued", "max_queue_ms", "quota_reserve",
 )  # fmt: skip
 # A tier's hedge budget when neither the policy nor EDGE_HEDGE_BUDGET_PERCENT sets it, by rank:
 # the critical tier may spend the most on its tail, the batch tier the least.
 HEDGE_BUDGET_BY_RANK = (25.0, 15.0, 5.0)
+ADMISSION_KEYS = ("max_in_flight", "max_queued", "priority", "quota_aware")
 BUDGET_KEYS = ("day_usd", "month_usd", "warn", "degrade", "block", "overdraft")
 BREAKER_KEYS = (
     "failures", "window_s", "failure_rate", "min_attempts", "cooldown_s", "cooldown_max_s",
@@ -271,7 +282,26 @@ def env_names(policy: Policy) -> set[str]:
     names = {f"EDGE_{p.upper()}_BASE_URL" for p in policy.providers}
     for tier in policy.tiers:
         names |= {f"EDGE_{tier.upper()}_{key.upper()}" for key in TIER_KEYS}
+    names |= {f"EDGE_ADMISSION_{key.upper()}" for key in ADMISSION_KEYS}
     return names | {f"EDGE_BREAKER_{key.upper()}" for key in BREAKER_KEYS}
+
+
+def _admission(table: Mapping[str, Any], env: Mapping[str, str]) -> AdmissionConfig:
+    """The ``[admission]`` table over the defaults, then ``EDGE_ADMISSION_<KEY>`` over both."""
+    where = "admission"
+    _known(table, ADMISSION_KEYS, where)
+    default = AdmissionConfig()
+    values: dict[str, Any] = {}
+    for key in ADMISSION_KEYS:
+        current = getattr(default, key)
+        values[key] = _get(table, key, where, type(current), current)
+        env_name = f"EDGE_ADMISSION_{key.upper()}"
+        if env.get(env_name):
+            values[key] = _coerce_env(env_name, env[env_name], current)
+        if isinstance(values[key], int) and not isinstance(values[key], bool) and values[key] < 0:
+            source = f" (set by {env_name})" if env.get(env_name) else ""
+            raise PolicyError(f"{where}.{key}: must not be negative{source}")
+    return AdmissionConfig(**values)
 
 
 def _breakers(table: Mapping[str, Any], env: Mapping[str, str]) -> BreakerConfig:
@@ -381,6 +411,11 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
         raise PolicyError(f"{where}.hedge_budget_percent: must be between 0 and 100")
     if values["expected_output_tokens"] < 1:
         raise PolicyError(f"{where}.expected_output_tokens: must be at least 1")
+    for key in ("max_in_flight", "max_queued", "max_queue_ms"):
+        if values[key] < 0:
+            raise PolicyError(f"{where}.{key}: must not be negative (max_in_flight 0: no cap)")
+    if not 0.0 <= values["quota_reserve"] < 1.0:
+        raise PolicyError(f"{where}.quota_reserve: must be at least 0 and below 1")
     if values["strategy"] not in STRATEGIES:
         raise PolicyError(f"{where}.strategy: must be one of {STRATEGIES}")
     for m in values["pool"]:
@@ -395,7 +430,7 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
     known = (
         "providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs",
-        "breakers", "quality",
+        "breakers", "quality", "admission",
     )  # fmt: skip
     _known(data, known, "policy")
     providers: dict[str, Provider] = {}
@@ -550,6 +585,10 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
             "degrade_mode": _get(t, "degrade_mode", where, str, "model"),
             "never_block": _get(t, "never_block", where, bool, False),
             "expected_output_tokens": _get(t, "expected_output_tokens", where, int, 512),
+            "max_in_flight": _get(t, "max_in_flight", where, int, 0),
+            "max_queued": _get(t, "max_queued", where, int, 64),
+            "max_queue_ms": _get(t, "max_queue_ms", where, int, 10000),
+            "quota_reserve": _get(t, "quota_reserve", where, float, 0.0),
         }
         values["hedge_budget_percent"] = _get(
             t, "hedge_budget_percent", where, float, _hedge_budget_default(values["rank"], env)
@@ -613,6 +652,7 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         aliases,
         _breakers(dict(data.get("breakers", {})), env),
         _quality(dict(data.get("quality", {}))),
+        _admission(dict(data.get("admission", {})), env),
     )
 
 

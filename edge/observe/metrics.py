@@ -93,6 +93,19 @@ COUNTER_FAMILIES = (
         "Failed authentications answered late (repeated failures from one peer address)",
         ["route"],
     ),
+    (
+        "quota_avoided",
+        "edge_quota_avoided",
+        "Upstream calls not made because the model's provider quota could not cover them "
+        "(action: steered to another candidate, held until the reset, shed with a 429)",
+        ["model", "action"],
+    ),
+    (
+        "sheds",
+        "edge_shed",
+        "Requests shed by admission with a 429 (reason: queue_full, preempted, deadline, quota)",
+        ["tier", "reason"],
+    ),
     ("rollbacks", "edge_rollout_rollbacks", "Automatic rollout rollbacks", ["reason"]),
 )
 # what a worker shares with the others: the exported counters and the stats' per-tier counts
@@ -138,6 +151,10 @@ TTFT_BUCKETS = (
     40.0,
     60.0,
 )
+
+# Time waited for an admission slot: most requests wait 0 (the first bucket).
+QUEUE_BUCKETS = (0.0, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+HIST_BUCKETS = {"duration": DURATION_BUCKETS, "ttft": TTFT_BUCKETS, "queue_wait": QUEUE_BUCKETS}
 
 
 class StateView(NamedTuple):
@@ -192,6 +209,12 @@ class Metrics:
         self.jobs_done: dict[tuple[str], int] = {}
         self.auth_failures: dict[tuple[str, str], int] = {}
         self.auth_delays: dict[tuple[str], int] = {}
+        self.sheds: dict[tuple[str, str], int] = {}
+        self.quota_avoided: dict[tuple[str, str], int] = {}
+        self._quota: Callable[[], list[tuple[str, str, int]]] | None = None
+        self.queue_wait: dict[tuple[str, ...], Hist] = {}  # by (tier,)
+        self._admission: Callable[[], dict[str, tuple[int, int]]] | None = None
+        self.admission_totals: dict[str, list[int]] = {}  # absorbed: tier -> [in flight, queued]
         self._jobs: Callable[[], dict[str, int]] | None = None
         # (tier, task, model, source, score, samples) rows; model -> age of its gold score
         self._quality: Callable[[], list[tuple[str, str, str, str, float, float]]] | None = None
@@ -281,7 +304,7 @@ class Metrics:
             },
             "hists": {
                 name: [[list(k), h.counts, h.total] for k, h in getattr(self, name).items()]
-                for name in ("duration", "ttft")
+                for name in HIST_BUCKETS
             },
             "sketches": {
                 name: [[list(k), sk.dump()] for k, sk in getattr(self, name).items()]
@@ -291,6 +314,7 @@ class Metrics:
             "pool": self.pool_figures(),
             "bodies": list(self.body_figures()),
             "breakers": self.breaker_figures(),
+            "admission": self.admission_figures(),
         }
 
     def absorb(self, snap: dict[str, Any]) -> None:
@@ -305,9 +329,7 @@ class Metrics:
             for key, counts, total in rows:
                 hist = target.get(tuple(key))
                 if hist is None:
-                    hist = target[tuple(key)] = Hist(
-                        DURATION_BUCKETS if name == "duration" else TTFT_BUCKETS
-                    )
+                    hist = target[tuple(key)] = Hist(HIST_BUCKETS[name])
                 hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
                 hist.total += total
         for name, rows in snap["sketches"].items():
@@ -323,6 +345,39 @@ class Metrics:
             self.pool_totals[k] = self.pool_totals.get(k, 0) + v
         for p, m, st in snap.get("breakers", []):
             self.breaker_worst[(p, m)] = max(self.breaker_worst.get((p, m), 0), st)
+        for tier, (running, waiting) in (snap.get("admission") or {}).items():
+            both = self.admission_totals.setdefault(tier, [0, 0])
+            both[0] += running
+            both[1] += waiting
+
+    # -- admission
+
+    def admitted(self, tier: str, waited_s: float) -> None:
+        hist = self.queue_wait.get((tier,))
+        if hist is None:
+            hist = self.queue_wait[(tier,)] = Hist(QUEUE_BUCKETS)
+        hist.observe(waited_s)
+
+    def shed(self, tier: str, reason: str) -> None:
+        key = (tier, reason)
+        self.sheds[key] = self.sheds.get(key, 0) + 1
+
+    def avoided(self, model: str, action: str) -> None:
+        key = (model, action)
+        self.quota_avoided[key] = self.quota_avoided.get(key, 0) + 1
+
+    def watch_quota(self, view: Callable[[], list[tuple[str, str, int]]]) -> None:
+        """Export each model's remaining provider quota (as last told), read at scrape time."""
+        self._quota = view
+
+    def watch_admission(self, view: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        """Export each tier's requests in flight and queued, read at scrape time."""
+        self._admission = view
+
+    def admission_figures(self) -> dict[str, tuple[int, int]]:
+        if self._admission is not None:
+            return self._admission()
+        return {t: (v[0], v[1]) for t, v in self.admission_totals.items()}
 
     def error(self, operation: str, dialect: str, error_type: str) -> None:
         key = (operation, dialect, error_type)
@@ -450,6 +505,35 @@ class _Collector(Collector):
             for skey, hist in series.items():
                 fam.add_metric(list(skey), hist.cumulative(), hist.total)
             yield fam
+        waits = HistogramMetricFamily(
+            "edge_admission_queue_seconds",
+            "Time a request waited for an admission slot (0: admitted at once)",
+            labels=["tier"],
+        )
+        for skey, hist in m.queue_wait.items():
+            waits.add_metric(list(skey), hist.cumulative(), hist.total)
+        yield waits
+        running = GaugeMetricFamily(
+            "edge_admission_in_flight", "Requests admitted and being served", labels=["tier"]
+        )
+        waiting = GaugeMetricFamily(
+            "edge_admission_queued", "Requests waiting for an admission slot", labels=["tier"]
+        )
+        for tier, (n_running, n_waiting) in sorted(m.admission_figures().items()):
+            running.add_metric([tier], n_running)
+            waiting.add_metric([tier], n_waiting)
+        yield running
+        yield waiting
+        if m._quota is not None:
+            left = GaugeMetricFamily(
+                "edge_quota_remaining",
+                "A model's provider quota left as its last answer told this worker, until the "
+                "reset (kind: requests, tokens, input_tokens, output_tokens)",
+                labels=["model", "kind"],
+            )
+            for model, kind, n in m._quota():
+                left.add_metric([model, kind], n)
+            yield left
         if m._jobs is not None:
             depth = GaugeMetricFamily("edge_jobs", "Async jobs by status", labels=["status"])
             by_status = m._jobs()
@@ -537,7 +621,7 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "edge_requests_in_flight", "Requests being served", value=m.in_flight
         )
-        reserved, read, waiting = m.body_figures()
+        reserved, read, bodies_waiting = m.body_figures()
         body_bytes = GaugeMetricFamily(
             "edge_request_body_bytes",
             "Request body bytes in the workers' body budgets: reserved, and read so far",
@@ -549,7 +633,7 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "edge_request_bodies_waiting",
             "Requests whose body waits for room in the body budget (not read meanwhile)",
-            value=waiting,
+            value=bodies_waiting,
         )
         s = m.pool_figures()
         if s is not None:

@@ -65,6 +65,7 @@ class Router:
         }
         self.ttft = {name: LatencySketch(window_s=window_s, slots=10) for name in self.names}
         self.p95_ms = [0.0] * len(self.names)
+        self.p50_s: dict[str, float] = {}  # typical time to first token, once it is known
         # output tokens per (tier, model) and per tier ("" model): the expected output of a
         # request that sets no max_tokens is the learned P95, refreshed with the rest
         self.output: dict[tuple[str, str], LatencySketch] = {}
@@ -283,6 +284,11 @@ class Router:
         if sketch is not None:
             sketch.add(seconds, now)
 
+    def typical_ttft_s(self, model: str) -> float:
+        """The model's live median time to first token (0 until it has a few answers): the
+        least an attempt on it needs."""
+        return self.p50_s.get(model, 0.0)
+
     def refresh(self, now: float) -> None:
         """Move breakers whose cool-down is over to half-open; copy each model's live P95 time
         to first token and breaker state into the decision table."""
@@ -295,4 +301,8 @@ class Router:
         for i, name in enumerate(self.names):
             sketch = self.ttft[name]
             self.p95_ms[i] = sketch.quantile(0.95, now) * 1000.0 if sketch.count(now) else 0.0
+            if sketch.count(now) >= 5:
+                self.p50_s[name] = sketch.quantile(0.5, now)
+            else:
+                self.p50_s.pop(name, None)
             self._set_health(i)

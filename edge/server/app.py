@@ -63,7 +63,10 @@ from edge.quality.engines import Engines
 from edge.quality.feedback import Feedback
 from edge.quality.rollout import RolloutConfig, Rollouts
 from edge.quality.rollout import status as rollout_status
+from edge.routing.quota import Quotas
+from edge.server.admission import Admission, AdmissionQueue, TierLimits
 from edge.server.auth import Keyring
+from edge.server.deadline import client_deadline
 from edge.server.embeddings import relay_embeddings
 from edge.server.jsonlimits import FORWARDABLE_DEPTH, too_deep
 from edge.server.protocol import (
@@ -119,6 +122,15 @@ def route_label(path: bytes, routes: dict[bytes, Any]) -> str:
         if path.startswith(prefix):
             return prefix.decode() + "{id}"
     return "other"
+
+
+def admission_for(policy: Policy, metrics: Metrics) -> Admission:
+    """The worker's admission queue, from the policy's ``[admission]`` table and tier keys."""
+    tiers = {
+        name: TierLimits(t.rank, t.max_in_flight, t.max_queued, t.max_queue_ms / 1000.0)
+        for name, t in policy.tiers.items()
+    }
+    return Admission(AdmissionQueue(policy.admission, tiers), metrics)
 
 
 def dialect_of(req: Request | None) -> ErrorDialect:
@@ -241,6 +253,12 @@ class Gateway:
                 for name, b in self.router.breakers.by_model.items()
             ]
         )
+        self.admission = admission_for(policy, self.metrics)
+        self.quotas = Quotas(self.metrics.avoided, self.metrics.shed)
+        queue = self.admission.queue
+        self.metrics.watch_admission(
+            lambda: {t: (queue.in_flight[t], queue.queued[t]) for t in queue.tiers}
+        )
         self._gauges(self.metrics)
         self.metrics.watch_state(
             lambda: StateView(
@@ -298,6 +316,7 @@ class Gateway:
         m.watch_jobs(self._job_counts)
         m.watch_quality(self._quality_rows, lambda: self.engines.gold_ages(time.time()))
         m.watch_rollout(lambda: (self.rollouts.percent, self.rollouts.counts))
+        m.watch_quota(lambda: self.quotas.figures(time.monotonic()))
 
     def _quality_rows(self) -> list[tuple[str, str, str, str, float, float]]:
         out = []
@@ -691,11 +710,37 @@ class Gateway:
         job_tier: str | None = None,
     ) -> None:
         """Gate on entitlement and cost, then answer, or queue a job (when asked to)."""
+        client = None if job_tier is not None else client_deadline(req.headers)  # jobs: none
         passed = self.gate.admit(req, proto, out, dialect, job_tier)
         if passed is None:
             return  # queued as a job: answered 202
         engine, plan = passed
-        await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
+        plan.client = client
+        if self.policy.admission.quota_aware and job_tier is None:
+            plan.quotas = self.quotas  # jobs run later, at their own pace: no holding for them
+        tier = plan.tier
+        if (
+            job_tier is not None
+            or not self.admission.enabled
+            or tier.name not in self.admission.queue.tiers
+        ):
+            # jobs have their own pace (EDGE_JOBS_*); a canary policy's own tier is not queued
+            await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
+            return
+        now = time.monotonic()
+        # time queued counts against the tier's deadlines: a request must start early enough
+        # to be served in its tier's usual time before its total deadline
+        start_by = min(
+            now + tier.max_queue_ms / 1000.0,
+            req.received_at
+            + plan.timing.total_timeout_s
+            - self.admission.queue.service_s(tier.name),
+        )
+        entry = await self.admission.enter(tier.name, start_by)
+        try:
+            await relay_chat(engine.race, self.pool, engine.policy, plan, req, proto, out)
+        finally:
+            self.admission.leave(entry)
 
     # -- jobs
 

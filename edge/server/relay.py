@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,21 +34,27 @@ from edge.errors import (
     InvalidRequest,
     MalformedJSON,
     NotFound,
+    ServiceUnavailable,
+    Shed,
     TierForbidden,
     UnsupportedMediaType,
     UpstreamError,
+    UpstreamTimeout,
 )
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
 from edge.quality.online import check_answer
 from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
-from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing
+from edge.routing.quota import Quotas
+from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing, Upstream
+from edge.server.deadline import ClientDeadline
 from edge.server.jsonlimits import check_counts
 from hotpath.route import CAP_JSON
 from hotpath.tokens import estimate_request_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
     from edge.server.protocol import EdgeProtocol, Request
+    from edge.upstream.connection import ResponseHead
     from edge.upstream.pool import Exchange, Pool
 
 USER_AGENT = b"llm-edge/0.1"
@@ -155,19 +162,55 @@ class Plan:
     needs: int = 0  # capability bits the request needs (edge.routing.capabilities)
     prefixes: list[Prefix] = field(default_factory=list)  # its cacheable prompt prefixes
     router: Router | None = None  # told which models took the prefixes
+    client: ClientDeadline | None = None  # the client's own deadline (jobs: none)
+    quotas: Quotas | None = None  # the worker's provider quotas, when it steers by them
 
     @property
     def timing(self) -> Timing:
+        """The tier's deadlines, or the client's where they are shorter: a read timeout bounds
+        a non-streamed answer whole and each gap of a stream."""
         t = self.tier
+        soft, first = t.soft_timeout_ms / 1000.0, t.first_token_timeout_ms / 1000.0
+        idle, total = t.idle_timeout_ms / 1000.0, t.total_timeout_ms / 1000.0
+        c = self.client
+        if c is not None:
+            if c.total_s is not None:
+                total = min(total, c.total_s)
+            if c.read_s is not None:
+                if self.info.stream:
+                    idle = min(idle, c.read_s)
+                else:
+                    total = min(total, c.read_s)
+            if min(first, total) < first:
+                first = total
+            if first <= soft:
+                soft = first / 2  # a hedge still needs time to win
         return Timing(
-            t.soft_timeout_ms / 1000.0,
-            t.first_token_timeout_ms / 1000.0,
-            t.idle_timeout_ms / 1000.0,
-            t.total_timeout_ms / 1000.0,
+            soft,
+            first,
+            idle,
+            total,
             self.max_attempts,
             self.hedging,
             t.hedge_budget_percent / 100.0,
         )
+
+    @property
+    def first_token_by_s(self) -> float | None:
+        """Seconds from arrival by which a stream's first token must reach the client (the
+        client's read timeout: the gateway sends nothing before it), or None."""
+        c = self.client
+        if c is None or c.read_s is None or not self.info.stream:
+            return None
+        return min(c.read_s, self.timing.total_timeout_s)
+
+    @property
+    def start_within_s(self) -> float:
+        """Seconds from arrival within which the request must have been answered (a stream:
+        begun), counted against by any wait before its first attempt."""
+        first = self.first_token_by_s
+        total = self.timing.total_timeout_s
+        return total if first is None else min(total, first)
 
 
 def parse_json(req: Request) -> Any:
@@ -554,7 +597,11 @@ async def relay_chat(
     out.cap_usd = plan.decision.cap_usd
     out.ceiling = min(output_ceilings(plan.body, plan.dialect.NAME), default=0)
 
-    async def connect(call: Call, idle_timeout_s: float) -> Exchange:
+    quotas = plan.quotas
+    need_in, need_out = plan.decision.input_tokens, plan.decision.max_tokens
+    reserve = plan.tier.quota_reserve
+
+    async def connect(call: Call, idle_timeout_s: float) -> Upstream:
         p = call.provider
         ex = pool.exchange(
             (p.scheme, p.host, p.port),
@@ -564,28 +611,87 @@ async def relay_chat(
             call.body,
             idle_timeout_s,
         )
-        return await ex.open()
+        if quotas is None:
+            return await ex.open()
+        name = call.model.name
+        counted = name in reserved  # counted in flight when it was chosen
+        if counted:
+            reserved.remove(name)
+        metered = Metered(ex, quotas, name, need_in, need_out, shared.clock, counted)
+        try:
+            await ex.open()
+        except BaseException:
+            metered.close()
+            raise
+        return metered
+
+    # no attempt or hedge starts that cannot answer in time: the time left before the answer
+    # (a stream: its first token) is due must exceed the model's typical time to first token
+    due = req.received_at + plan.start_within_s
+    late: list[str] = []
+
+    def fits(model: Model) -> bool:
+        need = plan.router.typical_ttft_s(model.name) if plan.router is not None else 0.0
+        return due - shared.clock() > need
 
     def prepare(model: Model) -> Call:
+        if not fits(model):
+            late.append(model.name)
+            raise UpstreamTimeout(f"{model.name}: no time left to answer before the deadline")
+        if quotas is not None and quotas.room(
+            model.name, need_in, need_out, reserve, shared.clock()
+        ):
+            quotas.on_avoid(model.name, "steered")
+            raise Shed(f"{model.name}: its provider quota is spent until the reset")
         return build_call(policy, req, plan.dialect, plan.info, plan.body, model)
+
+    candidates, first = plan.candidates, plan.first
+    reserved: list[str] = []  # chosen and counted in flight, not connected yet
+    if quotas is not None:
+        candidates, first = await within_quota(plan, policy, req, shared.clock)
+        # counted now, not when its attempt connects: requests held for the same reset wake
+        # together, and each must see the ones before it
+        quotas.sent(first.model.name, need_in, need_out)
+        reserved.append(first.model.name)
 
     race = Race(
         shared,
-        plan.candidates,
+        candidates,
         prepare,
         connect,
         plan.timing,
         tier=plan.tier.name,
         input_tokens=plan.decision.input_tokens,
         started=req.received_at,
-        first_call=plan.first,
+        first_call=first if fits(first.model) else None,
         capped=plan.decision.capped,
         cap_usd=plan.decision.cap_usd,
     )
+    first_by = plan.first_token_by_s
+
+    async def run() -> Attempt:
+        try:
+            if first_by is None:
+                return await race.run()
+            async with asyncio.timeout(max(0.0, req.received_at + first_by - shared.clock())):
+                return await race.run()
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no first token within the client's read timeout ({first_by:g} s after the "
+                "request, the gateway's margin taken off)"
+            ) from None
+        except ServiceUnavailable:
+            if late and not race.attempts:
+                raise UpstreamTimeout(
+                    f"the request's deadline ({plan.start_within_s:g} s) leaves no time for "
+                    f"any candidate ({', '.join(late)})"
+                ) from None
+            raise
+
     loop = asyncio.get_running_loop()
     try:
         while True:
-            winner = await race.run()
+            winner = await run()
             _note(out, winner, race, req)
             timer = loop.call_later(max(0.0, race.deadline - shared.clock()), winner.expire)
             try:
@@ -614,6 +720,9 @@ async def relay_chat(
             proto.respond(200, JSON_HEADERS + headers, answer)
             return
     finally:
+        if quotas is not None:
+            for name in reserved:  # chosen but never connected: no longer in flight
+                quotas.answered(name, need_in, need_out, None, shared.clock())
         out.attempts, out.hedged, out.charges = len(race.attempts), race.hedged, race.charges
         out.path = race.path
         _served(out, race)
@@ -621,6 +730,99 @@ async def relay_chat(
             now = time.monotonic()
             for charge in race.charges:  # each provider that took the request caches its prefix
                 plan.router.sent(charge.model, plan.prefixes, now)
+
+
+class Metered:
+    """An upstream exchange whose answer's head tells the model's quota; until then (or
+    until it fails) it counts as in flight against that quota."""
+
+    __slots__ = ("clock", "ex", "model", "need_in", "need_out", "pending", "quotas")
+
+    def __init__(
+        self,
+        ex: Exchange,
+        quotas: Quotas,
+        model: str,
+        need_in: int,
+        need_out: int,
+        clock: Callable[[], float],
+        counted: bool = False,
+    ) -> None:
+        self.ex, self.quotas, self.model, self.clock = ex, quotas, model, clock
+        self.need_in, self.need_out = need_in, need_out
+        self.pending = True
+        if not counted:
+            quotas.sent(model, need_in, need_out)
+
+    def _answered(self, headers: list[tuple[bytes, bytes]] | None) -> None:
+        if self.pending:
+            self.pending = False
+            self.quotas.answered(self.model, self.need_in, self.need_out, headers, self.clock())
+
+    async def head(self) -> ResponseHead:
+        try:
+            head = await self.ex.head()
+        except BaseException:
+            self._answered(None)
+            raise
+        self._answered(list(head.headers))
+        return head
+
+    async def read(self) -> bytes:
+        return await self.ex.read()
+
+    def close(self) -> None:
+        self._answered(None)
+        self.ex.close()
+
+
+async def within_quota(
+    plan: Plan, policy: Policy, req: Request, clock: Callable[[], float]
+) -> tuple[list[Model], Call]:
+    """The candidates whose provider quota can take this request, and the first one's call.
+    When none can, the request is held until the earliest reset if that comes within its
+    tier's ``max_queue_ms`` and its deadline, else shed with a 429 that says when (a call that would only earn the provider's
+    429 is never made). A tier's ``quota_reserve`` leaves that share of each quota to higher
+    tiers, so lower tiers are held first."""
+    quotas = plan.quotas
+    assert quotas is not None
+    d, tier = plan.decision, plan.tier
+    # held no longer than the tier lets a request wait for a slot, nor past its deadline
+    due = req.received_at + min(plan.start_within_s, tier.max_queue_ms / 1000.0)
+    primary = plan.candidates[0].name
+    held = False
+    while True:
+        now = clock()
+        waits = [
+            quotas.room(m.name, d.input_tokens, d.max_tokens, tier.quota_reserve, now)
+            for m in plan.candidates
+        ]
+        ok = [m for m, w in zip(plan.candidates, waits, strict=True) if not w]
+        if ok:
+            if ok[0] is plan.first.model:
+                return ok, plan.first
+            quotas.on_avoid(primary, "steered")
+            try:
+                call, order = first_call(policy, req, plan.dialect, plan.info, plan.body, ok, None)
+            except InvalidRequest:
+                return plan.candidates, plan.first  # none of them can carry it: as decided
+            return order, call
+        wait = min(waits)
+        if now + wait >= due:
+            quotas.on_avoid(primary, "shed")
+            quotas.on_shed(tier.name, "quota")
+            seconds = max(1, int(wait + 0.999))
+            raise Shed(
+                f"the provider quota of every model that can serve tier {tier.name} is spent "
+                f"until its reset in {wait:.1f} s, past this request's deadline; retry after "
+                f"{seconds} s",
+                code="provider_quota",
+                headers=[(b"retry-after", b"%d" % seconds)],
+            )
+        if not held:
+            held = True
+            quotas.on_avoid(primary, "held")
+        await asyncio.sleep(wait)  # until the reset: held, not refused
 
 
 def json_answer_ok(body: bytes, dialect: Dialect) -> bool:

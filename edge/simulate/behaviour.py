@@ -38,6 +38,13 @@ Knob reference (also in docs/CONFIG.md):
   ``cache_ttl_s`` is how long an OpenAI-style automatic cache entry lives
   after its last use (Anthropic's lifetime comes from each breakpoint's
   ``ttl``).
+- Quota (per model, fixed windows from the start or ``POST /sim/reset``):
+  ``quota_requests`` requests and ``quota_tokens`` tokens (the prompt plus
+  ``output_tokens``) per ``quota_window_s``; every answer of the model
+  carries its provider's rate-limit headers (OpenAI ``x-ratelimit-*``, Go
+  durations; Anthropic ``anthropic-ratelimit-*``, RFC 3339 instants), and a
+  request past either limit is a 429 with ``retry-after`` until the window
+  turns.
 """
 
 from __future__ import annotations
@@ -87,6 +94,9 @@ class Behaviour:
     break_json_rate: float = 0.0
     cache_min_tokens: int = 0
     cache_ttl_s: float = 300.0
+    quota_requests: int = 0  # requests per window (0: no quota)
+    quota_tokens: int = 0  # input + output tokens per window (0: no quota)
+    quota_window_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
@@ -113,9 +123,13 @@ class Behaviour:
             "outage_s",
             "cache_min_tokens",
             "cache_ttl_s",
+            "quota_requests",
+            "quota_tokens",
         ):
             if getattr(self, name) < 0:
                 raise ProfileError(f"{name}: must not be negative")
+        if self.quota_window_s <= 0:
+            raise ProfileError("quota_window_s: must be greater than 0")
         if self.output_tokens < 1:
             raise ProfileError("output_tokens: must be at least 1")
         if bool(self.ttft_p50_ms) != bool(self.ttft_p95_ms) or self.ttft_p95_ms < self.ttft_p50_ms:

@@ -68,6 +68,8 @@ class Simulator:
         self._faults: dict[str, int] = {}
         self._overrides: dict[bytes, dict[str, str]] = {}
         self.outages: dict[str, tuple[float, int]] = {}  # model -> (until, status; 0 = reset)
+        self.quotas: dict[str, list[float]] = {}  # model -> [window start, requests, tokens]
+        self.quota_refused = 0
         self._date = b""
         self._date_at = 0.0
         self.created = int(time.time())
@@ -79,6 +81,8 @@ class Simulator:
         self._errors.clear()
         self._faults.clear()
         self.outages.clear()
+        self.quotas.clear()
+        self.quota_refused = 0
 
     def date(self) -> bytes:
         now = time.time()
@@ -114,6 +118,33 @@ class Simulator:
             return beh.fault
         return "ok"
 
+    def quota(self, model: str, beh: Behaviour, tokens: int) -> tuple[bool, Quota | None]:
+        """Take one request of ``tokens`` from the model's window: whether it fits, and the
+        figures its answer tells (None: the model has no quota)."""
+        if not beh.quota_requests and not beh.quota_tokens:
+            return True, None
+        now = self.recorder.now()
+        window = beh.quota_window_s
+        start = now - now % window
+        used = self.quotas.get(model)
+        if used is None or used[0] != start:
+            used = self.quotas[model] = [start, 0.0, 0.0]
+        fits = (not beh.quota_requests or used[1] < beh.quota_requests) and (
+            not beh.quota_tokens or used[2] + tokens <= beh.quota_tokens
+        )
+        if fits:
+            used[1] += 1
+            used[2] += tokens
+        else:
+            self.quota_refused += 1
+        return fits, Quota(
+            beh.quota_requests,
+            max(0, beh.quota_requests - int(used[1])),
+            beh.quota_tokens,
+            max(0, beh.quota_tokens - int(used[2])),
+            start + window - now,
+        )
+
     def _fires(self, counts: dict[str, int], model: str, limit: int, rate: float) -> bool:
         if limit:
             done = counts.get(model, 0)
@@ -122,6 +153,50 @@ class Simulator:
             counts[model] = done + 1
             return True
         return rate >= 1.0 or self.rng.random() < rate
+
+
+class Quota:
+    """A model's quota figures for one answer's headers."""
+
+    __slots__ = ("requests", "requests_left", "reset_in_s", "tokens", "tokens_left")
+
+    def __init__(
+        self, requests: int, requests_left: int, tokens: int, tokens_left: int, reset_in_s: float
+    ) -> None:
+        self.requests, self.requests_left = requests, requests_left
+        self.tokens, self.tokens_left = tokens, tokens_left
+        self.reset_in_s = reset_in_s
+
+    def headers(self, anthropic: bool) -> list[tuple[bytes, bytes]]:
+        out = []
+        if anthropic:
+            at = time.time() + self.reset_in_s
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+            reset = b"%s.%03dZ" % (stamp.encode(), int(at % 1 * 1000))
+            for kind, limit, left in (
+                (b"requests", self.requests, self.requests_left),
+                (b"tokens", self.tokens, self.tokens_left),
+            ):
+                if limit:
+                    out += [
+                        (b"anthropic-ratelimit-" + kind + b"-limit", b"%d" % limit),
+                        (b"anthropic-ratelimit-" + kind + b"-remaining", b"%d" % left),
+                        (b"anthropic-ratelimit-" + kind + b"-reset", reset),
+                    ]
+            return out
+        ms = max(1, int(self.reset_in_s * 1000 + 0.5))
+        duration = b"%dms" % ms if ms < 1000 else b"%gs" % round(ms / 1000, 3)
+        for kind, limit, left in (
+            (b"requests", self.requests, self.requests_left),
+            (b"tokens", self.tokens, self.tokens_left),
+        ):
+            if limit:
+                out += [
+                    (b"x-ratelimit-limit-" + kind, b"%d" % limit),
+                    (b"x-ratelimit-remaining-" + kind, b"%d" % left),
+                    (b"x-ratelimit-reset-" + kind, duration),
+                ]
+        return out
 
 
 def _retry_after(seconds: float) -> bytes:
@@ -474,6 +549,15 @@ class SimProtocol(asyncio.Protocol):
             return
         cid, rid = dialect.new_ids()
         rec = self._record(req, dialect, ask.model, ask.stream, rid)
+        fits, quota = sim.quota(ask.model, beh, input_tokens(ask) + beh.output_tokens)
+        limits = quota.headers(dialect is anthropic_wire) if quota is not None else []
+        if not fits:
+            assert quota is not None
+            rec.outcome, rec.status = "quota", 429
+            wait = b"%d" % max(1, int(quota.reset_in_s + 0.999))
+            err = dialect.error(429, request_id=rid)
+            self._send(429, err, JSON, dialect, rid=rid, extra=[(b"retry-after", wait), *limits])
+            return
         outcome = sim.outcome(ask.model, beh)
         if self._refused(rec, outcome, beh, dialect, ask.model, rid):
             return
@@ -516,7 +600,7 @@ class SimProtocol(asyncio.Protocol):
         gap = beh.gap_ms / 1000.0
         fault = outcome if outcome != "ok" else "none"
         if ask.stream:
-            head = self._head(200, SSE, dialect, rid, None)
+            head = self._head(200, SSE, dialect, rid, None, limits)
             parts = dialect.stream(ans, ask, ask.model, cid, sim.created)
             steps = script.stream_steps(
                 head,
@@ -534,6 +618,8 @@ class SimProtocol(asyncio.Protocol):
             else:
                 payload = dialect.completion(ans, ask.model, cid, sim.created)
             head = self._head(200, JSON, dialect, rid, len(payload))
+            payload = dialect.completion(ans, ask.model, cid, sim.created)
+            head = self._head(200, JSON, dialect, rid, len(payload), limits)
             pieces = max(len(ans.tokens), ans.output_tokens)
             steps = script.body_steps(
                 head,
