@@ -155,6 +155,11 @@ class OverBudget(EdgeError):
 class RateLimited(EdgeError):
     """Too many calls of a gateway route from one key (``retry-after`` says when to retry)."""
 
+    status = 429
+    openai_type = "requests"
+    anthropic_type = "rate_limit_error"
+    retryable = True
+
 
 class Shed(EdgeError):
     """The request's tier is over capacity in this worker, or the provider quota it needs is

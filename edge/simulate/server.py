@@ -617,8 +617,6 @@ class SimProtocol(asyncio.Protocol):
                 payload = responses_wire.completion(ans, ask, ask.model, cid, sim.created)
             else:
                 payload = dialect.completion(ans, ask.model, cid, sim.created)
-            head = self._head(200, JSON, dialect, rid, len(payload))
-            payload = dialect.completion(ans, ask.model, cid, sim.created)
             head = self._head(200, JSON, dialect, rid, len(payload), limits)
             pieces = max(len(ans.tokens), ans.output_tokens)
             steps = script.body_steps(
