@@ -127,6 +127,7 @@ class Tier:
     expected_output_tokens: int = 512  # until the tier has learned its P95 output length
     rank: int = 0  # entitlement order: a key allowed rank r may use tiers of rank >= r (L0 = 0)
     hedge_budget_percent: float = 10.0  # hedges as a share of this tier's requests (a minute)
+    rescue: str = "continue"  # a stream broken after bytes reached the client: continue | error
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +244,15 @@ TIER_KEYS = (
     "pool", "strategy", "soft_timeout_ms", "first_token_timeout_ms", "idle_timeout_ms",
     "total_timeout_ms", "p95_target_ms", "quality_floor", "warn_usd", "degrade_usd",
     "block_usd", "degrade_mode", "never_block", "expected_output_tokens", "rank",
-    "hedge_budget_percent",
+    "hedge_budget_percent", "rescue",
 )  # fmt: skip
 # A tier's hedge budget when neither the policy nor EDGE_HEDGE_BUDGET_PERCENT sets it, by rank:
 # the critical tier may spend the most on its tail, the batch tier the least.
 HEDGE_BUDGET_BY_RANK = (25.0, 15.0, 5.0)
+# What a stream broken after its first byte does: continued on a fallback, or ended with the
+# dialect's error event. On by default for the interactive tiers (rank 0 and 1); a batch tier's
+# client retries a whole answer more cheaply than the gateway stitches one.
+RESCUE_MODES = ("continue", "error")
 BUDGET_KEYS = ("day_usd", "month_usd", "warn", "degrade", "block", "overdraft")
 BREAKER_KEYS = (
     "failures", "window_s", "failure_rate", "min_attempts", "cooldown_s", "cooldown_max_s",
@@ -326,6 +331,8 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
         )
     if not 0 <= values["hedge_budget_percent"] <= 100:
         raise PolicyError(f"{where}.hedge_budget_percent: must be between 0 and 100")
+    if values["rescue"] not in RESCUE_MODES:
+        raise PolicyError(f"{where}.rescue: must be one of {', '.join(RESCUE_MODES)}")
     if values["expected_output_tokens"] < 1:
         raise PolicyError(f"{where}.expected_output_tokens: must be at least 1")
     if values["strategy"] not in STRATEGIES:
@@ -500,6 +507,9 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         }
         values["hedge_budget_percent"] = _get(
             t, "hedge_budget_percent", where, float, _hedge_budget_default(values["rank"], env)
+        )
+        values["rescue"] = _get(
+            t, "rescue", where, str, "continue" if values["rank"] <= 1 else "error"
         )
         overridden: dict[str, str] = {}
         for key, current in list(values.items()):

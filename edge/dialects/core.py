@@ -110,6 +110,17 @@ class Output(Protocol):
         ...
 
 
+class EventWriter(Protocol):
+    """Canonical events as a client's stream bytes (a translation's encoder, or a rescue's
+    continuation of the message a client is reading)."""
+
+    def encode(self, ev: Event) -> bytes: ...
+
+    def close(self) -> bytes:
+        """What ends the stream when the provider ended without its terminator."""
+        ...
+
+
 class Dialect(Protocol):
     """One client protocol (see the module docstring)."""
 
@@ -177,7 +188,9 @@ class Stream:
         "done",
         "finished",
         "first_token",
+        "mixed",
         "output",
+        "text",
     )
 
     def __init__(self, caller: Dialect, decoder: Decoder, out: Output, *, aggregate: bool) -> None:
@@ -189,6 +202,8 @@ class Stream:
         self.finished = False
         self.done = False
         self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
+        self.text: list[str] = []  # the text pieces alone: what a rescue continues
+        self.mixed = False  # output other than text came (a tool call, thinking, audio)
 
     @property
     def usage(self) -> dict[str, Any] | None:
@@ -207,8 +222,15 @@ class Stream:
                 piece = ev[-1]
                 if piece.__class__ is str and piece:
                     self.output.append(piece)
+                    if kind == "text":
+                        self.text.append(piece)
+                    else:
+                        self.mixed = True
+                elif kind != "text":
+                    self.mixed = True
             elif kind == "tool_start":
                 self.first_token = True
+                self.mixed = True
                 self.output.append(ev[3])
             elif kind == "finish":
                 self.finished = True
@@ -232,6 +254,13 @@ class Stream:
     def error_event(self, err: UpstreamError) -> bytes:
         own = getattr(self._out, "error_event", None)  # numbered after what was sent (Responses)
         return own(err) if own is not None else self._caller.error_event(err)
+
+    def resume(self) -> EventWriter | None:
+        """A fresh writer of canonical events as more of the message the client is reading
+        (no second start, the same ids, block indexes and numbering carried on), or None when
+        this output cannot be continued (a non-streaming answer)."""
+        own = getattr(self._out, "resume", None)
+        return own() if own is not None else None
 
     def answer_object(self) -> dict[str, Any] | None:
         """The finished answer as an object, when its output keeps one (a Responses answer,
@@ -259,6 +288,10 @@ class _Encode:
 
     def final_body(self, usage: dict[str, Any] | None) -> bytes:
         raise AssertionError("a streaming answer has no final body")
+
+    def resume(self) -> EventWriter | None:
+        own = getattr(self._encoder, "resume", None)
+        return own() if own is not None else None
 
 
 class _Fold:
