@@ -804,6 +804,7 @@ class Race:
     def delivered(self, winner: Attempt, err: EdgeError) -> None:
         """The winner failed after bytes of it reached the client: billed as the answer."""
         self._settle(winner, End.DELIVERED, self.shared.clock(), err)
+        self.failed_providers.add(winner.call.model.provider)  # a rescue looks elsewhere first
         self.last_error = err
 
     def abandoned(self, winner: Attempt) -> None:

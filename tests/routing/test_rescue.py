@@ -315,6 +315,26 @@ def test_a_fallback_that_fails_before_its_first_token_hands_over_to_the_next() -
     run(main)
 
 
+def test_the_fallback_is_taken_on_another_provider_first() -> None:
+    async def main() -> None:
+        w = World(
+            [
+                Fake("a", body=BROKEN),
+                Fake("b", body=answer("second", [" and more."])),
+                Fake("c", body=answer("third", [" and more."])),
+            ],
+            providers={"a": "p", "b": "p", "c": "q"},
+        )
+        client = Client()
+        race, _, _ = await broken_answer(w, client)
+        asked: list[tuple[str, bool]] = []
+        attempt = await race.rescue(preparer(race.attempts[0], race, asked))
+        await rescued(race, attempt, client)
+        assert asked == [("c", True)] and client.text() == "Hello world and more."
+
+    run(main)
+
+
 def test_a_fallback_that_calls_a_tool_instead_fails_the_stream() -> None:
     async def main() -> None:
         tool = {"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f", "arguments": ""}}]}
