@@ -136,6 +136,7 @@ class Tier:
     max_queue_ms: int = 10000
     # the share of a model's provider quota this tier leaves to higher tiers (0..1)
     quota_reserve: float = 0.0
+    rescue: str = "continue"  # a stream broken after bytes reached the client: continue | error
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,11 +257,16 @@ TIER_KEYS = (
     "block_usd", "degrade_mode", "never_block", "expected_output_tokens", "rank",
     "hedge_budget_percent",
     "max_in_flight", "max_queued", "max_queue_ms", "quota_reserve",
+    "rescue",
 )  # fmt: skip
 # A tier's hedge budget when neither the policy nor EDGE_HEDGE_BUDGET_PERCENT sets it, by rank:
 # the critical tier may spend the most on its tail, the batch tier the least.
 HEDGE_BUDGET_BY_RANK = (25.0, 15.0, 5.0)
 ADMISSION_KEYS = ("max_in_flight", "max_queued", "priority", "quota_aware")
+# What a stream broken after its first byte does: continued on a fallback, or ended with the
+# dialect's error event. On by default for the interactive tiers (rank 0 and 1); a batch tier's
+# client retries a whole answer more cheaply than the gateway stitches one.
+RESCUE_MODES = ("continue", "error")
 BUDGET_KEYS = ("day_usd", "month_usd", "warn", "degrade", "block", "overdraft")
 BREAKER_KEYS = (
     "failures", "window_s", "failure_rate", "min_attempts", "cooldown_s", "cooldown_max_s",
@@ -409,6 +415,8 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
         )
     if not 0 <= values["hedge_budget_percent"] <= 100:
         raise PolicyError(f"{where}.hedge_budget_percent: must be between 0 and 100")
+    if values["rescue"] not in RESCUE_MODES:
+        raise PolicyError(f"{where}.rescue: must be one of {', '.join(RESCUE_MODES)}")
     if values["expected_output_tokens"] < 1:
         raise PolicyError(f"{where}.expected_output_tokens: must be at least 1")
     for key in ("max_in_flight", "max_queued", "max_queue_ms"):
@@ -592,6 +600,9 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         }
         values["hedge_budget_percent"] = _get(
             t, "hedge_budget_percent", where, float, _hedge_budget_default(values["rank"], env)
+        )
+        values["rescue"] = _get(
+            t, "rescue", where, str, "continue" if values["rank"] <= 1 else "error"
         )
         overridden: dict[str, str] = {}
         for key, current in list(values.items()):

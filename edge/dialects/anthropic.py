@@ -184,14 +184,33 @@ _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 class _Relay:
     """The provider's events to a streaming client as they come (``ping`` included)."""
 
-    __slots__ = ()
+    __slots__ = ("_next", "_text_block")
+
+    def __init__(self) -> None:
+        self._text_block = -1  # the index of the open text block, if one is open
+        self._next = 0  # the index the next block would take
 
     def feed(
         self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
     ) -> bytes:
+        kind = (obj or {}).get("type")
+        if kind == "content_block_start" or kind == "content_block_stop":
+            self._blocks(kind, obj or {})
         if not name:
-            name = str((obj or {}).get("type") or "message").encode()
+            name = str(kind or "message").encode()
         return b"event: " + name + b"\ndata: " + data + b"\n\n"
+
+    def _blocks(self, kind: str, obj: dict[str, Any]) -> None:
+        index = obj.get("index", 0)
+        if not isinstance(index, int):
+            return
+        if kind == "content_block_stop":
+            if index == self._text_block:
+                self._text_block = -1
+            return
+        self._next = max(self._next, index + 1)
+        block = obj.get("content_block") or {}
+        self._text_block = index if block.get("type") == "text" else -1
 
     def close(self, done: bool) -> bytes:
         return b"" if done else _MESSAGE_STOP  # finished but no message_stop
@@ -204,6 +223,15 @@ class _Relay:
 
     def answer_object(self) -> dict[str, Any] | None:
         return None
+
+    def resume(self) -> Encoder:
+        """More of the message the client is reading: deltas on its open text block (or a new
+        block after the last), then the closing events; never a second ``message_start``."""
+        enc = Encoder()
+        enc._open = self._text_block >= 0
+        enc._block = self._text_block if enc._open else self._next - 1
+        enc._next = self._next
+        return enc
 
 
 class _Fold:
@@ -731,6 +759,13 @@ class Encoder:
             _event(b"message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
             + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
         )
+
+    def resume(self) -> Encoder:
+        """A fresh encoder that continues this one's message (a rescue)."""
+        enc = Encoder()
+        enc._open, enc._block, enc._next = self._open, self._block, self._next
+        enc._tool_block = dict(self._tool_block)
+        return enc
 
     def close(self) -> bytes:
         """The provider ended: send what is still held (usage may never have come)."""

@@ -120,6 +120,17 @@ class Output(Protocol):
         ...
 
 
+class EventWriter(Protocol):
+    """Canonical events as a client's stream bytes (a translation's encoder, or a rescue's
+    continuation of the message a client is reading)."""
+
+    def encode(self, ev: Event) -> bytes: ...
+
+    def close(self) -> bytes:
+        """What ends the stream when the provider ended without its terminator."""
+        ...
+
+
 class Dialect(Protocol):
     """One client protocol (see the module docstring)."""
 
@@ -187,6 +198,7 @@ class Stream:
         "finish",
         "finished",
         "first_token",
+        "mixed",
         "output",
         "text",
         "tool_args",
@@ -201,11 +213,13 @@ class Stream:
         self.finished = False
         self.done = False
         self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
-        # what the online checks read (edge/quality/online.py): the text, each tool call's
-        # arguments, the canonical finish reason
+        # what the online checks read (edge/quality/online.py) and a rescue continues: the
+        # text alone, each tool call's arguments, the canonical finish reason, and whether
+        # output other than text came (a tool call, thinking, audio)
         self.text: list[str] = []
         self.tool_args: list[list[str]] = []
         self.finish: str | None = None
+        self.mixed = False
 
     @property
     def usage(self) -> dict[str, Any] | None:
@@ -226,10 +240,15 @@ class Stream:
                     self.output.append(piece)
                     if kind == "text":
                         self.text.append(piece)
-                    elif kind == "tool_args" and ev[1] < len(self.tool_args):
-                        self.tool_args[ev[1]].append(piece)
+                    else:
+                        self.mixed = True
+                        if kind == "tool_args" and ev[1] < len(self.tool_args):
+                            self.tool_args[ev[1]].append(piece)
+                elif kind != "text":
+                    self.mixed = True
             elif kind == "tool_start":
                 self.first_token = True
+                self.mixed = True
                 self.output.append(ev[3])
                 while len(self.tool_args) <= ev[1]:
                     self.tool_args.append([])
@@ -255,6 +274,13 @@ class Stream:
 
     def error_event(self, err: UpstreamError) -> bytes:
         return self._out.error_event(err)
+
+    def resume(self) -> EventWriter | None:
+        """A fresh writer of canonical events as more of the message the client is reading
+        (no second start, the same ids, block indexes and numbering carried on), or None when
+        this output cannot be continued (a non-streaming answer)."""
+        own = getattr(self._out, "resume", None)
+        return own() if own is not None else None
 
     def answer_object(self) -> dict[str, Any] | None:
         return self._out.answer_object()
@@ -286,6 +312,10 @@ class _Encode:
 
     def answer_object(self) -> dict[str, Any] | None:
         return None
+
+    def resume(self) -> EventWriter | None:
+        own = getattr(self._encoder, "resume", None)
+        return own() if own is not None else None
 
 
 class _Fold:

@@ -214,16 +214,19 @@ class _Choice:
 class _Relay:
     """The provider's chunks to a streaming client, minus what it did not ask for."""
 
-    __slots__ = ("_include_usage",)
+    __slots__ = ("_first", "_include_usage")
 
     def __init__(self, include_usage: bool) -> None:
         self._include_usage = include_usage
+        self._first: dict[str, Any] | None = None  # the first chunk: its id names the answer
 
     def feed(
         self, name: bytes, data: bytes, obj: dict[str, Any] | None, events: list[Event]
     ) -> bytes:
         if obj is None:
             return _DONE
+        if self._first is None:
+            self._first = obj
         if self._include_usage:
             return b"data: " + data + b"\n\n"
         if not obj.get("choices") and obj.get("usage"):
@@ -243,6 +246,14 @@ class _Relay:
 
     def answer_object(self) -> dict[str, Any] | None:
         return None
+
+    def resume(self) -> Encoder:
+        """More chunks of the completion the client is reading: its id, created and model,
+        and never a second role chunk."""
+        first = self._first or {}
+        enc = Encoder(self._include_usage, int(first.get("created") or 0))
+        enc.continue_as(str(first.get("id", "")), str(first.get("model", "")))
+        return enc
 
 
 class _Fold:
@@ -843,14 +854,7 @@ class Encoder:
             }
             return self._chunk({"tool_calls": [call]})
         if kind == "start":
-            self._head = (
-                b'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":'
-                % (
-                    orjson.dumps(_chat_id(ev[1])),
-                    self._created,
-                    orjson.dumps(ev[2]),
-                )
-            )
+            self.continue_as(_chat_id(ev[1]), ev[2])
             return self._chunk({"role": "assistant", "content": "", "refusal": None})
         if kind == "finish":
             return self._chunk({}, TO_OPENAI_FINISH[ev[1]])
@@ -861,6 +865,19 @@ class Encoder:
         if kind == "end":
             return self.close()
         return b""
+
+    def continue_as(self, chat_id: str, model: str) -> None:
+        """Write chunks of the completion ``chat_id`` (the role chunk is the caller's)."""
+        self._head = (
+            b'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":'
+            % (orjson.dumps(chat_id), self._created, orjson.dumps(model))
+        )
+
+    def resume(self) -> Encoder:
+        """A fresh encoder that continues this one's completion (a rescue)."""
+        enc = Encoder(self._include_usage, self._created)
+        enc._head = self._head
+        return enc
 
     def close(self) -> bytes:
         if self.done:

@@ -50,6 +50,13 @@ COUNTER_FAMILIES = (
     ),
     ("hedges", "edge_hedges", "Hedged attempts by how they ended", ["tier", "outcome"]),
     (
+        "rescues",
+        "edge_rescues",
+        "Streams broken after their first byte, by how the rescue ended (continued, "
+        "restarted: completed on a fallback; the others ended with an error event)",
+        ["tier", "outcome"],
+    ),
+    (
         "saturations",
         "edge_pool_saturated",
         "Attempts that found every gateway connection to the provider busy until the wait's "
@@ -201,6 +208,7 @@ class Metrics:
         self.ttft: dict[tuple[str, ...], Hist] = {}
         self.attempts: dict[tuple[str, str, str], int] = {}
         self.hedges: dict[tuple[str, str], int] = {}
+        self.rescues: dict[tuple[str, str], int] = {}
         self.saturations: dict[tuple[str], int] = {}
         self.waste_tokens: dict[tuple[str, str, str], int] = {}
         self.transitions: dict[tuple[str, str, str, str], int] = {}
@@ -442,6 +450,10 @@ class Metrics:
     def hedge(self, tier: str, outcome: str) -> None:
         key = (tier, outcome)
         self.hedges[key] = self.hedges.get(key, 0) + 1
+
+    def rescue(self, tier: str, outcome: str) -> None:
+        key = (tier, outcome)
+        self.rescues[key] = self.rescues.get(key, 0) + 1
 
     def waste(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
         for direction, n in (("input", input_tokens), ("output", output_tokens)):

@@ -58,6 +58,9 @@ class RaceEvents:
     def censored_ttft(self, model: str, seconds: float, now: float) -> None:
         self.router.record_ttft(model, seconds, now)
 
+    def rescue(self, tier: str, outcome: str) -> None:
+        self.metrics.rescue(tier, outcome)
+
 
 @dataclass(slots=True)
 class Engine:

@@ -26,6 +26,12 @@ the bill cannot depend on the path.
     CANCELLED    -         waste        -        the request was cancelled around it
     TIMEOUT      -         waste        -        the request's total deadline passed
 
+An attempt that continues an answer broken after its first byte (a rescue,
+``edge.routing.rescue``) ends through the same table; where the table says
+``answer`` its row is ``rescue`` instead, charged the same: the answer is
+the broken attempt's row plus the rescue's, each billed for what its
+provider produced, so a request has at most one ``answer`` row.
+
 ``verdict`` means the error's own classification (``race.classify``):
 timeouts, resets, 5xx and 429 count as failures, other 4xx do not; ``slow`` is
 a failure for the breaker's rate rule only (``Breaker.slow``). ``-``
@@ -68,7 +74,7 @@ class End(IntEnum):
 
 
 SUCCESS, VERDICT, RELEASE, SLOW = "success", "verdict", "release", "slow"
-ANSWER, WASTE = "answer", "waste"
+ANSWER, WASTE, RESCUE = "answer", "waste", "rescue"
 
 
 @dataclass(frozen=True, slots=True)

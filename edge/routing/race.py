@@ -68,6 +68,7 @@ from edge.errors import (
 from edge.routing.account import (
     ANSWER,
     RELEASE,
+    RESCUE,
     SLOW,
     SUCCESS,
     TABLE,
@@ -77,6 +78,8 @@ from edge.routing.account import (
     billed,
 )
 from edge.routing.breaker import Admit, Breaker, Breakers
+from edge.routing.rescue import Unaligned
+from edge.routing.rescue import prefill_refused as _prefill_refused
 from hotpath.sse import SSEError, SSEScanner
 from hotpath.tokens import OVER_BASE
 
@@ -217,6 +220,8 @@ class RaceEvents(Protocol):
 
     def censored_ttft(self, model: str, seconds: float, now: float) -> None: ...
 
+    def rescue(self, tier: str, outcome: str) -> None: ...
+
 
 @dataclass(slots=True)
 class Shared:
@@ -264,6 +269,8 @@ def classify(err: EdgeError) -> tuple[bool, str, str]:
         if err.code == "context_length_exceeded":
             return False, WIDER, "rejected"
         return False, STOP, "rejected"
+    if isinstance(err, Unaligned):
+        return False, STOP, "unaligned"  # the gateway's join failed, not the provider
     if isinstance(err, PoolSaturated):
         return False, NEXT, "saturated"  # our own connection limit, not the provider's fault
     if isinstance(err, UpstreamTimeout):
@@ -294,6 +301,7 @@ class Attempt:
         "started",
         "tail",
         "task",
+        "unsent",
         "upstream",
         "upstream_id",
     )
@@ -309,6 +317,7 @@ class Attempt:
         self.task: asyncio.Task[None] | None = None
         self.held: list[bytes] = []
         self.tail = b""
+        self.unsent = b""  # bytes for the client made before a step failed (see ``step``)
         self.scanner = SSEScanner()
         self.upstream_id = ""
         self.ended = False
@@ -370,16 +379,22 @@ class Attempt:
         except SSEError as exc:
             raise StreamBroken(f"provider stream: {exc}") from None
         out = []
-        for name, data in events:
-            piece = state.feed(name, data)
-            if piece:
-                out.append(piece)
-            if state.cut:  # the answer ended here (a stop sequence): the rest is not wanted
-                self.ended = True
-                self.upstream.close()
-                self.tail = state.close()
-                out.append(self.tail)
-                break
+        try:
+            for name, data in events:
+                piece = state.feed(name, data)
+                if piece:
+                    out.append(piece)
+                if state.cut:  # the answer ended here (a stop sequence): the rest is not wanted
+                    self.ended = True
+                    self.upstream.close()
+                    self.tail = state.close()
+                    out.append(self.tail)
+                    break
+        except StreamBroken:
+            # the events before the bad one are in the state: their bytes are kept, so what
+            # the client is sent is what the state counts (a rescue continues from it)
+            self.unsent = b"".join(out)
+            raise
         return b"".join(out)
 
     def take_held(self) -> bytes:
@@ -755,6 +770,9 @@ class Race:
                 attempt.breaker.release(attempt.admit)
         events.attempt(model.provider, model.name, label)
         self.path.append(f"{model.name}:{end.name.lower()}:{attempt.phase.name.lower()}")
+        ledger = rule.ledger
+        if ledger == ANSWER and attempt.kind == "rescue":
+            ledger = RESCUE  # the rest of an answer another attempt began (account.py)
         if attempt.phase >= Phase.SENT:
             state = attempt.state
             tokens = billed(
@@ -765,8 +783,8 @@ class Race:
                 int(self.input_tokens * OVER_BASE[model.tokenizer] * model.token_factor + 0.5),
                 model.tokenizer,
             )
-            self.charges.append(Charge(model, rule.ledger, tokens, rule.charged))
-            if rule.ledger == WASTE:
+            self.charges.append(Charge(model, ledger, tokens, rule.charged))
+            if ledger == WASTE:
                 events.waste(model.provider, model.name, tokens.prompt, tokens.output)
         return then
 
@@ -786,11 +804,72 @@ class Race:
     def delivered(self, winner: Attempt, err: EdgeError) -> None:
         """The winner failed after bytes of it reached the client: billed as the answer."""
         self._settle(winner, End.DELIVERED, self.shared.clock(), err)
+        self.failed_providers.add(winner.call.model.provider)  # a rescue looks elsewhere first
         self.last_error = err
 
     def abandoned(self, winner: Attempt) -> None:
         """The client left while the winner was being served: still the key's answer."""
         self._settle(winner, End.LEFT, self.shared.clock())
+
+    # -- rescue after the first byte (edge.routing.rescue)
+
+    async def rescue(self, prepare: Callable[[Model, bool], Call], tries: int = 2) -> Attempt:
+        """A fallback opened to its first token to continue the answer the last winner broke.
+
+        ``prepare(model, prefill)`` builds the continuation call (with the delivered text as
+        an assistant prefill, or without it). Candidates come as for a failover, another
+        provider first; a model that refuses the prefill is asked once more without it (not
+        counted in ``tries``). No hedging: one attempt at a time, each within the tier's
+        first-token deadline and the request's total deadline. Every attempt settles through
+        the same table (its answer row is ``rescue``). Raises the last failure when no
+        candidate could start (``Unaligned`` at once: the join failed, not the provider).
+        """
+        clock = self.shared.clock
+        bare: set[str] = set()  # models asked without the prefill
+        self.prepare = lambda model: prepare(model, model.name not in bare)
+        self.first_call = None
+        last: EdgeError = ServiceUnavailable("no fallback is left to continue the answer")
+        while tries > 0:
+            now = clock()
+            if now >= self.deadline:
+                last = UpstreamTimeout("the request's total deadline passed before the rescue")
+                break
+            picked = self._next_candidate(now)
+            if picked is None:
+                break
+            call, admit, breaker = picked
+            attempt = Attempt(call, "rescue", admit, breaker, now)
+            self.attempts.append(attempt)
+            wait = min(self.deadline, now + self.timing.first_token_timeout_s) - now
+            try:
+                await asyncio.wait_for(attempt.open(self.connect, self.timing.idle_timeout_s), wait)
+            except TimeoutError:
+                self._settle(attempt, End.REPLACED, clock())
+                last = UpstreamTimeout(f"{call.model.name} sent no first token in time")
+                tries -= 1
+                continue
+            except EdgeError as err:
+                self._settle(attempt, End.FAILED, clock(), err)
+                self.failed_providers.add(call.model.provider)
+                last = err
+                if isinstance(err, Unaligned):
+                    break
+                if call.model.name not in bare and _prefill_refused(err):
+                    bare.add(call.model.name)
+                    self.queue.insert(0, call.model)  # the same model, once, without it
+                    continue
+                tries -= 1
+                continue
+            except BaseException:
+                self._settle(attempt, End.CANCELLED, clock())
+                raise
+            attempt.first_token_at = clock()
+            return attempt
+        raise last
+
+    def rescued(self, outcome: str) -> None:
+        """Count how a rescue ended (``edge_rescues_total{tier,outcome}``)."""
+        self.shared.events.rescue(self.tier, outcome)
 
     def answer(self) -> Charge | None:
         """The row of the attempt that served (or was serving) the answer, if any."""

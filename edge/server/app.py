@@ -604,6 +604,7 @@ class Gateway:
             candidates=out.candidates or None,
             attempts_path=out.path or None,
             cap_usd=round(out.cap_usd, 8) if out.cap_usd else None,
+            rescue=out.rescue or None,
         )
 
     # -- routes

@@ -5,8 +5,11 @@ I/O (``plan_chat``); then ``relay_chat`` streams from the provider. The
 client's response does not start until the first content token has arrived
 (events before it are held back), so that an error before that point is still
 a clean error status in the caller's dialect, and later a failover. After
-bytes reached the client, a failure ends the stream with a dialect-correct
-error event: a truncated answer is never presented as complete.
+bytes reached the client, a failure is rescued where the tier allows it: a
+fallback continues the answer from the delivered text (``_rescue``,
+``edge.routing.rescue``); otherwise, or when that fails, the stream ends with
+a dialect-correct error event: a truncated answer is never presented as
+complete.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from edge.dialects import anthropic as anthropic_dialect
 from edge.dialects import openai as openai_dialect
 from edge.dialects import responses as responses_dialect
 from edge.dialects.common import ChatInfo, StreamState, estimate_inputs, output_ceilings
-from edge.dialects.core import Dialect, stream_for
+from edge.dialects.core import Dialect, Stream, stream_for
 from edge.errors import (
+    EdgeError,
     InvalidRequest,
     MalformedJSON,
     NotFound,
@@ -47,9 +51,22 @@ from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
 from edge.routing.quota import Quotas
 from edge.routing.race import Attempt, Call, Charge, Race, Shared, Timing, Upstream
+from edge.routing.rescue import (
+    BROKEN,
+    CONTINUED,
+    DISABLED,
+    NOT_TEXT,
+    UNALIGNED,
+    UNAVAILABLE,
+    Continuation,
+    Splice,
+    Unaligned,
+    continuation,
+    usage_of,
+)
 from edge.server.deadline import ClientDeadline
 from edge.server.jsonlimits import check_counts
-from hotpath.route import CAP_JSON
+from hotpath.route import CAP_JSON, CAP_PREFILL
 from hotpath.tokens import estimate_request_tokens, estimate_text_tokens
 
 if TYPE_CHECKING:
@@ -141,6 +158,7 @@ class Outcome:
     key_digest: str = ""  # the gateway key's SHA-256 digest (hex): whose answer it is
     task: str = ""  # the request's task label (edge/quality/tasks.py)
     online: str = ""  # the online checks' verdict on the answer: "ok" or the failed check
+    rescue: str = ""  # how a rescue after the first byte ended (edge.routing.rescue), if any
 
 
 @dataclass(slots=True)
@@ -572,10 +590,21 @@ def answer_headers(plan: Plan, winner: Attempt, race: Race) -> list[tuple[bytes,
 
 def _served(out: Outcome, race: Race) -> None:
     """The answer's row, once for the header, the log, the metrics and the ledger (see
-    ``edge.routing.account``: a broken or abandoned answer is billed for what it produced)."""
+    ``edge.routing.account``: a broken or abandoned answer is billed for what it produced;
+    a rescued one adds its rescue's row)."""
     answer = race.answer()
     if answer is not None:
         out.tokens, out.cost_usd = answer.tokens, answer.cost_usd
+        for charge in race.charges:
+            if charge.kind == "rescue":
+                t, u = out.tokens, charge.tokens
+                out.tokens = Tokens(
+                    t.input + u.input,
+                    t.cache_read + u.cache_read,
+                    t.cache_write + u.cache_write,
+                    t.output + u.output,
+                )
+                out.cost_usd += charge.cost_usd
 
 
 async def relay_chat(
@@ -696,7 +725,7 @@ async def relay_chat(
             timer = loop.call_later(max(0.0, race.deadline - shared.clock()), winner.expire)
             try:
                 if plan.info.stream:
-                    await _stream(plan, race, winner, proto, out)
+                    await _stream(plan, race, winner, proto, out, policy, req)
                     return
                 while not winner.ended:
                     await winner.step()
@@ -855,7 +884,9 @@ def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:
         out.ttft = winner.first_token_at - req.received_at
 
 
-async def _stream(plan: Plan, race: Race, winner: Attempt, proto: Sink, out: Outcome) -> None:
+async def _stream(
+    plan: Plan, race: Race, winner: Attempt, proto: Sink, out: Outcome, policy: Policy, req: Request
+) -> None:
     state = winner.state
     proto.start(200, SSE_HEADERS + answer_headers(plan, winner, race))
     await proto.send(winner.take_held())
@@ -865,15 +896,137 @@ async def _stream(plan: Plan, race: Race, winner: Attempt, proto: Sink, out: Out
             if piece:
                 await proto.send(piece)
     except UpstreamError as err:
-        # bytes reached the client: no retry, and never a clean end on a truncated answer
+        # bytes reached the client: no retry from the start, and never a clean end on a
+        # truncated answer; a rescue continues it, or the stream ends with an error event
+        await proto.send(winner.unsent)
         race.delivered(winner, err)
-        out.status, out.error = 502, type(err).__name__
-        await proto.send(state.error_event(err))
+        failed = await _rescue(plan, race, winner, err, proto, out, policy, req)
+        if failed is not None:
+            out.status, out.error = 502, type(failed).__name__
+            await proto.send(state.error_event(failed))
         proto.end()
         return
     race.finished(winner)
     out.status = 200
     proto.end()
+
+
+async def _rescue(
+    plan: Plan,
+    race: Race,
+    broken: Attempt,
+    err: UpstreamError,
+    proto: Sink,
+    out: Outcome,
+    policy: Policy,
+    req: Request,
+) -> UpstreamError | None:
+    """Continue a streamed answer that broke after its first byte on a fallback, as the
+    message the client is reading (``edge.routing.rescue``). None when the answer was
+    completed; else the error whose event ends the stream."""
+    state = broken.state
+    outcome = _rescuable(plan, race, state)
+    if outcome:
+        out.rescue = outcome
+        race.rescued(outcome)
+        return err
+    assert isinstance(state, Stream)
+    delivered = "".join(state.text)
+    charge = race.charges[-1]  # the broken attempt's row, just settled
+    before = usage_of(charge.tokens)
+    dialect = plan.dialect
+    splices: dict[int, Splice] = {}
+
+    def prepare(model: Model, prefill: bool) -> Call:
+        provider = policy.providers[model.provider]
+        upstream = _DIALECTS[provider.kind]
+        if provider.kind == "anthropic" and not model.capabilities & CAP_PREFILL:
+            prefill = False  # the policy knows it answers a prefill with a 400: start over
+        writer = state.resume()
+        assert writer is not None
+        try:
+            canonical = dialect.to_canonical(plan.body, provider.kind)
+            if canonical.json_mode and provider.kind == "anthropic":
+                # its JSON comes through a forced tool, which a text prefill cannot continue
+                raise InvalidRequest("a JSON answer cannot be continued on an Anthropic model")
+            if prefill:
+                left = (canonical.max_tokens - before.output) if canonical.max_tokens else None
+                canonical = continuation(canonical, delivered, left)
+            if canonical.max_tokens is not None:
+                canonical.max_tokens = min(canonical.max_tokens, model.max_output_tokens)
+            payload = orjson.dumps(
+                upstream.from_canonical(canonical, model.upstream_model, model.default_max_tokens)
+            )
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            raise InvalidRequest(f"the request cannot be continued on {model.name}") from exc
+        # Anthropic takes no prefill that ends in whitespace (from_canonical strips it)
+        sent = delivered.rstrip() if provider.kind == "anthropic" else delivered
+        splice = Splice(delivered, sent if prefill else None)
+        stops = tuple(canonical.stop) if provider.kind == "openai" else ()
+        stream = Stream(
+            dialect,
+            upstream.decoder(stops),
+            Continuation(writer, splice, before, dialect.error_event),
+            aggregate=False,
+        )
+        splices[id(stream)] = splice
+        return Call(
+            model,
+            provider,
+            provider.path_prefix.encode() + upstream.UPSTREAM_PATH,
+            upstream_headers(provider, req, len(payload)),
+            payload,
+            upstream,
+            stream,
+        )
+
+    try:
+        attempt = await race.rescue(prepare)
+    except UpstreamError as exc:
+        out.rescue = UNALIGNED if isinstance(exc, Unaligned) else UNAVAILABLE
+        race.rescued(out.rescue)
+        return err
+    except EdgeError:
+        out.rescue = UNAVAILABLE
+        race.rescued(out.rescue)
+        return err
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(max(0.0, race.deadline - race.shared.clock()), attempt.expire)
+    try:
+        await proto.send(attempt.take_held())
+        while not attempt.ended:
+            piece = await attempt.step()
+            if piece:
+                await proto.send(piece)
+    except UpstreamError as again:
+        await proto.send(attempt.unsent)
+        race.delivered(attempt, again)
+        out.rescue = UNALIGNED if isinstance(again, Unaligned) else BROKEN
+        race.rescued(out.rescue)
+        return again
+    except BaseException:
+        race.abandoned(attempt)
+        raise
+    finally:
+        timer.cancel()
+    race.finished(attempt)
+    out.rescue = splices[id(attempt.state)].mode or CONTINUED
+    race.rescued(out.rescue)
+    out.status = 200
+    return None
+
+
+def _rescuable(plan: Plan, race: Race, state: StreamState) -> str:
+    """Why a broken stream cannot be rescued ("" when it can)."""
+    if plan.tier.rescue != "continue":
+        return DISABLED
+    if not isinstance(state, Stream):
+        return UNAVAILABLE
+    if state.mixed:
+        return NOT_TEXT  # a tool call (or thinking) half delivered: no text prefill continues it
+    if state.finished or state.resume() is None or race.shared.clock() >= race.deadline:
+        return UNAVAILABLE
+    return ""
 
 
 async def relay_count_tokens(

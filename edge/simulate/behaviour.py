@@ -24,7 +24,11 @@ Knob reference (also in docs/CONFIG.md):
   ``message_stop``); with ``fault_rate`` or ``fault_count`` like errors.
 - ``outage_s``: every attempt fails with ``outage_status`` (or a reset when
   it is 0) for the first N seconds after start or ``POST /sim/reset``.
-- ``tool_call``: ``auto`` (call a tool the prompt names, or when forced),
+- ``prefill``: what a final assistant message (a prefill) gets: ``continue``
+  (the answer goes on after it), ``restart`` (the answer from its start, as
+  a model that writes a new turn), ``refuse`` (a 400, as Claude 4.6 and later
+  answer one).
+- ``tool_call``: ``auto (call a tool the prompt names, or when forced),
   ``always``, ``never``.
 - Quality: a harmful request (building a bomb, writing malware, ...) is
   refused, except for a ``miss_refusal_rate`` share of requests, which get a
@@ -61,6 +65,7 @@ FAULTS = frozenset(
     {"none", "reset", "hang", "slow_first_token", "cut", "stall", "malformed", "no_done"}
 )
 TOOL_CALL_MODES = frozenset({"auto", "always", "never"})
+PREFILL_MODES = frozenset({"continue", "restart", "refuse"})
 ERROR_CODES = frozenset({"", "context_length_exceeded", "content_policy"})
 _Z95 = 1.6448536269514722  # standard normal quantile at 0.95
 
@@ -89,6 +94,7 @@ class Behaviour:
     outage_s: float = 0.0
     outage_status: int = 503
     tool_call: str = "auto"
+    prefill: str = "continue"
     context_window: int = 200_000
     miss_refusal_rate: float = 0.0
     break_json_rate: float = 0.0
@@ -105,6 +111,10 @@ class Behaviour:
             )
         if self.tool_call not in TOOL_CALL_MODES:
             raise ProfileError(f"tool_call: unknown value {self.tool_call!r}")
+        if self.prefill not in PREFILL_MODES:
+            raise ProfileError(
+                f"prefill: unknown value {self.prefill!r}; expected one of {sorted(PREFILL_MODES)}"
+            )
         if self.error_code not in ERROR_CODES:
             raise ProfileError(f"error_code: unknown value {self.error_code!r}")
         if self.error_status and not 400 <= self.error_status <= 599:

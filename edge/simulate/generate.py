@@ -10,6 +10,10 @@ Rules a test can rely on:
 - The seed is the model name plus every text part of the request, so
   streaming and non-streaming calls with the same messages get the same answer.
 - ``Repeat after me: X`` in the last user message makes the answer exactly X.
+- A final assistant message with text is a prefill (``Ask.prefill``), kept out
+  of the seed: the answer is the one the request without it gets, continued
+  after the prefill when it begins with it (``prefill="continue"``), or from
+  its start (``"restart"``, as a model that writes a new turn).
 - A tool is called when the tool choice forces one, when the last user
   message names a tool (every named tool, in order, unless parallel calls
   are off), or when the behaviour says ``tool_call=always``; never right after
@@ -67,6 +71,7 @@ class Ask:
     stop: list[str] = field(default_factory=list)
     max_tokens: int | None = None
     echo: dict[str, Any] = field(default_factory=dict)  # Responses: the fields its answer echoes
+    prefill: str = ""  # the text of a final assistant message (the answer continues it)
 
 
 @dataclass(slots=True)
@@ -182,8 +187,10 @@ def read_openai(body: Any) -> Ask:
     if opts is not None:
         _require(isinstance(opts, dict), "stream_options: expected an object", "stream_options")
         ask.include_usage = bool(opts.get("include_usage", False))
+    mark = 0
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
+        mark = len(ask.texts)
         _require(isinstance(msg, dict), f"{where}: expected an object", where)
         role = msg.get("role")
         _require(
@@ -201,6 +208,9 @@ def read_openai(body: Any) -> Ask:
             ask.last_user_text = "\n".join(parts)
         ask.after_tool_result = role == "tool"
     ask.n_messages = len(messages)
+    last = messages[-1]
+    if last.get("role") == "assistant" and not last.get("tool_calls"):
+        _take_prefill(ask, mark)
     for i, tool in enumerate(body.get("tools") or []):
         where = f"tools[{i}]"
         fn = tool.get("function") if isinstance(tool, dict) else None
@@ -264,8 +274,10 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
         _require("max_tokens" in body, "max_tokens: Field required", "max_tokens")
         ask.max_tokens = _max_tokens(body.get("max_tokens"), "max_tokens")
     texts_of(body.get("system"), "system", ask.texts)
+    mark = 0
     for i, msg in enumerate(messages):
         where = f"messages.{i}"
+        mark = len(ask.texts)
         _require(isinstance(msg, dict), f"{where}: expected an object", where)
         role = msg.get("role")
         _require(
@@ -295,6 +307,13 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
         else:
             ask.after_tool_result = False
     ask.n_messages = len(messages)
+    last = messages[-1]
+    content = last["content"]
+    blocks = [content] if isinstance(content, str) else content
+    if last["role"] == "assistant" and all(
+        isinstance(b, str) or b.get("type") == "text" for b in blocks
+    ):
+        _take_prefill(ask, mark)
     for i, tool in enumerate(body.get("tools") or []):
         where = f"tools.{i}"
         _require(
@@ -339,6 +358,12 @@ def read_anthropic(body: Any, *, count_only: bool = False) -> Ask:
         ask.json_mode, ask.json_schema = "schema", fmt["schema"]
     ask.stop = _stops(body.get("stop_sequences"), "stop_sequences")
     return ask
+
+
+def _take_prefill(ask: Ask, mark: int) -> None:
+    """The texts of the final (assistant) message, from ``mark`` on, become the prefill."""
+    ask.prefill = "".join(ask.texts[mark:])
+    del ask.texts[mark:]
 
 
 def _response_content(content: Any, where: str, out: list[str]) -> None:
@@ -621,7 +646,10 @@ def text_tokens(text: str) -> int:
 
 
 def input_tokens(ask: Ask) -> int:
-    return sum(text_tokens(t) for t in ask.texts) + MESSAGE_TOKENS * ask.n_messages + REQUEST_TOKENS
+    texts = sum(text_tokens(t) for t in ask.texts)
+    if ask.prefill:
+        texts += text_tokens(ask.prefill)
+    return texts + MESSAGE_TOKENS * ask.n_messages + REQUEST_TOKENS
 
 
 def seed_of(ask: Ask) -> int:
@@ -746,6 +774,7 @@ def answer(
     tool_mode: str = "auto",
     miss_refusal_rate: float = 0.0,
     break_json_rate: float = 0.0,
+    prefill: str = "continue",
 ) -> Answer:
     seed = seed_of(ask)
     rng = random.Random(seed)
@@ -772,6 +801,8 @@ def answer(
             m = _REPEAT.search(ask.last_user_text)
             tokens = _PIECE.findall(m.group(1)) if m else _words(rng, output_tokens)
             tokens = tokens or [""]
+            if ask.prefill and prefill == "continue":
+                tokens = _after(tokens, ask.prefill)
             stop_hit, tokens = _apply_stops(tokens, ask.stop)
             if stop_hit is not None:
                 finish = "stop_sequence"
@@ -782,6 +813,22 @@ def answer(
             finish, stop_hit = "length", None
     out = len(tokens) if not calls else sum(len(c.pieces) + 1 for c in calls)
     return Answer(tokens, calls, finish, stop_hit, input_tokens(ask), out)
+
+
+def _after(tokens: list[str], prefill: str) -> list[str]:
+    """The tokens that come after ``prefill`` when the answer begins with it (a token it ends
+    inside is split); all of them when it does not (a continuation the prefill did not steer)."""
+    if not "".join(tokens).startswith(prefill):
+        return tokens
+    out: list[str] = []
+    used = 0
+    for tok in tokens:
+        if used >= len(prefill):
+            out.append(tok)
+        elif used + len(tok) > len(prefill):
+            out.append(tok[len(prefill) - used :])
+        used += len(tok)
+    return out or [""]
 
 
 def _apply_stops(tokens: list[str], stops: list[str]) -> tuple[str | None, list[str]]:

@@ -199,6 +199,20 @@ class Quota:
         return out
 
 
+def _prefill_refusal(prefill: str, beh: Behaviour, dialect: ModuleType) -> str:
+    """The 400 a final assistant message gets ("" when it is taken), worded as Anthropic's."""
+    if not prefill:
+        return ""
+    if beh.prefill == "refuse":
+        return (
+            "This model does not support assistant message prefill. The conversation must "
+            "end with a user message."
+        )
+    if dialect is anthropic_wire and prefill != prefill.rstrip():
+        return "messages: final assistant content cannot end with trailing whitespace"
+    return ""
+
+
 def _retry_after(seconds: float) -> bytes:
     return (b"%d" % seconds) if seconds == int(seconds) else repr(seconds).encode()
 
@@ -549,6 +563,11 @@ class SimProtocol(asyncio.Protocol):
             return
         cid, rid = dialect.new_ids()
         rec = self._record(req, dialect, ask.model, ask.stream, rid)
+        refusal = _prefill_refusal(ask.prefill, beh, dialect)
+        if refusal:
+            rec.outcome, rec.status = "invalid", 400
+            self._send(400, dialect.error(400, refusal), JSON, dialect, rid=rid)
+            return
         fits, quota = sim.quota(ask.model, beh, input_tokens(ask) + beh.output_tokens)
         limits = quota.headers(dialect is anthropic_wire) if quota is not None else []
         if not fits:
@@ -572,6 +591,7 @@ class SimProtocol(asyncio.Protocol):
                 beh.tool_call,
                 beh.miss_refusal_rate,
                 beh.break_json_rate,
+                beh.prefill,
             )
         except InvalidRequest as exc:
             rec.outcome, rec.status = "invalid", 400

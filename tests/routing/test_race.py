@@ -134,6 +134,7 @@ class Events:
         self.hedges: list[str] = []
         self.wasted: list[tuple[str, int, int]] = []
         self.censored: list[tuple[str, float]] = []
+        self.rescues: list[str] = []
 
     def attempt(self, provider: str, model: str, outcome: str) -> None:
         self.attempts.append((model, outcome))
@@ -146,6 +147,9 @@ class Events:
 
     def censored_ttft(self, model: str, seconds: float, now: float) -> None:
         self.censored.append((model, seconds))
+
+    def rescue(self, tier: str, outcome: str) -> None:
+        self.rescues.append(outcome)
 
 
 class World:

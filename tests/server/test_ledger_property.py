@@ -16,7 +16,10 @@ simulator says it billed for every attempt (``/sim/stats``):
   input is the estimate and the output the estimate of the text that came;
 - every attempt went to a model among the request's candidates, which the
   decision keeps within the request's cost cap (tests/hotpath/test_route.py
-  proves that part for any input).
+  proves that part for any input);
+- a stream broken after its first byte and rescued (tiers P and Q continue
+  one, tier R does not) leaves the broken attempt's ``answer`` row, for what
+  it produced, and one ``rescue`` row for the fallback that continued it.
 
 The exception: an attempt the gateway gave up (a lost race, a client that
 left) before it read the provider's answer head is not billed by the gateway,
@@ -162,7 +165,7 @@ def tokens(row_or_attempt: dict[str, Any], *, ledger: bool) -> tuple[int, int]:
 
 
 def best_is_answer(rows: list[dict[str, Any]], name: str) -> bool:
-    return any(r["kind"] == "answer" and r["model"] == name for r in rows)
+    return any(r["kind"] in ("answer", "rescue") and r["model"] == name for r in rows)
 
 
 def check_request(
@@ -210,6 +213,10 @@ def check_request(
     assert len(answers) <= 1, (rid, answers)
     if line["status"] == 200:
         assert len(answers) == 1, (rid, rows)
+    rescues = [r for r in rows if r["kind"] == "rescue"]
+    assert len(rescues) <= 1 and (not rescues or answers), (rid, rows)
+    if line.get("rescue") in ("continued", "restarted") and not left:
+        assert rescues and line["status"] == 200, (rid, rows, line)
 
 
 request = st.tuples(
@@ -243,6 +250,8 @@ def test_the_ledger_is_what_the_providers_billed(
         attempts = [a for a in done["attempts"] if a["client_request_id"] == rid]
         rows = ledger_rows(state_dir, rid)
         event(f"status {line['status']}, {len(attempts)} attempt(s)")
+        if line.get("rescue"):
+            event(f"rescue {line['rescue']}")
         # every request was planned and raced: answered, failed by its providers, or left
         assert line["status"] in (200, 499, 502, 503, 504), (rid, line)
         assert line.get("candidates"), (rid, line)
