@@ -201,9 +201,13 @@ def test_openai_params_the_anthropic_provider_cannot_honour_are_400(oa: openai.O
 def test_mid_stream_failure_of_an_anthropic_provider_reaches_openai_clients(
     oa: openai.OpenAI,
 ) -> None:
+    """(In L2, whose `rescue` is `error`: L0 and L1 continue such a stream on a fallback,
+    tests/server/test_rescue_e2e.py.)"""
     got: list[str] = []
     with pytest.raises(openai.APIError):
-        for chunk in oa.chat.completions.create(model="cut-an", messages=HELLO, stream=True):
+        for chunk in oa.chat.completions.create(
+            model="cut-an", messages=HELLO, stream=True, extra_headers={"x-edge-tier": "L2"}
+        ):
             got += [c.delta.content for c in chunk.choices if c.delta.content]
     assert len(got) == 2
 
