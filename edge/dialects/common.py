@@ -92,7 +92,11 @@ class StreamState(Protocol):
 
     first_token: bool
     finished: bool
-    output: list[str]  # the generated pieces so far: the estimate when the usage never came
+
+    @property
+    def output(self) -> list[str]:
+        """The generated pieces so far: the estimate when the usage never came."""
+        ...
     # the online quality checks' view of the answer (edge/quality/online.py)
     text: list[str]  # the answer's text pieces
     tool_args: list[list[str]]  # each tool call's argument fragments

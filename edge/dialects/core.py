@@ -191,15 +191,17 @@ class Stream:
 
     __slots__ = (
         "_caller",
+        "_decode",
         "_decoder",
         "_out",
+        "_write",
         "aggregate",
         "done",
         "finish",
         "finished",
         "first_token",
         "mixed",
-        "output",
+        "other",
         "text",
         "tool_args",
     )
@@ -208,15 +210,17 @@ class Stream:
         self._caller = caller
         self._decoder = decoder
         self._out = out
+        self._decode = decoder.feed  # (bound once: called for every provider event)
+        self._write = out.feed
         self.aggregate = aggregate
         self.first_token = False
         self.finished = False
         self.done = False
-        self.output: list[str] = []  # the generated pieces, to estimate tokens without usage
         # what the online checks read (edge/quality/online.py) and a rescue continues: the
         # text alone, each tool call's arguments, the canonical finish reason, and whether
         # output other than text came (a tool call, thinking, audio)
         self.text: list[str] = []
+        self.other: list[str] = []  # the generated pieces that are not text
         self.tool_args: list[list[str]] = []
         self.finish: str | None = None
         self.mixed = False
@@ -229,27 +233,38 @@ class Stream:
     def cut(self) -> bool:
         return self._decoder.cut
 
+    @property
+    def output(self) -> list[str]:
+        """The generated pieces (text first), to estimate tokens when the usage never came."""
+        return self.text + self.other
+
     def feed(self, name: bytes, data: bytes) -> bytes:
-        events = self._decoder.feed(name, data)
+        events = self._decode(name, data)
+        if len(events) == 1 and events[0][0] == "text":  # the common event: a piece of text
+            piece = events[0][1]
+            self.first_token = True
+            if piece.__class__ is str and piece:
+                self.text.append(piece)
+            return self._write(name, data, self._decoder.obj, events)
         for ev in events:
             kind = ev[0]
-            if kind == "text" or kind == "tool_args" or kind == "produced":
+            if kind == "text":
                 self.first_token = True
+                piece = ev[1]
+                if piece.__class__ is str and piece:
+                    self.text.append(piece)
+            elif kind == "tool_args" or kind == "produced":
+                self.first_token = True
+                self.mixed = True
                 piece = ev[-1]
                 if piece.__class__ is str and piece:
-                    self.output.append(piece)
-                    if kind == "text":
-                        self.text.append(piece)
-                    else:
-                        self.mixed = True
-                        if kind == "tool_args" and ev[1] < len(self.tool_args):
-                            self.tool_args[ev[1]].append(piece)
-                elif kind != "text":
-                    self.mixed = True
+                    self.other.append(piece)
+                    if kind == "tool_args" and ev[1] < len(self.tool_args):
+                        self.tool_args[ev[1]].append(piece)
             elif kind == "tool_start":
                 self.first_token = True
                 self.mixed = True
-                self.output.append(ev[3])
+                self.other.append(ev[3])
                 while len(self.tool_args) <= ev[1]:
                     self.tool_args.append([])
             elif kind == "finish":
@@ -257,7 +272,7 @@ class Stream:
                 self.finish = ev[1]
             elif kind == "end":
                 self.done = True
-        return self._out.feed(name, data, self._decoder.obj, events)
+        return self._write(name, data, self._decoder.obj, events)
 
     @property
     def complete(self) -> bool:

@@ -715,14 +715,31 @@ class Decoder:
         if data[:6] == b"[DONE]":
             self.obj = None
             return [("end",)]
-        obj = self.obj = _chunk(data)
+        try:
+            obj = self.obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamBroken("provider sent a malformed stream event") from None
+        if obj.__class__ is not dict:
+            raise StreamBroken("provider sent a malformed stream event")
+        if "error" in obj:
+            _chunk(data)  # raises with the provider's message (or passes a null error)
+        choices = obj.get("choices")
+        if self._started and choices and len(choices) == 1 and not self._stops:
+            # the common chunk: one choice, one piece of text, nothing else
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta and len(delta) == 1 and choice.get("finish_reason") is None:
+                content = delta.get("content")
+                if content and not obj.get("usage"):
+                    return [("text", content)]
         events: list[Event] = []
         if not self._started:
             self._started = True
             events.append(("start", str(obj.get("id", "")), str(obj.get("model", ""))))
-        for choice in obj.get("choices") or ():
+        for choice in choices or ():
             delta = choice.get("delta") or {}
-            if delta.get("content"):
+            content = delta.get("content")
+            if content:
                 if self._stops:
                     if self._match(delta["content"], events):
                         return events
