@@ -143,6 +143,25 @@ def dialect_of(req: Request | None) -> ErrorDialect:
     return "openai"
 
 
+def routed_headers(out: Outcome) -> list[tuple[bytes, bytes]]:
+    """The gateway headers an error answer carries once the request was routed: its tier, the
+    model that failed it (the one served, else the last one tried, else the primary) and its
+    rollout arm, so a failure can be traced to the tier, model and policy that made it."""
+    if not out.tier:
+        return []
+    headers = [(b"x-edge-tier", out.tier.encode())]
+    model = out.model if out.model != "-" else ""
+    if not model and out.path:
+        model = out.path[-1].rsplit(":", 2)[0]
+    if not model and out.candidates:
+        model = out.candidates[0]
+    if model:
+        headers.append((b"x-edge-model", model.encode()))
+    if out.arm:
+        headers.append((b"x-edge-rollout-arm", out.arm.encode()))
+    return headers
+
+
 class Gateway:
     def __init__(
         self,
@@ -458,7 +477,7 @@ class Gateway:
             if proto.started:
                 proto.abort_stream()
             else:
-                self.render_error(err, req, proto)
+                self.render_error(err, req, proto, routed_headers(out))
         except StateUnavailable as exc:
             self.spend.down(exc)
             unavailable = ServiceUnavailable(
@@ -466,7 +485,7 @@ class Gateway:
             )
             out.status, out.error = 503, "StateUnavailable"
             if not proto.started:
-                self.render_error(unavailable, req, proto)
+                self.render_error(unavailable, req, proto, routed_headers(out))
         except asyncio.CancelledError:
             out.status, out.error = 499, "ClientDisconnected"
             raise
@@ -498,11 +517,17 @@ class Gateway:
             self.metrics.in_flight -= 1
             self._account(req, out)
 
-    def render_error(self, err: EdgeError, req: Request | None, proto: EdgeProtocol) -> None:
+    def render_error(
+        self,
+        err: EdgeError,
+        req: Request | None,
+        proto: EdgeProtocol,
+        routed: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         dialect = dialect_of(req)
         rid = req.request_id if req is not None else request_id_for({})
         status, headers, body = render(err, dialect, rid)
-        headers = JSON_HEADERS + headers
+        headers = JSON_HEADERS + headers + (routed or [])
         if req is None:
             headers.append((b"x-request-id", rid.encode()))
         elif dialect == "anthropic" and all(n != b"request-id" for n, _ in proto.extra_headers):
@@ -523,7 +548,8 @@ class Gateway:
             peer=proto.peer,
         )
 
-    def _account(self, req: Request, out: Outcome) -> None:
+    def _account(self, req: Request, out: Outcome, job: bool = False) -> None:
+        """Settle, record and count one request (``job``: one run of an async job)."""
         operation = OPERATIONS.get(req.path)
         if operation is None:
             # every other route gets its line too (a failed admin key above all: brute force
@@ -559,17 +585,20 @@ class Gateway:
                 out.json_asked,
                 out.json_valid,
             )
-        self.metrics.observe(
-            operation,
-            out.dialect,
-            out.tier,
-            out.provider,
-            out.model,
-            out.status,
-            duration,
-            out.ttft,
-        )
-        if out.tier and operation == "chat" and out.status != 202:
+        if job:  # a job's run, counted apart: a retried job must not look like more requests
+            self.metrics.job_run(out.tier, out.status)
+        else:
+            self.metrics.observe(
+                operation,
+                out.dialect,
+                out.tier,
+                out.provider,
+                out.model,
+                out.status,
+                duration,
+                out.ttft,
+            )
+        if out.tier and operation == "chat" and out.status != 202 and not job:
             # the tiers' triangle is chat's: embeddings' latency would blur its P95
             self.metrics.observe_stats(
                 out.tier,
@@ -578,9 +607,8 @@ class Gateway:
                 out.status == 200,
                 duration,
                 out.ttft,
-                now,
             )
-        if out.error:
+        if out.error and not job:
             self.metrics.error(operation, out.dialect, out.error)
         self.log.request(
             id=req.request_id,
@@ -761,9 +789,9 @@ class Gateway:
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
             status, extra, body = render(err, dialect.ERRORS, job["id"])
-            return status, JSON_HEADERS + extra, body
+            return status, JSON_HEADERS + extra + routed_headers(out), body
         finally:
-            self._account(req, out)
+            self._account(req, out, job=True)
         return sink.status, sink.headers, sink.body
 
     async def job(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:
