@@ -237,7 +237,7 @@ class Metrics:
         # (tier, task, model, source, score, samples) rows; model -> age of its gold score
         self._quality: Callable[[], list[tuple[str, str, str, str, float, float]]] | None = None
         self._gold_age: Callable[[], dict[str, float]] | None = None
-        self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
+        self._rollout: Callable[[], tuple[float, dict[tuple[str, str], int]]] | None = None
         self.rollbacks: dict[tuple[str], int] = {}
         self._state: Callable[[], StateView] | None = None
         # the state backend as every absorbed worker saw it: up only when every live one reaches
@@ -464,7 +464,7 @@ class Metrics:
     def rollback(self, reason: str) -> None:
         self.rollbacks[(reason,)] = self.rollbacks.get((reason,), 0) + 1
 
-    def watch_rollout(self, view: Callable[[], tuple[int, dict[tuple[str, str], int]]]) -> None:
+    def watch_rollout(self, view: Callable[[], tuple[float, dict[tuple[str, str], int]]]) -> None:
         """Export the rollout's stage and per-arm outcomes, read at scrape time."""
         self._rollout = view
 

@@ -61,7 +61,7 @@ from edge.observe.stats import fleet_stats
 from edge.policy import Model, Policy
 from edge.quality.engines import Engines
 from edge.quality.feedback import Feedback
-from edge.quality.rollout import RolloutConfig, Rollouts
+from edge.quality.rollout import RolloutConfig, Rollouts, TierFloor
 from edge.quality.rollout import status as rollout_status
 from edge.routing.quota import Quotas
 from edge.server.admission import Admission, AdmissionQueue, TierLimits
@@ -246,6 +246,12 @@ class Gateway:
                 cost_cap_usd=settings.rollout_cost_cap_usd,
                 margin=settings.rollout_margin,
                 alpha=settings.rollout_alpha,
+                holdback_percent=policy.rollout.holdback_percent,
+                # each tier judged by its own floors: the active policy's, not the candidate's
+                floors={
+                    name: TierFloor(t.p95_target_ms, t.degrade_usd, t.quality_floor)
+                    for name, t in policy.tiers.items()
+                },
             ),
             log,
             self.metrics.rollback,
@@ -568,9 +574,12 @@ class Gateway:
             return
         now = time.monotonic()
         duration = now - req.received_at
+        # the figures the request's own engine routes on: a canary learns from its traffic
+        canary = self.engines.canary
+        router = canary.router if out.arm == "canary" and canary is not None else self.router
         if out.ttft is not None and out.model != "-":
-            self.router.record_ttft(out.model, out.ttft, now)
-        cost = settle(out, req.request_id, now, self.spend, self.metrics, self.router)
+            router.record_ttft(out.model, out.ttft, now)
+        cost = settle(out, req.request_id, now, self.spend, self.metrics, router)
         if out.status == 200 and out.key_digest and operation == "chat":
             # the answer's record, for feedback and the hybrid score (written in a batch)
             self.feedback.record(
@@ -579,11 +588,14 @@ class Gateway:
         if out.arm:
             self.rollouts.record(
                 out.arm,
-                out.status in (200, 202),
+                out.status == 200,  # only an answer is a success: a 202 queued a job
                 duration * 1000.0,
                 cost,
                 out.json_asked,
                 out.json_valid,
+                out.tier,
+                out.task,
+                out.model,
             )
         if job:  # a job's run, counted apart: a retried job must not look like more requests
             self.metrics.job_run(out.tier, out.status)
