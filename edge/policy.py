@@ -152,6 +152,16 @@ class Budget:
     overdraft: float = 0.0  # a share past ``block`` that never-block tiers may still spend
 
 
+ROLLOUT_KEYS = ("holdback_percent",)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPolicy:
+    """The ``[rollout]`` table: how a rollout of a candidate against this policy is run."""
+
+    holdback_percent: float = 5.0  # of traffic kept on the baseline at the last stage
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     providers: dict[str, Provider]
@@ -167,6 +177,7 @@ class Policy:
     breakers: BreakerConfig = field(default_factory=BreakerConfig)  # per model, every worker
     quality: QualityConfig = field(default_factory=QualityConfig)  # the hybrid score, feedback
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # per worker
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)  # how candidates roll out
 
     def model_named(self, name: str) -> Model | None:
         """A model by its name or one of its aliases (a dated id)."""
@@ -438,7 +449,7 @@ def _check_tier(where: str, values: dict[str, Any], models: Mapping[str, Model])
 def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = "") -> Policy:
     known = (
         "providers", "models", "tiers", "default_tier", "prices_date", "budgets", "jobs",
-        "breakers", "quality", "admission",
+        "breakers", "quality", "admission", "rollout",
     )  # fmt: skip
     _known(data, known, "policy")
     providers: dict[str, Provider] = {}
@@ -664,7 +675,16 @@ def parse_policy(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         _breakers(dict(data.get("breakers", {})), env),
         _quality(dict(data.get("quality", {}))),
         _admission(dict(data.get("admission", {})), env),
+        _rollout(dict(data.get("rollout", {}))),
     )
+
+
+def _rollout(table: Mapping[str, Any]) -> RolloutPolicy:
+    _known(table, ROLLOUT_KEYS, "rollout")
+    holdback = _get(table, "holdback_percent", "rollout", float, RolloutPolicy().holdback_percent)
+    if not 0 <= holdback < 50:
+        raise PolicyError("rollout.holdback_percent: must be at least 0 and below 50")
+    return RolloutPolicy(holdback)
 
 
 def _hedge_budget_default(rank: int, env: Mapping[str, str]) -> float:

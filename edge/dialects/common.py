@@ -97,6 +97,7 @@ class StreamState(Protocol):
     def output(self) -> list[str]:
         """The generated pieces so far: the estimate when the usage never came."""
         ...
+
     # the online quality checks' view of the answer (edge/quality/online.py)
     text: list[str]  # the answer's text pieces
     tool_args: list[list[str]]  # each tool call's argument fragments

@@ -6,7 +6,11 @@ latency sketches, in-flight, pool and breaker gauges) to its file in
 Redis, to the shared state under its name (``host:pid``; 30 s expiry).
 ``merged`` adds the others' last snapshots to this worker's live figures:
 the instance's workers, or with ``instances`` every instance's. A dead
-worker's snapshot stays for the run, so counters never go backwards.
+worker's snapshot stays for the run, so counters never go backwards; its
+gauges (in flight, pools, breakers, admission, the state's reachability)
+count only while its snapshot is younger than ``GAUGE_TTL_S``. Latency
+sketches are kept on the wall clock, so two hosts' slots line up (each
+host's monotonic clock counts from its own boot).
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 import orjson
 
 from edge.observe.log import Log
-from edge.observe.metrics import Metrics
+from edge.observe.metrics import GAUGE_TTL_S, Metrics
 from edge.state.redis_state import RedisState
 from edge.state.types import State, StateUnavailable
 
@@ -84,9 +89,15 @@ class Fleet:
             return self.metrics
         agg = Metrics()
         self.gauges(agg)
+        now, live = time.time(), 0
         for snap in snaps:
-            agg.absorb(orjson.loads(orjson.dumps(snap)))
-        agg.workers = len(snaps)
+            # a snapshot not renewed for GAUGE_TTL_S is a dead worker's: its counts stay,
+            # its gauges (in flight, pools, breakers, the state's reachability) expire
+            at = snap.get("at")
+            fresh = isinstance(at, (int, float)) and now - at <= GAUGE_TTL_S
+            live += fresh
+            agg.absorb(orjson.loads(orjson.dumps(snap)), live=fresh)
+        agg.workers = live
         return agg
 
     def publish(self) -> None:

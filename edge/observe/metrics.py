@@ -14,6 +14,7 @@ status is the HTTP status the request ended with.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -31,6 +32,9 @@ from edge.budget.pricing import Tokens
 from hotpath.sketch import LatencySketch
 
 SKETCH_WINDOW_S, SKETCH_SLOTS = 300.0, 10
+# a worker's snapshot older than this (it publishes every second) is a dead worker's: its
+# counters still count, its gauges no longer do
+GAUGE_TTL_S = 5.0
 SERIES_LABELS = ["operation", "dialect", "tier", "provider", "model"]
 # (attribute, family, help, labels): every plain counter, exported the same way
 COUNTER_FAMILIES = (
@@ -48,7 +52,13 @@ COUNTER_FAMILIES = (
         "Upstream attempts by how they ended",
         ["provider", "model", "outcome"],
     ),
-    ("hedges", "edge_hedges", "Hedged attempts by how they ended", ["tier", "outcome"]),
+    (
+        "hedges",
+        "edge_hedges",
+        "Hedges by how they ended (won, lost, failed, cancelled, replaced; skipped_budget: the "
+        "tier's hedge budget was spent, skipped_breaker: no candidate's breaker admitted one)",
+        ["tier", "outcome"],
+    ),
     (
         "rescues",
         "edge_rescues",
@@ -88,6 +98,13 @@ COUNTER_FAMILIES = (
         ["action", "scope"],
     ),
     ("jobs_done", "edge_jobs_finished", "Async jobs finished", ["outcome"]),
+    (
+        "job_runs",
+        "edge_job_runs",
+        "Runs of async jobs by tier and the HTTP status they ended with (a retried job runs "
+        "more than once; never counted in edge_requests_total)",
+        ["tier", "status"],
+    ),
     (
         "auth_failures",
         "edge_auth_failures",
@@ -215,6 +232,7 @@ class Metrics:
         self.costs: dict[tuple[str, str, str], float] = {}
         self.actions: dict[tuple[str, str], int] = {}
         self.jobs_done: dict[tuple[str], int] = {}
+        self.job_runs: dict[tuple[str, str], int] = {}
         self.auth_failures: dict[tuple[str, str], int] = {}
         self.auth_delays: dict[tuple[str], int] = {}
         self.sheds: dict[tuple[str, str], int] = {}
@@ -227,12 +245,17 @@ class Metrics:
         # (tier, task, model, source, score, samples) rows; model -> age of its gold score
         self._quality: Callable[[], list[tuple[str, str, str, str, float, float]]] | None = None
         self._gold_age: Callable[[], dict[str, float]] | None = None
-        self._rollout: Callable[[], tuple[int, dict[tuple[str, str], int]]] | None = None
+        self._rollout: Callable[[], tuple[float, dict[tuple[str, str], int]]] | None = None
         self.rollbacks: dict[tuple[str], int] = {}
         self._state: Callable[[], StateView] | None = None
+        # the state backend as every absorbed worker saw it: up only when every live one reaches
+        # it; errors and the spend figures summed (None: nobody told)
+        self.state_totals: StateView | None = None
         self.tier_requests: dict[tuple[str, str], int] = {}
         # latency and TTFT sketches by ("tier", tier) and ("model", provider, model): the stats'
-        # quantiles, mergeable across workers
+        # quantiles, mergeable across workers and hosts, so their slots follow the wall clock
+        # (``clock``): each host's monotonic clock starts at its own boot, and a merge keeps
+        # only the newer epoch of a slot
         self.latency: dict[tuple[str, ...], LatencySketch] = {}
         self.first_token: dict[tuple[str, ...], LatencySketch] = {}
         # another worker's gauges, summed (pool) or at their most open (breakers), when absorbed
@@ -240,6 +263,7 @@ class Metrics:
         self.bodies_totals: list[int] = [0, 0, 0]
         self._bodies: Callable[[], tuple[int, int, int]] | None = None
         self.breaker_worst: dict[tuple[str, str], int] = {}
+        self.clock: Callable[[], float] = time.time
         self.workers = 1
         self.in_flight = 0
         self._pool: Callable[[], dict[str, int]] | None = None
@@ -279,8 +303,10 @@ class Metrics:
         ok: bool,
         duration: float,
         ttft: float | None,
-        now: float,
     ) -> None:
+        """A synchronous chat request's outcome in the stats' per-tier counts and sketches (on
+        the wall clock: see ``clock``)."""
+        now = self.clock()
         key = (tier, "ok" if ok else "error")
         self.tier_requests[key] = self.tier_requests.get(key, 0) + 1
         for series in (("tier", tier), ("model", provider, model)):
@@ -305,8 +331,15 @@ class Metrics:
             return self._breakers()
         return [(p, m, st) for (p, m), st in self.breaker_worst.items()]
 
+    def state_figures(self) -> StateView | None:
+        """The state backend as this worker sees it, or as the absorbed workers saw it."""
+        return self._state() if self._state is not None else self.state_totals
+
     def snapshot(self) -> dict[str, object]:
+        state = self.state_figures()
         return {
+            "at": time.time(),  # the gauges below are current only while this is recent
+            "state": list(state) if state is not None else None,
             "counters": {
                 name: [[list(k), v] for k, v in getattr(self, name).items()] for name in COUNTERS
             },
@@ -325,9 +358,11 @@ class Metrics:
             "admission": self.admission_figures(),
         }
 
-    def absorb(self, snap: dict[str, Any]) -> None:
+    def absorb(self, snap: dict[str, Any], live: bool = True) -> None:
         """Add another worker's snapshot (counters, histograms, sketches; in-flight and pools
-        summed, breakers at their most open)."""
+        summed, breakers at their most open, the state up only if up for every worker). A
+        worker that is not ``live`` (its snapshot is older than ``GAUGE_TTL_S``: it died)
+        adds its counts only: its gauges tell of a process that no longer exists."""
         for name, rows in snap["counters"].items():
             target = getattr(self, name)
             for key, value in rows:
@@ -346,6 +381,20 @@ class Metrics:
                 other = LatencySketch(window_s=SKETCH_WINDOW_S, slots=SKETCH_SLOTS)
                 other.load(dump)
                 _sketch(target, tuple(key)).merge(other)
+        state = snap.get("state")
+        if state is not None:
+            theirs = StateView(*state)
+            mine = self.state_totals
+            self.state_totals = StateView(
+                (mine is None or mine.up) and (theirs.up or not live),
+                theirs.errors + (mine.errors if mine else 0),
+                theirs.busy + (mine.busy if mine else 0),
+                (theirs.pending if live else 0) + (mine.pending if mine else 0),
+                theirs.aggregated + (mine.aggregated if mine else 0),
+                theirs.dropped + (mine.dropped if mine else 0),
+            )
+        if not live:
+            return
         self.in_flight += snap["in_flight"]
         for i, v in enumerate(snap.get("bodies") or ()):
             self.bodies_totals[i] += v
@@ -415,10 +464,15 @@ class Metrics:
     def job_finished(self, outcome: str) -> None:
         self.jobs_done[(outcome,)] = self.jobs_done.get((outcome,), 0) + 1
 
+    def job_run(self, tier: str, status: int) -> None:
+        """One run of an async job (apart from the synchronous requests)."""
+        key = (tier or "-", str(status))
+        self.job_runs[key] = self.job_runs.get(key, 0) + 1
+
     def rollback(self, reason: str) -> None:
         self.rollbacks[(reason,)] = self.rollbacks.get((reason,), 0) + 1
 
-    def watch_rollout(self, view: Callable[[], tuple[int, dict[tuple[str, str], int]]]) -> None:
+    def watch_rollout(self, view: Callable[[], tuple[float, dict[tuple[str, str], int]]]) -> None:
         """Export the rollout's stage and per-arm outcomes, read at scrape time."""
         self._rollout = view
 
@@ -552,8 +606,8 @@ class _Collector(Collector):
             for status in ("queued", "running", "done", "failed", "cancelled"):
                 depth.add_metric([status], by_status.get(status, 0))
             yield depth
-        if m._state is not None:
-            v = m._state()
+        v = m.state_figures()
+        if v is not None:
             yield GaugeMetricFamily(
                 "edge_state_up",
                 "1 when the state backend (SQLite or Redis) answers",

@@ -94,6 +94,8 @@ class Engines:
         self.gold: dict[str, GoldScore] = {}  # each model's last measured gold score
         self.counts: hybrid.Counts = {}  # online checks and feedback, from the state
         self.scores: list[hybrid.Row] = []  # the active policy's, as exported
+        self.canary_scores: list[hybrid.Row] = []  # a live candidate's (its own tier pools)
+        self._hybrid: dict[tuple[str, str, str], float] = {}
         self._counted = -QUALITY_REFRESH_S
         rollouts.quality = self.hybrid_score  # for the rollout guards
 
@@ -173,8 +175,13 @@ class Engines:
         """Gold and the counts -> each engine's routing scores (per model: gold alone; per
         tier: the tier-level hybrid)."""
         self.scores = self._apply(self.active)
-        if self.canary is not None:
-            self._apply(self.canary)
+        self.canary_scores = self._apply(self.canary) if self.canary is not None else []
+        self._index()
+
+    def _index(self) -> None:
+        self._hybrid = {
+            (r.tier, r.task, r.model): r.hybrid for r in (*self.canary_scores, *self.scores)
+        }  # the active policy's rows last: they win
 
     def _apply(self, engine: Engine) -> list[hybrid.Row]:
         policy = engine.policy
@@ -191,12 +198,10 @@ class Engines:
         return rows
 
     def hybrid_score(self, tier: str, task: str, model: str) -> float | None:
-        """The active policy's hybrid score of (tier, task, model) (``all``: the tier's), if
-        it has one: what rollout guards may compare."""
-        for row in self.scores:
-            if (row.tier, row.task, row.model) == (tier, task, model):
-                return row.hybrid
-        return None
+        """The hybrid score of (tier, task, model) (``all``: the tier's), if it has one: the
+        active policy's, else a live candidate's (a model only its pools hold): what the
+        rollout guards compare. Both blend the same evidence."""
+        return self._hybrid.get((tier, task, model))
 
     def gold_ages(self, now: float) -> dict[str, float]:
         """Seconds since each model's kept gold score was measured."""
@@ -231,7 +236,8 @@ class Engines:
             }
             candidate = candidate.with_base_urls(shared, simulated=True)
         self.canary = self._engine(candidate, live["id"])
-        self._apply(self.canary)
+        self.canary_scores = self._apply(self.canary)
+        self._index()
         self.log.event(
             "warning", "rollout candidate loaded", rollout=live["id"], stage=live["stage"]
         )

@@ -649,6 +649,8 @@ class Race:
                     return
                 if self._launch("hedge", now):
                     self.hedged = True
+                else:  # candidates left, but none whose breaker admits an attempt now
+                    self.shared.events.hedge(self.tier, "skipped_breaker")
 
     def _replace(self, late: Attempt, now: float) -> bool:
         """Start a fresh attempt in place of one silent past its first-token deadline.
@@ -744,6 +746,10 @@ class Race:
         model = attempt.call.model
         events = self.shared.events
         label, then = rule.outcome, NEXT
+        if attempt.kind == "hedge" and end in (End.FAILED, End.REPLACED):
+            # a hedge that failed before its first token, or was replaced as too slow (one won
+            # or lost is counted by ``_crown``, one cancelled below)
+            events.hedge(self.tier, "failed" if end == End.FAILED else "replaced")
         if rule.breaker == SUCCESS:
             attempt.breaker.success(attempt.admit, now)
         elif rule.breaker == SLOW:

@@ -61,7 +61,7 @@ from edge.observe.stats import fleet_stats
 from edge.policy import Model, Policy
 from edge.quality.engines import Engines
 from edge.quality.feedback import Feedback
-from edge.quality.rollout import RolloutConfig, Rollouts
+from edge.quality.rollout import RolloutConfig, Rollouts, TierFloor
 from edge.quality.rollout import status as rollout_status
 from edge.routing.quota import Quotas
 from edge.server.admission import Admission, AdmissionQueue, TierLimits
@@ -141,6 +141,25 @@ def dialect_of(req: Request | None) -> ErrorDialect:
     if req.path.startswith(b"/v1/models") and b"anthropic-version" in req.headers:
         return "anthropic"  # the Anthropic SDK always sends it
     return "openai"
+
+
+def routed_headers(out: Outcome) -> list[tuple[bytes, bytes]]:
+    """The gateway headers an error answer carries once the request was routed: its tier, the
+    model that failed it (the one served, else the last one tried, else the primary) and its
+    rollout arm, so a failure can be traced to the tier, model and policy that made it."""
+    if not out.tier:
+        return []
+    headers = [(b"x-edge-tier", out.tier.encode())]
+    model = out.model if out.model != "-" else ""
+    if not model and out.path:
+        model = out.path[-1].rsplit(":", 2)[0]
+    if not model and out.candidates:
+        model = out.candidates[0]
+    if model:
+        headers.append((b"x-edge-model", model.encode()))
+    if out.arm:
+        headers.append((b"x-edge-rollout-arm", out.arm.encode()))
+    return headers
 
 
 class Gateway:
@@ -227,6 +246,12 @@ class Gateway:
                 cost_cap_usd=settings.rollout_cost_cap_usd,
                 margin=settings.rollout_margin,
                 alpha=settings.rollout_alpha,
+                holdback_percent=policy.rollout.holdback_percent,
+                # each tier judged by its own floors: the active policy's, not the candidate's
+                floors={
+                    name: TierFloor(t.p95_target_ms, t.degrade_usd, t.quality_floor)
+                    for name, t in policy.tiers.items()
+                },
             ),
             log,
             self.metrics.rollback,
@@ -458,7 +483,7 @@ class Gateway:
             if proto.started:
                 proto.abort_stream()
             else:
-                self.render_error(err, req, proto)
+                self.render_error(err, req, proto, routed_headers(out))
         except StateUnavailable as exc:
             self.spend.down(exc)
             unavailable = ServiceUnavailable(
@@ -466,7 +491,7 @@ class Gateway:
             )
             out.status, out.error = 503, "StateUnavailable"
             if not proto.started:
-                self.render_error(unavailable, req, proto)
+                self.render_error(unavailable, req, proto, routed_headers(out))
         except asyncio.CancelledError:
             out.status, out.error = 499, "ClientDisconnected"
             raise
@@ -498,11 +523,17 @@ class Gateway:
             self.metrics.in_flight -= 1
             self._account(req, out)
 
-    def render_error(self, err: EdgeError, req: Request | None, proto: EdgeProtocol) -> None:
+    def render_error(
+        self,
+        err: EdgeError,
+        req: Request | None,
+        proto: EdgeProtocol,
+        routed: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         dialect = dialect_of(req)
         rid = req.request_id if req is not None else request_id_for({})
         status, headers, body = render(err, dialect, rid)
-        headers = JSON_HEADERS + headers
+        headers = JSON_HEADERS + headers + (routed or [])
         if req is None:
             headers.append((b"x-request-id", rid.encode()))
         elif dialect == "anthropic" and all(n != b"request-id" for n, _ in proto.extra_headers):
@@ -523,7 +554,8 @@ class Gateway:
             peer=proto.peer,
         )
 
-    def _account(self, req: Request, out: Outcome) -> None:
+    def _account(self, req: Request, out: Outcome, job: bool = False) -> None:
+        """Settle, record and count one request (``job``: one run of an async job)."""
         operation = OPERATIONS.get(req.path)
         if operation is None:
             # every other route gets its line too (a failed admin key above all: brute force
@@ -542,9 +574,12 @@ class Gateway:
             return
         now = time.monotonic()
         duration = now - req.received_at
+        # the figures the request's own engine routes on: a canary learns from its traffic
+        canary = self.engines.canary
+        router = canary.router if out.arm == "canary" and canary is not None else self.router
         if out.ttft is not None and out.model != "-":
-            self.router.record_ttft(out.model, out.ttft, now)
-        cost = settle(out, req.request_id, now, self.spend, self.metrics, self.router)
+            router.record_ttft(out.model, out.ttft, now)
+        cost = settle(out, req.request_id, now, self.spend, self.metrics, router)
         if out.status == 200 and out.key_digest and operation == "chat":
             # the answer's record, for feedback and the hybrid score (written in a batch)
             self.feedback.record(
@@ -553,23 +588,29 @@ class Gateway:
         if out.arm:
             self.rollouts.record(
                 out.arm,
-                out.status in (200, 202),
+                out.status == 200,  # only an answer is a success: a 202 queued a job
                 duration * 1000.0,
                 cost,
                 out.json_asked,
                 out.json_valid,
+                out.tier,
+                out.task,
+                out.model,
             )
-        self.metrics.observe(
-            operation,
-            out.dialect,
-            out.tier,
-            out.provider,
-            out.model,
-            out.status,
-            duration,
-            out.ttft,
-        )
-        if out.tier and operation == "chat" and out.status != 202:
+        if job:  # a job's run, counted apart: a retried job must not look like more requests
+            self.metrics.job_run(out.tier, out.status)
+        else:
+            self.metrics.observe(
+                operation,
+                out.dialect,
+                out.tier,
+                out.provider,
+                out.model,
+                out.status,
+                duration,
+                out.ttft,
+            )
+        if out.tier and operation == "chat" and out.status != 202 and not job:
             # the tiers' triangle is chat's: embeddings' latency would blur its P95
             self.metrics.observe_stats(
                 out.tier,
@@ -578,9 +619,8 @@ class Gateway:
                 out.status == 200,
                 duration,
                 out.ttft,
-                now,
             )
-        if out.error:
+        if out.error and not job:
             self.metrics.error(operation, out.dialect, out.error)
         self.log.request(
             id=req.request_id,
@@ -762,9 +802,9 @@ class Gateway:
         except EdgeError as err:
             out.status, out.error = err.status_code(), type(err).__name__
             status, extra, body = render(err, dialect.ERRORS, job["id"])
-            return status, JSON_HEADERS + extra, body
+            return status, JSON_HEADERS + extra + routed_headers(out), body
         finally:
-            self._account(req, out)
+            self._account(req, out, job=True)
         return sink.status, sink.headers, sink.body
 
     async def job(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:

@@ -61,6 +61,7 @@ from edge.state.types import (
     Settlement,
     StateBusy,
     StoredResponse,
+    event_row,
     periods,
 )
 
@@ -229,6 +230,10 @@ _ADDED = (
     ("ledger", "requests", "INTEGER NOT NULL DEFAULT 1"),
     ("jobs", "notify_attempts", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "notify_error", "TEXT"),
+    # rollout outcomes by tier, task label and serving model (the per-tier guards)
+    ("rollout_events", "tier", "TEXT NOT NULL DEFAULT ''"),
+    ("rollout_events", "task", "TEXT NOT NULL DEFAULT ''"),
+    ("rollout_events", "model", "TEXT NOT NULL DEFAULT ''"),
 )
 
 # one statement: the hold, only if both of the key's periods have headroom for it
@@ -663,7 +668,12 @@ class EmbeddedState:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT INTO rollout_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO rollout_events (rollout, stage, arm, ts, ok, latency_ms, cost_usd, "
+                "json_asked, json_valid, tier, task, model) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [event_row(r) for r in rows],
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -671,9 +681,11 @@ class EmbeddedState:
 
     @_bounded
     def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]:
-        """(ok, latency_ms, cost_usd, json_asked, json_valid) of one arm in one stage."""
+        """(ok, latency_ms, cost_usd, json_asked, json_valid, tier, task, model) of one arm in
+        one stage."""
         return self._db.execute(
-            "SELECT ok, latency_ms, cost_usd, json_asked, json_valid FROM rollout_events "
+            "SELECT ok, latency_ms, cost_usd, json_asked, json_valid, tier, task, model "
+            "FROM rollout_events "
             "WHERE rollout = ? AND stage = ? AND arm = ?",
             (rollout_id, stage, arm),
         ).fetchall()

@@ -50,6 +50,7 @@ from edge.state.types import (
     Settlement,
     StateUnavailable,
     StoredResponse,
+    event_row,
     periods,
 )
 
@@ -610,17 +611,25 @@ class RedisState:
 
     def add_rollout_events(self, rows: list[tuple[Any, ...]]) -> None:
         pipe = self.r.pipeline(transaction=False)
-        for rollout_id, stage, arm, _ts, ok, lat, cost, asked, valid in rows:
+        for row in rows:
+            rollout_id, stage, arm, _ts, ok, lat, cost, asked, valid, tier, task, model = event_row(
+                row
+            )
             pipe.rpush(
-                f"{P}rollout:{rollout_id}:{stage}:{arm}", f"{ok}|{lat!r}|{cost!r}|{asked}|{valid}"
+                f"{P}rollout:{rollout_id}:{stage}:{arm}",
+                f"{ok}|{lat!r}|{cost!r}|{asked}|{valid}|{tier}|{task}|{model}",
             )
         self._do(pipe.execute)
 
     def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]:
         out = []
         for raw in self._do(self.r.lrange, f"{P}rollout:{rollout_id}:{stage}:{arm}", 0, -1):
-            ok, lat, cost, asked, valid = raw.decode().split("|")
-            out.append((int(ok), float(lat), float(cost), int(asked), int(valid)))
+            # an entry of an older gateway has no tier, task or model
+            ok, lat, cost, asked, valid, *rest = raw.decode().split("|", 7)
+            tier, task, model = (*rest, "", "", "")[:3]
+            out.append(
+                (int(ok), float(lat), float(cost), int(asked), int(valid), tier, task, model)
+            )
         return out
 
     def begin(self) -> None:

@@ -72,6 +72,12 @@ JOB_COLUMNS = [
 ]
 
 
+def event_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A rollout outcome as stored: (rollout, stage, arm, ts, ok, latency_ms, cost_usd,
+    json_asked, json_valid, tier, task, model); a row without the last three gets ``""``."""
+    return (*row, "", "", "")[:12] if len(row) < 12 else tuple(row)
+
+
 def periods(now: float) -> tuple[str, str]:
     """The UTC day and month a moment falls in: ``day:YYYY-MM-DD``, ``month:YYYY-MM``."""
     t = time.gmtime(now)
@@ -272,7 +278,10 @@ class State(Protocol):
 
     def add_rollout_events(self, rows: list[tuple[Any, ...]]) -> None: ...
 
-    def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]: ...
+    def rollout_events(self, rollout_id: str, stage: int, arm: str) -> list[tuple[Any, ...]]:
+        """(ok, latency_ms, cost_usd, json_asked, json_valid, tier, task, model) of one arm in
+        one stage."""
+        ...
 
     def begin(self) -> None: ...
 

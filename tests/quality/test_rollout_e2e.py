@@ -138,12 +138,14 @@ def test_a_candidate_that_breaks_json_is_rolled_back_at_an_early_stage(qsim: Sim
         sent, now = drive(gw, lambda s: s["status"] != "running")
         assert now["status"] == "rolled_back", now
         assert now["report"]["stage_percent"] in (1, 10)  # an early stage
-        assert "invalid JSON" in now["report"]["reason"]
+        # its invalid JSON, or first the hybrid score the online JSON checks pulled under the floor
+        guard = now["report"]["reason"].split(" ")[0]
+        assert guard in ("invalid", "quality") and now["report"]["tier"] == "L1", now["report"]
         assert now["report"]["canary"]["json_valid_rate"] < 1.0
         assert now["report"]["baseline"]["json_valid_rate"] == 1.0
         assert all(r.status_code == 200 for r in sent)  # every request was answered
         metrics = httpx.get(gw.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}).text
-        assert 'edge_rollout_rollbacks_total{reason="invalid"}' in metrics
+        assert f'edge_rollout_rollbacks_total{{reason="{guard}"}}' in metrics
         assert "edge_rollout_stage_percent 0" in metrics
         # after the rollback every request is the baseline's again
         time.sleep(1.2)
@@ -172,8 +174,9 @@ def test_a_candidate_as_good_as_the_baseline_reaches_every_request(qsim: SimClie
         assert 1 in seen  # it began at 1% (the stages between may pass within one batch)
         assert all(r.status_code == 200 for r in sent)
         with httpx.Client() as client:
-            after = [structured(gw, client) for _ in range(20)]
-        assert {r.headers["x-edge-rollout-arm"] for r in after} == {"canary"}
+            after = [structured(gw, client) for _ in range(100)]
+        arms = [r.headers["x-edge-rollout-arm"] for r in after]
+        assert arms.count("canary") > 80  # all but the baseline's holdback (5%) until promoted
         promoted = rollout(qsim, state_dir, "promote")
         assert promoted.returncode == 0 and "completed -> promoted" in promoted.stdout
     finally:

@@ -151,7 +151,9 @@ def test_rollouts_are_one_state_for_every_handle(new: Callable[[], Backend]) -> 
     assert b.move_rollout("ro_1", ("running",), "running", NOW + 1, stage=1)
     assert not a.move_rollout("ro_1", ("paused",), "running", NOW + 2)  # not in an expected status
     a.add_rollout_events([("ro_1", 1, "canary", NOW, 1, 12.5, 0.001, 1, 0)])
-    assert b.rollout_events("ro_1", 1, "canary") == [(1, 12.5, 0.001, 1, 0)]
+    assert b.rollout_events("ro_1", 1, "canary") == [(1, 12.5, 0.001, 1, 0, "", "", "")]
+    a.add_rollout_events([("ro_1", 1, "canary", NOW, 0, 9.0, 0.002, 0, 0, "L0", "checkout", "m")])
+    assert b.rollout_events("ro_1", 1, "canary")[1] == (0, 9.0, 0.002, 0, 0, "L0", "checkout", "m")
     a.begin()
     if isinstance(b, RedisState):  # another instance's controller skips its turn, never waits
         with pytest.raises(ControllerBusy):
