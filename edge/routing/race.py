@@ -111,6 +111,8 @@ class Call:
     body: bytes
     upstream_dialect: Dialect
     state: StreamState
+    # input this attempt sends beyond the request's estimate (o200k base): a rescue's prefill
+    extra_input: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -786,7 +788,12 @@ class Race:
                 state.usage,
                 state.complete,
                 b"" if state.complete and state.usage else _text(state.output),
-                int(self.input_tokens * OVER_BASE[model.tokenizer] * model.token_factor + 0.5),
+                int(
+                    (self.input_tokens + attempt.call.extra_input)
+                    * OVER_BASE[model.tokenizer]
+                    * model.token_factor
+                    + 0.5
+                ),
                 model.tokenizer,
             )
             self.charges.append(Charge(model, ledger, tokens, rule.charged))

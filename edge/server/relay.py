@@ -978,6 +978,8 @@ async def _rescue(
             payload,
             upstream,
             stream,
+            # the delivered text goes back as the prefill: input the estimate has to count
+            estimate_text_tokens(sent.encode(), "o200k") if prefill else 0,
         )
 
     try:

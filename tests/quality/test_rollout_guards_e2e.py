@@ -163,7 +163,10 @@ def test_a_candidate_worse_only_on_one_task_is_rolled_back(
     # checks of its answers pulled under L1's floor: either is the task's own figure
     assert report["reason"].split(" ")[0] in ("invalid", "quality"), report["reason"]
     assert report["canary"]["json_valid_rate"] < 1.0 == report["baseline"]["json_valid_rate"]
-    # the tier as a whole was within the margin: only the task's figures show the flaw
+    # the tier as a whole hides it: its drop is a fraction of the task's (checkout is one task
+    # of several), which is why the task is judged on its own
     l1 = report["tiers"]["L1"]
-    assert l1["baseline"]["json_valid_rate"] - l1["canary"]["json_valid_rate"] < 0.02
+    tier_drop = l1["baseline"]["json_valid_rate"] - l1["canary"]["json_valid_rate"]
+    task_drop = report["baseline"]["json_valid_rate"] - report["canary"]["json_valid_rate"]
+    assert tier_drop < 0.05 and tier_drop < task_drop / 2, (tier_drop, task_drop)
     assert all(r.status_code == 200 for r in sent)
