@@ -272,6 +272,20 @@ class _Fold:
             return b""
         if not self._head:
             self._head = obj
+        elif len(events) == 1 and events[0][0] == "text":
+            choices = obj["choices"]
+            if len(choices) == 1:  # the common chunk: more text of a choice already begun
+                choice = choices[0]
+                c = self._choices.get(choice.get("index", 0))
+                delta = choice.get("delta")
+                if (
+                    c is not None
+                    and choice.get("logprobs") is None
+                    and len(delta) == 1
+                    and "content" in delta
+                ):
+                    c.content.append(events[0][1])
+                    return b""
         for choice in obj.get("choices") or ():
             self._fold(choice, choice.get("delta") or {})
         return b""

@@ -32,11 +32,13 @@ burst of as many, then a 429 with ``retry-after``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +110,12 @@ def check_feedback(body: Any) -> Given:
 
 
 class Feedback:
-    """One worker's answer records (batched) and the feedback it takes."""
+    """One worker's answer records (batched) and the feedback it takes.
+
+    With ``writer`` (a state handle of its own) the batches are written on one
+    thread, off the event loop: a request never waits for them, and the order
+    of batches (and so of the written-through marks) is kept. Without it (the
+    CLI, tests) they are written in place."""
 
     FLUSH_S = 0.25
 
@@ -117,11 +124,15 @@ class Feedback:
         state: State,
         config: Callable[[], QualityConfig],
         clock: Callable[[], float] = time.time,
+        writer: State | None = None,
     ) -> None:
         self.state = state
         self.config = config  # the active policy's [quality] table
         self.clock = clock
         self.writer = f"{socket.gethostname()}:{os.getpid()}"
+        self.handle = writer
+        self._pool = ThreadPoolExecutor(1, "edge-answers") if writer is not None else None
+        self._pending: asyncio.Future[None] | None = None  # the last batch handed to the thread
         self._rows: list[AnswerRecord] = []
         self._timer: asyncio.TimerHandle | None = None
         self._purged = 0.0
@@ -142,30 +153,75 @@ class Feedback:
             except RuntimeError:
                 self.flush()
                 return
-            self._timer = loop.call_later(self.FLUSH_S, self.flush)
+            self._timer = loop.call_later(self.FLUSH_S, self._write_behind)
 
-    def flush(self) -> None:
-        """Write the batch and move this writer's mark (a no-op batch still marks)."""
+    def _take(self) -> tuple[list[AnswerRecord], float]:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         rows, self._rows = self._rows, []
-        through = self.clock()  # every answer accounted so far is in ``rows``
+        return rows, self.clock()  # every answer accounted so far is in ``rows``
+
+    def _failed(self, rows: list[AnswerRecord]) -> None:
+        self._rows = (rows + self._rows)[-100_000:]  # written when the state is back
+
+    def flush(self) -> None:
+        """Write the batch and move this writer's mark (a no-op batch still marks), in place
+        (shutdown, the CLI; the event loop hands batches to the thread: ``_write_behind``)."""
+        rows, through = self._take()
         try:
             self.state.record_answers(rows, self.writer, through, self.config().retention_s)
         except Exception:
-            self._rows = (rows + self._rows)[-100_000:]  # written when the state is back
+            self._failed(rows)
             raise
+
+    def _write_behind(self) -> asyncio.Future[None] | None:
+        """Hand the batch to the writer thread (in place without one); the future of it."""
+        if self._pool is None or self.handle is None:
+            with contextlib.suppress(StateUnavailable):
+                self.flush()
+            return None
+        rows, through = self._take()
+        handle, retention = self.handle, self.config().retention_s
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._pool, handle.record_answers, rows, self.writer, through, retention
+        )
+
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self._failed(rows)
+
+        future.add_done_callback(done)
+        self._pending = future
+        return future
+
+    async def written(self) -> None:
+        """Every answer accounted so far is written (or has failed to be: then kept)."""
+        future = self._write_behind()
+        if future is not None:
+            with contextlib.suppress(Exception):
+                await future
 
     def tick(self, now: float) -> None:
         """Each second: write (and mark), and now and then drop what the retention passed."""
         try:
-            self.flush()
+            if self._pool is None:
+                self.flush()
+            else:
+                self._write_behind()
             if now - self._purged >= PURGE_EVERY_S:
                 self._purged = now
                 self.state.purge_answers(now - self.config().retention_s)
         except StateUnavailable:
             pass  # kept; the next tick tries again
+
+    def close(self) -> None:
+        """Wait for the writer thread, then write what is left in place."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.flush()
 
     # -- feedback
 
@@ -213,7 +269,7 @@ class Feedback:
     async def find(self, request_id: str, key: str) -> AnswerRecord | None:
         """The answer of ``key`` with that id, waiting out the batches of answers accounted
         before now (see the module docstring)."""
-        self.flush()
+        await self.written()
         arrived = self.clock()
         since = arrived - self.config().retention_s
         while True:

@@ -257,7 +257,12 @@ class Gateway:
             self.metrics.rollback,
         )
         self.engines = Engines(settings, policy, self.metrics, log, self.rollouts)
-        self.feedback = Feedback(self.state, lambda: self.policy.quality)
+        # answer records are written on a thread of their own, with a handle of their own
+        self.feedback = Feedback(
+            self.state,
+            lambda: self.policy.quality,
+            writer=open_state(settings.state_dir, settings.redis_url),
+        )
         self.feedback.on_accept = lambda: self.engines.watch_quality(
             self.state, time.monotonic(), force=True
         )
@@ -389,10 +394,12 @@ class Gateway:
         self.spend.flush()
         self.rollouts.flush()
         with contextlib.suppress(StateUnavailable):  # else lost with the worker
-            self.feedback.flush()
+            self.feedback.close()
         self.fleet.publish()  # a worker's counts outlive it: counters never go backwards
         self.state.close()
         self.jobs.state.close()
+        if self.feedback.handle is not None:
+            self.feedback.handle.close()
 
     def stop_refresh(self) -> None:
         if self._refresh is not None:
