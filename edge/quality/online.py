@@ -46,11 +46,21 @@ def check_answer(
         elif check == "length":
             if finish == LENGTH:
                 return check
-        elif check == "refusal" and (
-            finish == CONTENT_FILTER or REFUSAL.search(text[:REFUSAL_SCAN]) is not None
-        ):
+        elif check == "refusal" and (finish == CONTENT_FILTER or _refuses(text[:REFUSAL_SCAN])):
             return check
     return "ok"
+
+
+# Every refusal phrase of ``REFUSAL`` contains one of these (lowercased): a substring test in C
+# rules out most answers before the regular expression runs (it costs ~10 us on 300 chars).
+_HINTS = ("i can", "i won", "i will not", "i'm not", "i\u2019m not", "i am", "help", "assist")
+
+
+def _refuses(head: str) -> bool:
+    lower = head.lower()
+    if not any(hint in lower for hint in _HINTS):
+        return False
+    return REFUSAL.search(head) is not None
 
 
 def _parses(text: str) -> bool:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 RENEW_S = 0.1  # a renewed figure (limit known, reset passed, no answer since) is trusted this long
 KINDS = ("requests", "tokens", "input_tokens", "output_tokens")
@@ -69,10 +70,15 @@ class Figure:
     reset_in_s: float
 
 
+_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-")
+
+
 def read_headers(headers: list[tuple[bytes, bytes]], wall: float) -> dict[str, Figure]:
     """The quota figures in a provider's answer headers (either provider's names)."""
     found: dict[str, dict[str, str]] = {}
     for name, value in headers:
+        if not name.lower().startswith(_PREFIXES):
+            continue  # (most of an answer's headers: decided on the bytes)
         key = name.decode("latin-1").lower()
         if key.startswith("x-ratelimit-"):
             what, _, kind = key[len("x-ratelimit-") :].partition("-")
@@ -143,8 +149,8 @@ class Quotas:
     ) -> float:
         """0 when ``model`` can take this request now; else seconds until its quota resets."""
         q = self.models.get(model)
-        if q is None:
-            return 0.0
+        if q is None or not q.kinds:
+            return 0.0  # no figure known: nothing to wait for
         needs = _needs(input_tokens, output_tokens)
         wait = 0.0
         for kind, k in list(q.kinds.items()):
@@ -159,6 +165,10 @@ class Quotas:
             if left < needs[kind]:
                 wait = max(wait, k.reset_at - now)
         return wait
+
+    def known(self, models: list[Any]) -> bool:
+        """Whether any of ``models`` has a quota figure (the common case, none: no steering)."""
+        return any((q := self.models.get(m.name)) is not None and q.kinds for m in models)
 
     def sent(self, model: str, input_tokens: int, output_tokens: int) -> None:
         q = self.models.setdefault(model, ModelQuota())

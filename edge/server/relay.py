@@ -815,6 +815,8 @@ async def within_quota(
     tiers, so lower tiers are held first."""
     quotas = plan.quotas
     assert quotas is not None
+    if not quotas.known(plan.candidates):
+        return plan.candidates, plan.first  # no candidate's quota is known: nothing to steer by
     d, tier = plan.decision, plan.tier
     # held no longer than the tier lets a request wait for a slot, nor past its deadline
     due = req.received_at + min(plan.start_within_s, tier.max_queue_ms / 1000.0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.errors import InvalidRequest
 from edge.policy import load_policy
@@ -196,3 +198,40 @@ def test_each_tier_routes_on_its_own_quality() -> None:
     assert "gpt-4o-mini" in [m.name for m in l2.order]
     r.set_quality({}, {})
     assert r.decide(policy.tiers["L1"], None, hello, 1, 0, 512).order[0].name == "gpt-4o-mini"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "I can't",
+                "I can\u2019t",
+                "I cannot",
+                "I won't",
+                "I will not",
+                "I'm not able to",
+                "I am unable to",
+                "I am not able to",
+                "can't help",
+                "cannot assist",
+                "unable to help",
+                "Sure",
+                "here is",
+                "the answer",
+                "helpful",
+                "I",
+                "am",
+                "not",
+                " ",
+                ".",
+            ]
+        ),
+        max_size=12,
+    ).map(" ".join)
+)
+def test_the_refusal_prefilter_never_changes_the_verdict(text: str) -> None:
+    from edge.quality.gold import REFUSAL
+    from edge.quality.online import _refuses
+
+    assert _refuses(text) == (REFUSAL.search(text) is not None)
