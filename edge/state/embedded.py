@@ -172,7 +172,7 @@ CREATE TABLE IF NOT EXISTS answers (
     arm TEXT NOT NULL,
     online TEXT NOT NULL,
     PRIMARY KEY (request_id, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS answers_at ON answers (at);
 CREATE TABLE IF NOT EXISTS feedback (
     request_id TEXT NOT NULL,
