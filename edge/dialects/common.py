@@ -92,6 +92,7 @@ class StreamState(Protocol):
 
     first_token: bool
     finished: bool
+    done: bool  # the provider's terminator came (or the gateway ended the answer: ``cut``)
 
     @property
     def output(self) -> list[str]:

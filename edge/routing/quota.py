@@ -77,8 +77,8 @@ def read_headers(headers: list[tuple[bytes, bytes]], wall: float) -> dict[str, F
     """The quota figures in a provider's answer headers (either provider's names)."""
     found: dict[str, dict[str, str]] = {}
     for name, value in headers:
-        if not name.lower().startswith(_PREFIXES):
-            continue  # (most of an answer's headers: decided on the bytes)
+        if not name.startswith(_PREFIXES):
+            continue  # (most of an answer's headers; names come lowercased from h11)
         key = name.decode("latin-1").lower()
         if key.startswith("x-ratelimit-"):
             what, _, kind = key[len("x-ratelimit-") :].partition("-")

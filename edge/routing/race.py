@@ -386,7 +386,8 @@ class Attempt:
                 piece = state.feed(name, data)
                 if piece:
                     out.append(piece)
-                if state.cut:  # the answer ended here (a stop sequence): the rest is not wanted
+                if state.done and state.cut:  # the answer ended here (a stop sequence): the rest
+                    # is not wanted (a cut is always done: checked first, it costs nothing)
                     self.ended = True
                     self.upstream.close()
                     self.tail = state.close()
