@@ -183,7 +183,8 @@ def junit(rep: dict[str, Any]) -> bytes:
     root = ET.Element("testsuites", name="llm-edge gold", tests=suite.get("tests", "0"))
     root.set("failures", str(failed))
     root.append(suite)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml
 
 
 def gold_scores_of(rep: dict[str, Any]) -> dict[str, Any]:

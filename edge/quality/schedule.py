@@ -172,6 +172,7 @@ class GoldSchedule:
         self._renewed = 0.0
         self.task: asyncio.Task[None] | None = None
         self.last: Outcome | None = None
+        self.marks: dict[str, str] = {}  # as last read: for the stats and the dashboard
 
     def saw(self, model: str, version: str) -> None:
         """An answer came from ``model`` at ``version`` (the request path: a dict write)."""
@@ -207,8 +208,20 @@ class GoldSchedule:
                 self.log.event("warning", "model version changed", change=marks[CHANGE])
         self._synced.update(fresh)
 
+    def view(self) -> dict[str, Any]:
+        """The schedule as last read, for ``/v1/edge/stats`` and the dashboard."""
+        m = self.marks
+        return {
+            "every_s": self.every_s,
+            "running": self.task is not None,
+            "last_run_at": float(m[LAST_RUN]) if m.get(LAST_RUN) else None,
+            "last_trigger": m.get(TRIGGER, ""),
+            "last_verdict": m.get(VERDICT, ""),
+            "last_why": m.get(WHY, ""),
+        }
+
     def _check(self, now: float) -> None:
-        marks = self.state.gold_marks()
+        marks = self.marks = self.state.gold_marks()
         first = baseline(marks, now, self.digest)
         if first:
             self.state.put_gold_marks(first)
@@ -271,3 +284,36 @@ class GoldSchedule:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+
+async def run_gold_subprocess(policy: str, out_dir: str) -> dict[str, Any]:
+    """``llm-edge gold run`` on ``policy`` in a subprocess (a gateway of its own on the same
+    providers), awaited without blocking the loop; its report, published as the router's
+    gold source. Its gateway gets no shared state and no schedule of its own."""
+    import os
+    import sys
+    from pathlib import Path
+
+    import orjson
+
+    out = Path(out_dir) / f"scheduled-{int(time.time())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_REDIS_URL"}
+    env["EDGE_GOLD_EVERY"] = "0"
+    args = ["gold", "run", "--out", str(out), "--junit", str(out.with_suffix(".xml"))]
+    if policy:
+        args += ["--policy", policy]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge.cli", *args,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, err = await proc.communicate()
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode not in (0, 1) or not out.exists():
+        raise RuntimeError(f"gold run exited {proc.returncode}: {err.decode()[-500:]}")
+    report: dict[str, Any] = orjson.loads(out.read_bytes())
+    return report

@@ -188,7 +188,7 @@ def test_the_runner_passes_a_good_model_and_fails_a_bad_one(
     report = json.loads(bad_out.read_text())
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    failed = [c.get("name", "") for c in suite.iter("testcase") if c.find("failure") is not None]
     assert int(suite.get("tests", "")) == report["cases"] + 1  # every case, and the verdict
     assert sorted(failed) == sorted([f["id"] for f in report["failures"]] + ["verdict"])
     assert int(suite.get("failures", "")) == len(failed)
