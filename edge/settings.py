@@ -85,6 +85,9 @@ class Settings:
     rollout_cost_cap_usd: float = 0.02
     rollout_margin: float = 0.02
     rollout_alpha: float = 0.01
+    gold_every: str = (
+        "7d"  # the scheduled gold run's period: 7d, 12h, 30m, 90s; 0 = no scheduled runs
+    )
     gold_report: str = ""  # the gold report whose per-model scores the router uses; "" = <state_dir>/gold/latest.json
     metrics_dir: str = (
         ""  # set by the supervisor: where workers share their metrics (not an env var)
@@ -95,6 +98,10 @@ class Settings:
     @property
     def stages(self) -> tuple[int, ...]:
         return tuple(int(p) for p in self.rollout_stages.split(",") if p.strip())
+
+    @property
+    def gold_every_s(self) -> float:
+        return duration_s(self.gold_every)
 
     @property
     def gold_report_path(self) -> str:
@@ -163,6 +170,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_REDIS_WAIT_MS": ("redis_wait_ms", float),
     "EDGE_SPEND_PENDING_MAX": ("spend_pending_max", int),
     "EDGE_GOLD_REPORT": ("gold_report", str),
+    "EDGE_GOLD_EVERY": ("gold_every", str),
     "EDGE_ROLLOUT_STAGES": ("rollout_stages", str),
     "EDGE_ROLLOUT_MIN_REQUESTS": ("rollout_min_requests", int),
     "EDGE_ROLLOUT_DWELL_S": ("rollout_dwell_s", float),
@@ -189,6 +197,19 @@ def unknown_names(env: Mapping[str, str], policy_names: set[str]) -> list[str]:
             near = difflib.get_close_matches(name, valid, n=1)
             out.append(f"{name} (did you mean {near[0]}?)" if near else name)
     return out
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def duration_s(raw: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``90s``, ``1w`` or plain seconds -> seconds (ValueError else)."""
+    text = raw.strip().lower()
+    unit = _UNITS.get(text[-1:], 0.0)
+    number = float(text[:-1] if unit else text)
+    if number < 0 or number != number or number == float("inf"):
+        raise ValueError(raw)
+    return number * (unit or 1.0)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -232,6 +253,10 @@ def _check(s: Settings) -> None:
         if not cond:
             raise SettingsError(f"{name}: {why}")
 
+    try:
+        duration_s(s.gold_every)
+    except ValueError:
+        need(False, "EDGE_GOLD_EVERY", f"expected a duration (7d, 12h, 0), got {s.gold_every!r}")
     need(0 <= s.port <= 65535, "EDGE_PORT", "must be 0..65535")
     need(s.workers >= 1, "EDGE_WORKERS", "must be at least 1")
     need(s.max_body_bytes >= 1024, "EDGE_MAX_BODY_BYTES", "must be at least 1024")

@@ -150,6 +150,7 @@ def start_gateway(
         "EDGE_WORKERS": str(workers),
         "EDGE_PORT": "0",
         "EDGE_STATE_DIR": tempfile.mkdtemp(prefix="edge-state-"),
+        "EDGE_GOLD_EVERY": "0",  # no scheduled gold runs unless a test asks for them
         **(extra_env or {}),
     }
     return start(["serve"], env=env, ready=SERVE_READY)

@@ -196,7 +196,9 @@ class Stream:
         "_out",
         "_write",
         "aggregate",
+        "answered_model",
         "done",
+        "fingerprint",
         "finish",
         "finished",
         "first_token",
@@ -224,6 +226,10 @@ class Stream:
         self.tool_args: list[list[str]] = []
         self.finish: str | None = None
         self.mixed = False
+        # the model version the provider answered with: its model id and (OpenAI) its
+        # system_fingerprint, from the stream's start (edge/quality/schedule.py watches them)
+        self.answered_model = ""
+        self.fingerprint = ""
 
     @property
     def usage(self) -> dict[str, Any] | None:
@@ -272,6 +278,11 @@ class Stream:
                 self.finish = ev[1]
             elif kind == "end":
                 self.done = True
+            elif kind == "start":
+                self.answered_model = ev[2]
+                obj = self._decoder.obj
+                if obj is not None:
+                    self.fingerprint = str(obj.get("system_fingerprint") or "")
         return self._write(name, data, self._decoder.obj, events)
 
     @property

@@ -131,6 +131,18 @@ COUNTER_FAMILIES = (
         ["tier", "reason"],
     ),
     ("rollbacks", "edge_rollout_rollbacks", "Automatic rollout rollbacks", ["reason"]),
+    (
+        "gold_runs",
+        "edge_gold_runs",
+        "Scheduled gold runs (trigger: schedule, policy, model; verdict: pass, regression, error)",
+        ["trigger", "verdict"],
+    ),
+    (
+        "gold_regressions",
+        "edge_gold_regressions",
+        "Models a scheduled gold run found under their floor (they were not before)",
+        ["model"],
+    ),
 )
 # what a worker shares with the others: the exported counters and the stats' per-tier counts
 COUNTERS = (*(f[0] for f in COUNTER_FAMILIES), "tier_requests")
@@ -247,6 +259,8 @@ class Metrics:
         self._gold_age: Callable[[], dict[str, float]] | None = None
         self._rollout: Callable[[], tuple[float, dict[tuple[str, str], int]]] | None = None
         self.rollbacks: dict[tuple[str], int] = {}
+        self.gold_runs: dict[tuple[str, str], int] = {}
+        self.gold_regressions: dict[tuple[str], int] = {}
         self._state: Callable[[], StateView] | None = None
         # the state backend as every absorbed worker saw it: up only when every live one reaches
         # it; errors and the spend figures summed (None: nobody told)
@@ -471,6 +485,12 @@ class Metrics:
 
     def rollback(self, reason: str) -> None:
         self.rollbacks[(reason,)] = self.rollbacks.get((reason,), 0) + 1
+
+    def gold_run(self, trigger: str, verdict: str, models: list[str]) -> None:
+        """A scheduled gold run ended (``models``: those it found regressed)."""
+        self.gold_runs[(trigger, verdict)] = self.gold_runs.get((trigger, verdict), 0) + 1
+        for model in models:
+            self.gold_regressions[(model,)] = self.gold_regressions.get((model,), 0) + 1
 
     def watch_rollout(self, view: Callable[[], tuple[float, dict[tuple[str, str], int]]]) -> None:
         """Export the rollout's stage and per-arm outcomes, read at scrape time."""

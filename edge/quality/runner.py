@@ -135,9 +135,56 @@ def main(args: argparse.Namespace) -> int:
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(target)  # the gateways watching it never read half a report
+    if args.junit:
+        Path(args.junit).write_bytes(junit(rep))
     print(text)
     print(f"report: {args.out}")
     return 0 if not why else 1
+
+
+def junit(rep: dict[str, Any]) -> bytes:
+    """The report as JUnit XML for CI systems: one testcase per routed gold case (class: its
+    kind), a failure with its reason; a failed verdict (the floor, a regression) is one more
+    failing testcase, ``verdict``, so a CI that counts failures sees the run's result."""
+    from xml.etree import ElementTree as ET
+
+    results = rep.get("results", [])
+    why = rep.get("why", [])
+    failed = sum(1 for r in results if not r["ok"]) + (1 if why else 0)
+    suite = ET.Element(
+        "testsuite",
+        name="llm-edge gold",
+        tests=str(len(results) + 1),
+        failures=str(failed),
+        errors="0",
+        time=f"{sum(r['latency_s'] for r in results):.3f}",
+        timestamp=str(rep.get("created", "")),
+    )
+    for r in results:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"gold.{r['kind']}.{r['tier']}",
+            name=str(r["id"]),
+            time=f"{r['latency_s']:.3f}",
+        )
+        props = ET.SubElement(case, "properties")
+        ET.SubElement(props, "property", name="model", value=str(r["model"]))
+        if not r["ok"]:
+            failure = ET.SubElement(case, "failure", message=str(r["why"])[:500], type=r["kind"])
+            failure.text = (
+                f"{r['id']} ({r['kind']}, tier {r['tier']}, model {r['model']}): {r['why']}"
+            )
+    verdict = ET.SubElement(suite, "testcase", classname="gold", name="verdict", time="0")
+    if why:
+        ET.SubElement(
+            verdict, "failure", message="; ".join(why)[:500], type="verdict"
+        ).text = "\n".join(why)
+    root = ET.Element("testsuites", name="llm-edge gold", tests=suite.get("tests", "0"))
+    root.set("failures", str(failed))
+    root.append(suite)
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml
 
 
 def gold_scores_of(rep: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +224,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("--margin", type=float, default=0.02, help="allowed drop from the baseline")
     r.add_argument("--out", default="gold-report.json", help="the JSON report (+ .txt summary)")
     r.add_argument("--concurrency", type=int, default=8)
+    r.add_argument("--junit", default="", help="also write JUnit XML (one testcase per case)")
     r.add_argument(
         "--no-publish",
         dest="publish",

@@ -63,6 +63,13 @@ from edge.quality.engines import Engines
 from edge.quality.feedback import Feedback
 from edge.quality.rollout import RolloutConfig, Rollouts, TierFloor
 from edge.quality.rollout import status as rollout_status
+from edge.quality.schedule import (
+    GoldSchedule,
+    model_floors,
+    policy_digest,
+    run_gold_subprocess,
+    version_of,
+)
 from edge.routing.quota import Quotas
 from edge.server.admission import Admission, AdmissionQueue, TierLimits
 from edge.server.auth import Keyring
@@ -267,6 +274,7 @@ class Gateway:
             self.state, time.monotonic(), force=True
         )
         self.router = self.engines.active.router  # the active policy's, for the worker's life
+        self.gold_schedule = self._gold_schedule(settings, policy, log)
         self.gate = Gate(
             settings,
             keys,
@@ -332,6 +340,8 @@ class Gateway:
             if self.spend.available:
                 self.feedback.tick(time.time())
                 self.engines.watch_quality(self.state, time.monotonic())
+            if self.gold_schedule is not None and self.spend.available:
+                self.gold_schedule.tick()
             self.fleet.publish()
             self._refresh = loop.call_later(every_s, tick)
 
@@ -340,6 +350,57 @@ class Gateway:
         self.engines.watch_quality(self.state, time.monotonic())
 
         self._refresh = loop.call_later(every_s, tick)
+
+    def _gold_schedule(self, settings: Settings, policy: Policy, log: Log) -> GoldSchedule | None:
+        """The scheduled gold run (``EDGE_GOLD_EVERY``; 0: none): ``llm-edge gold run`` on
+        the active policy in a subprocess, its regressions counted and sent to the webhook."""
+        if settings.gold_every_s <= 0:
+            return None
+        try:
+            with open(policy.source, "rb") as f:
+                digest = policy_digest(f.read())
+        except OSError:
+            digest = policy_digest(policy.source)
+        out_dir = os.path.join(settings.state_dir, "gold")
+        floors = model_floors(
+            {n: t.pool for n, t in policy.tiers.items()},
+            {n: t.quality_floor for n, t in policy.tiers.items()},
+        )
+        return GoldSchedule(
+            self.state,
+            settings.gold_every_s,
+            digest,
+            lambda trigger, why: run_gold_subprocess(settings.policy, out_dir),
+            log,
+            floors=floors,
+            before=lambda: {m: g.score for m, g in self.engines.gold.items()},
+            on_done=self._gold_done,
+        )
+
+    async def _gold_done(self, outcome: Any) -> None:
+        """A scheduled gold run ended: counted; a regression also goes to the policy's
+        webhook (``jobs.webhook_url``), retried with the job webhooks' backoff."""
+        self.metrics.gold_run(outcome.trigger, outcome.verdict, sorted(outcome.models))
+        url = self.policy.webhook_url
+        if outcome.verdict != "regression" or not url:
+            return
+        payload = {
+            "type": "gold.regression",
+            "trigger": outcome.trigger,
+            "why": outcome.why,
+            "failures": outcome.failures,
+            "models": outcome.models,
+            "at": time.time(),
+        }
+        s = self.settings
+        for attempt in range(1, s.jobs_webhook_attempts + 1):
+            try:
+                await post_webhook(url, payload)
+                return
+            except ConnectionError as exc:
+                self.log.event("warning", "gold webhook failed", attempt=attempt, error=str(exc))
+            if attempt < s.jobs_webhook_attempts:
+                await asyncio.sleep(s.jobs_webhook_backoff_s * 2 ** (attempt - 1))
 
     def _gauges(self, m: Metrics) -> None:
         """The gauges read from shared figures: on this worker's metrics, and on a merged view."""
@@ -391,6 +452,8 @@ class Gateway:
     async def close(self) -> None:
         """Stop the job runner (running jobs go back to their leases) and write the ledger."""
         await self.jobs.stop()
+        if self.gold_schedule is not None:
+            await self.gold_schedule.close()
         self.spend.flush()
         self.rollouts.flush()
         with contextlib.suppress(StateUnavailable):  # else lost with the worker
@@ -592,6 +655,12 @@ class Gateway:
             self.feedback.record(
                 req.request_id, out.key_digest, out.tier, out.task, out.model, out.arm, out.online
             )
+        if self.gold_schedule is not None and out.state is not None and out.status == 200:
+            answered = getattr(out.state, "answered_model", "")
+            if answered:  # a provider's model version, for the scheduled gold run
+                self.gold_schedule.saw(
+                    out.model, version_of(answered, getattr(out.state, "fingerprint", ""))
+                )
         if out.arm:
             self.rollouts.record(
                 out.arm,
@@ -901,6 +970,8 @@ class Gateway:
             ],
         )
         body["scope"] = "fleet" if scope == "fleet" and self.fleet.shared else "instance"
+        if self.gold_schedule is not None:
+            body["gold_schedule"] = self.gold_schedule.view()
         proto.respond(200, [*JSON_HEADERS, (b"cache-control", b"no-store")], orjson.dumps(body))
 
     async def dashboard(self, req: Request, proto: EdgeProtocol, out: Outcome) -> None:

@@ -33,6 +33,11 @@ Tables:
   ``rate_buckets``: answer records for feedback (retention period), human
   and online-check counts per day, each worker's written-through mark, the
   feedback rate limit per key (see ``edge/quality/feedback.py``).
+- ``gold_lease``, ``gold_marks``: the scheduled gold run's turn (one row: a
+  lease by owner and expiry, taken or renewed in one ``UPDATE``, so no
+  transaction is held while the run lasts) and what it remembers (the last
+  run, the policy digest, each model's last seen version; see
+  ``edge/quality/schedule.py``).
 
 Waits are bounded: the busy timeout is the handle's ``wait_ms`` (the
 gateway's request path: ``EDGE_STATE_WAIT_MS``); a lock held longer raises
@@ -200,6 +205,15 @@ CREATE TABLE IF NOT EXISTS quality_counts (
 CREATE TABLE IF NOT EXISTS answer_marks (
     writer TEXT PRIMARY KEY,
     through REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gold_lease (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gold_marks (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rate_buckets (
     bucket TEXT PRIMARY KEY,
@@ -884,6 +898,34 @@ class EmbeddedState:
             db.execute("ROLLBACK")
             raise
         return wait
+
+    # -- the scheduled gold run (edge/quality/schedule.py)
+
+    @_bounded
+    def gold_lease(self, owner: str, now: float, ttl_s: float) -> bool:
+        db = self._db
+        db.execute("INSERT OR IGNORE INTO gold_lease VALUES ('gold', '', 0)")
+        cur = db.execute(
+            "UPDATE gold_lease SET owner = ?, until = ? "
+            "WHERE name = 'gold' AND (owner = ? OR until <= ?)",
+            (owner, now + ttl_s, owner, now),
+        )  # one statement: atomic across processes
+        return cur.rowcount == 1
+
+    @_bounded
+    def gold_release(self, owner: str) -> None:
+        self._db.execute(
+            "UPDATE gold_lease SET owner = '', until = 0 WHERE name = 'gold' AND owner = ?",
+            (owner,),
+        )
+
+    @_bounded
+    def gold_marks(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT name, value FROM gold_marks").fetchall())
+
+    @_bounded
+    def put_gold_marks(self, marks: dict[str, str]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO gold_marks VALUES (?, ?)", list(marks.items()))
 
 
 def _day(at: float) -> str:

@@ -23,6 +23,9 @@ script, so it is atomic across instances:
   hashes of key digest -> record (expiring with the retention period),
   ``quality:{day}`` counts per (tier, task, model), ``answers:marks`` (each
   writer's written-through time), ``rate:{bucket}`` token buckets (a script).
+- the scheduled gold run: ``gold:lease`` (a hash of owner and expiry, taken
+  or renewed by a script against the caller's clock) and ``gold:marks`` (a
+  hash: the last run, the policy digest, each model's last seen version).
 
 Calls have a short socket timeout (the handle's ``wait_ms``;
 ``EDGE_STATE_WAIT_MS`` on the request path); a lost Redis raises
@@ -136,6 +139,23 @@ if KEYS[4] ~= '' then redis.call('ZADD', KEYS[4], 0, id) end
 return 1
 """
 
+_GOLD_LEASE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local expiry = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if owner and owner ~= ARGV[1] and owner ~= '' and expiry > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ARGV[3])
+return 1
+"""
+
+_GOLD_RELEASE = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'owner', '', 'until', '0')
+end
+return 1
+"""
+
 _RENEW = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
   return 0
@@ -204,6 +224,8 @@ class RedisState:
         self._claim = self.r.register_script(_CLAIM)
         self._if_owner = self.r.register_script(_IF_OWNER)
         self._renew = self.r.register_script(_RENEW)
+        self._gold_lease = self.r.register_script(_GOLD_LEASE)
+        self._gold_release = self.r.register_script(_GOLD_RELEASE)
         self._move = self.r.register_script(_MOVE)
         self._feedback = self.r.register_script(_FEEDBACK)
         self._token = self.r.register_script(_TOKEN)
@@ -761,6 +783,23 @@ class RedisState:
                 self._token, keys=[f"{P}rate:{bucket}"], args=[repr(per_s), repr(burst), repr(now)]
             )
         )
+
+    # -- the scheduled gold run (edge/quality/schedule.py)
+
+    def gold_lease(self, owner: str, now: float, ttl_s: float) -> bool:
+        args = [owner, repr(now), repr(now + ttl_s)]
+        return bool(self._do(self._gold_lease, keys=[f"{P}gold:lease"], args=args))
+
+    def gold_release(self, owner: str) -> None:
+        self._do(self._gold_release, keys=[f"{P}gold:lease"], args=[owner])
+
+    def gold_marks(self) -> dict[str, str]:
+        raw = self._do(self.r.hgetall, f"{P}gold:marks")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def put_gold_marks(self, marks: dict[str, str]) -> None:
+        if marks:
+            self._do(self.r.hset, f"{P}gold:marks", mapping=marks)
 
 
 def _day(at: float) -> str:

@@ -325,3 +325,21 @@ class State(Protocol):
         """A token bucket shared by every worker: 0 when a token was taken, else the
         seconds until one is available."""
         ...
+
+    # -- the scheduled gold run (edge/quality/schedule.py)
+
+    def gold_lease(self, owner: str, now: float, ttl_s: float) -> bool:
+        """Take the scheduled gold run's turn for ``ttl_s`` from ``now``, or renew it when
+        ``owner`` holds it: True when ``owner`` holds it now (one owner at a time across every
+        worker and instance; an expired lease is anyone's)."""
+        ...
+
+    def gold_release(self, owner: str) -> None:
+        """Give the turn back (only its owner can)."""
+        ...
+
+    def gold_marks(self) -> dict[str, str]:
+        """What the scheduled gold run remembers, by name (see edge/quality/schedule.py)."""
+        ...
+
+    def put_gold_marks(self, marks: dict[str, str]) -> None: ...

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -179,9 +180,18 @@ def test_the_runner_passes_a_good_model_and_fails_a_bad_one(
     assert set(report["by_kind"]) == set(gold.KINDS) and list(report["by_model"]) == ["good"]
     assert "PASS" in (tmp_path / "good.txt").read_text() and published.exists()
 
-    bad = run_gold(qsim, bad_out, "--model", "bad", "--baseline", str(good_out))
+    junit = tmp_path / "bad.xml"
+    bad = run_gold(
+        qsim, bad_out, "--model", "bad", "--baseline", str(good_out), "--junit", str(junit)
+    )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     report = json.loads(bad_out.read_text())
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    failed = [c.get("name", "") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert int(suite.get("tests", "")) == report["cases"] + 1  # every case, and the verdict
+    assert sorted(failed) == sorted([f["id"] for f in report["failures"]] + ["verdict"])
+    assert int(suite.get("failures", "")) == len(failed)
     assert not report["pass"] and report["success_rate"] < 0.97
     kinds = {f["kind"] for f in report["failures"]}
     assert kinds <= {"json_schema", "refusal", "safety"} and "json_schema" in kinds
@@ -244,3 +254,30 @@ def test_the_runner_cannot_run_without_cases(qsim: SimClient, tmp_path: Path) ->
     empty.write_text("")
     r = run_gold(qsim, tmp_path / "x.json", "--gold", str(empty))
     assert r.returncode == 2
+
+
+def test_junit_has_one_testcase_per_case_and_the_verdict() -> None:
+    from edge.quality.runner import junit
+
+    results = [
+        gold.Result("a-1", "refusal", "L0", "m1", True, "", 0.5, 0.0),
+        gold.Result("b-1", "json_schema", "L1", "m2", False, "not JSON: <oops> & more", 0.25, 0.0),
+        gold.Result("c-1", "exact", "L1", "m2", False, "wanted 4, got 5", 0.25, 0.0),
+    ]
+    rep = gold.report(results)
+    rep["why"] = gold.verdict(rep, 0.97, None, 0.02)
+    root = ElementTree.fromstring(junit(rep))
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), root.get("failures")) == ("4", "3", "3")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == ["a-1", "b-1", "c-1", "verdict"]
+    assert cases["a-1"].find("failure") is None
+    failure = cases["b-1"].find("failure")
+    assert failure is not None and failure.get("message") == "not JSON: <oops> & more"
+    assert cases["b-1"].get("classname") == "gold.json_schema.L1"
+    verdict = cases["verdict"].find("failure")
+    assert verdict is not None and "under the floor" in (verdict.get("message") or "")
+    rep["why"] = []  # a passing verdict: its testcase passes
+    suite = ElementTree.fromstring(junit(rep)).find("testsuite")
+    assert suite is not None and suite.get("failures") == "2"

@@ -21,7 +21,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def two_workers(sim: SimClient) -> Iterator[Proc]:
-    proc = start_gateway(sim.url, POLICY, {"EDGE_KEYS": KEY, "EDGE_ADMIN_KEY": ADMIN}, workers=2)
+    env = {"EDGE_KEYS": KEY, "EDGE_ADMIN_KEY": ADMIN, "EDGE_GOLD_EVERY": "7d"}
+    proc = start_gateway(sim.url, POLICY, env, workers=2)
     yield proc
     proc.stop()
 
@@ -125,6 +126,8 @@ def test_the_dashboard_renders_live_numbers_without_console_errors(two_workers: 
     assert p95 and float(p95.group(2)) > 0, "no live latency figures in the page"
     assert re.search(r'data-tier="L1" data-field="success">\s*100\.0%<', dom)
     assert 'data-model="openai/gpt-4o-mini"' in dom and "2 worker(s)" in dom
+    # the scheduled gold run: the first start is its baseline, nothing ran
+    assert re.search(r'id="gold" class="dim">no scheduled gold run yet<', dom), dom[-2000:]
     assert re.search(r'data-quality="L1/all/gpt-4o-mini">.*?data-field="hybrid">[01]\.\d{3}<', dom)
     console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not [ln for ln in console if re.search(r"error|uncaught", ln, re.I)], console
