@@ -141,7 +141,7 @@ def request_id_for(headers: dict[bytes, bytes]) -> str:
     given = headers.get(b"x-request-id")
     if given and len(given) <= 128 and all(c in _ID_OK for c in given):
         return given.decode("ascii")
-    return "req_%012x%s" % (time.time_ns() // 1_000_000, os.urandom(6).hex())
+    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
 
 
 Handler = Callable[[Request, "EdgeProtocol"], Coroutine[Any, Any, None]]
