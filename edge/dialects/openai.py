@@ -51,6 +51,14 @@ from edge.errors import ErrorDialect, InvalidRequest, UpstreamError, UpstreamSta
 
 NAME = "openai"
 _USAGE_NULL = b',"usage":null}'
+# The common chunk of an OpenAI stream, as the provider writes it: one choice at index 0 whose
+# delta is a piece of content and nothing else, no logprobs, no finish. Its text is read off
+# the bytes when it holds no escape (no JSON parse: the decoder's hot path); anything else
+# (another key order, an escape, a usage object, an error) takes the general path.
+_TEXT_HEAD = b'"choices":[{"index":0,"delta":{"content":"'
+_TEXT_TAIL = b'"},"logprobs":null,"finish_reason":null}]'
+# ``Decoder.obj`` for such a chunk: what the outputs read of it (a choice, no usage)
+TEXT_CHUNK: dict[str, Any] = {"choices": [{"index": 0}], "usage": None}
 _DONE = b"data: [DONE]\n\n"
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
@@ -270,6 +278,12 @@ class _Fold:
     ) -> bytes:
         if obj is None:
             return b""
+        if obj is TEXT_CHUNK:  # more text of choice 0 (the decoder's hot path)
+            c = self._choices.get(0)
+            if c is not None:
+                c.content.append(events[0][1])
+                return b""
+            obj = {"choices": [{"index": 0, "delta": {"content": events[0][1]}}]}
         if not self._head:
             self._head = obj
         elif len(events) == 1 and events[0][0] == "text":
@@ -729,6 +743,24 @@ class Decoder:
         if data[:6] == b"[DONE]":
             self.obj = None
             return [("end",)]
+        if self._started and not self._stops:
+            i = data.find(_TEXT_HEAD)
+            if i > 0:
+                start = i + len(_TEXT_HEAD)
+                end = data.find(b'"', start)
+                if (
+                    end > start
+                    and data.startswith(_TEXT_TAIL, end)
+                    and data.find(b"\\", start, end) < 0
+                    and data.find(b'"usage":{', end) < 0
+                    and data.find(b'"error"', 0, i) < 0
+                ):
+                    try:
+                        text = data[start:end].decode()
+                    except UnicodeDecodeError:
+                        raise StreamBroken("provider sent a malformed stream event") from None
+                    self.obj = TEXT_CHUNK
+                    return [("text", text)]
         try:
             obj = self.obj = orjson.loads(data)
         except orjson.JSONDecodeError:

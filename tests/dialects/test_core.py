@@ -196,3 +196,43 @@ def test_stop_matching_across_chunks(text: str, cuts: list[int], stops: list[str
         _, start, seq = hits[0]
         assert got == text[:start] and decoder.cut
         assert [e for e in events if e[0] == "finish"] == [("finish", "stop_sequence", seq)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    content=st.text(max_size=30),
+    logprobs=st.booleans(),
+    usage=st.booleans(),
+    finish=st.sampled_from([None, "stop"]),
+)
+def test_the_text_chunk_read_off_its_bytes_is_the_parsed_one(
+    content: str, logprobs: bool, usage: bool, finish: str | None
+) -> None:
+    """The OpenAI decoder's hot path (a content-only chunk read without a JSON parse) gives
+    the same events and the same folded answer as the general path, for any text."""
+    head = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+    choice: dict[str, Any] = {
+        "index": 0,
+        "delta": {"content": content},
+        "logprobs": {"content": []} if logprobs else None,
+        "finish_reason": finish,
+    }
+    chunk = {**head, "choices": [choice], "usage": {"prompt_tokens": 1} if usage else None}
+    data = orjson.dumps(chunk)
+    fast = OPENAI.decoder()
+    fast.feed(b"", orjson.dumps(first))
+    got = fast.feed(b"", data)
+    # a decoder's first chunk always takes the general path (it reads the answer's head)
+    want = [e for e in OPENAI.decoder().feed(b"", data) if e[0] != "start"]
+    assert [e[:2] for e in got] == [e[:2] for e in want]
+    folded = stream_for(OPENAI, OPENAI, ChatInfo("m", False))
+    for d in (orjson.dumps(first), data):
+        folded.feed(b"", d)
+    if finish is None:
+        folded.feed(
+            b"",
+            orjson.dumps({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        )
+    body = orjson.loads(folded.final_body())
+    assert body["choices"][0]["message"]["content"] == content
