@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -281,3 +282,45 @@ def test_junit_has_one_testcase_per_case_and_the_verdict() -> None:
     rep["why"] = []  # a passing verdict: its testcase passes
     suite = ElementTree.fromstring(junit(rep)).find("testsuite")
     assert suite is not None and suite.get("failures") == "2"
+
+
+def test_a_scheduled_run_happens_in_the_gateway_and_a_changed_policy_runs_at_restart(
+    qsim: SimClient, tmp_path: Path
+) -> None:
+    """The schedule end to end: a gateway whose period has passed runs the gold set itself (a
+    subprocess on the same providers) and publishes the report its router reads; restarted on
+    the same state with a changed policy, it runs again for that reason."""
+    state = tmp_path / "state"
+    published = tmp_path / "latest.json"
+    env = {
+        "EDGE_STATE_DIR": str(state),
+        "EDGE_GOLD_REPORT": str(published),
+        "EDGE_GOLD_EVERY": "1s",
+    }
+
+    def runs(gw: Any, trigger: str) -> float:
+        return sum(metric(gw, "edge_gold_runs_total", trigger=trigger, verdict=v) for v in VERDICTS)
+
+    def wait_for(gw: Any, trigger: str) -> None:
+        deadline = time.monotonic() + 90
+        while runs(gw, trigger) < 1:
+            assert time.monotonic() < deadline, f"no {trigger} run: " + gw.output()[-2000:]
+            time.sleep(0.2)
+
+    gw = start_gateway(qsim.url, POLICY, env)
+    try:
+        wait_for(gw, "schedule")  # the first start only notes the time; then the period passes
+        assert published.exists() and json.loads(published.read_text())["cases"] >= 60
+    finally:
+        gw.stop()
+    changed = tmp_path / "changed.toml"
+    changed.write_text(Path(POLICY).read_text() + "\n# changed\n")
+    gw = start_gateway(qsim.url, str(changed), {**env, "EDGE_GOLD_EVERY": "1d"})
+    try:
+        wait_for(gw, "policy")
+        assert runs(gw, "schedule") == 0  # a day has not passed: the policy was the reason
+    finally:
+        gw.stop()
+
+
+VERDICTS = ("pass", "regression", "error")
