@@ -304,7 +304,7 @@ def test_a_scheduled_run_happens_in_the_gateway_and_a_changed_policy_runs_at_res
     def wait_for(gw: Any, trigger: str) -> None:
         deadline = time.monotonic() + 90
         while runs(gw, trigger) < 1:
-            assert time.monotonic() < deadline, f"no {trigger} run: " + gw.output()[-2000:]
+            assert time.monotonic() < deadline, f"no {trigger} run: " + gw.output[-2000:]
             time.sleep(0.2)
 
     gw = start_gateway(qsim.url, POLICY, env)
@@ -324,3 +324,44 @@ def test_a_scheduled_run_happens_in_the_gateway_and_a_changed_policy_runs_at_res
 
 
 VERDICTS = ("pass", "regression", "error")
+
+
+def test_a_scheduled_regression_goes_to_the_webhook(qsim: SimClient, tmp_path: Path) -> None:
+    """A scheduled run whose verdict fails (every tier on the model that breaks its JSON and
+    misses its refusals) is counted as a regression and POSTed to the policy's webhook."""
+    import http.server
+    import threading
+
+    got: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    policy = tmp_path / "bad.toml"
+    text = Path(POLICY).read_text().replace('pool = ["good"]', 'pool = ["bad"]')
+    policy.write_text(
+        text + f'\n[jobs]\nwebhook_url = "http://127.0.0.1:{server.server_port}/hook"\n'
+    )
+    env = {"EDGE_GOLD_REPORT": str(tmp_path / "latest.json"), "EDGE_GOLD_EVERY": "1s"}
+    gw = start_gateway(qsim.url, str(policy), env)
+    try:
+        deadline = time.monotonic() + 90
+        while not got:
+            assert time.monotonic() < deadline, "no webhook: " + gw.output[-2000:]
+            time.sleep(0.2)
+        assert metric(gw, "edge_gold_runs_total", trigger="schedule", verdict="regression") >= 1
+        assert metric(gw, "edge_gold_regressions_total", model="bad") >= 1
+    finally:
+        gw.stop()
+        server.shutdown()
+    (hook,) = got[:1]
+    assert hook["type"] == "gold.regression" and hook["trigger"] == "schedule"
+    assert "bad" in hook["models"] and hook["why"]
