@@ -6,11 +6,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import settings
 
+from edge.state.embedded import EmbeddedState
+from edge.state.redis_state import RedisState
 from tests.procs import ROOT, SimClient, start
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -97,3 +99,30 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+Backend = EmbeddedState | RedisState
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def new(request: pytest.FixtureRequest) -> Iterator[Callable[[], Backend]]:
+    """Handles on one state, on each backend: calling it twice is two workers (one SQLite
+    file) or two instances (one Redis)."""
+    opened: list[Backend] = []
+    if request.param == "embedded":
+        directory = tempfile.mkdtemp()
+
+        def make() -> Backend:
+            opened.append(EmbeddedState(directory))
+            return opened[-1]
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+
+        def make() -> Backend:
+            opened.append(RedisState(server.url))
+            return opened[-1]
+
+    yield make
+    for state in opened:
+        state.close()

@@ -8,44 +8,16 @@ Time is a fake clock; the run is a fake that counts its calls and can be held op
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from edge.observe.log import Log
 from edge.quality import schedule
 from edge.quality.schedule import GoldSchedule, Outcome
-from edge.state.embedded import EmbeddedState
-from edge.state.redis_state import RedisState
-from tests.conftest import RedisServer
+from tests.conftest import Backend
 
 T0 = 1_795_000_000.0
 DAY = 86400.0
-Backend = EmbeddedState | RedisState
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def new(request: pytest.FixtureRequest) -> Iterator[Callable[[], Backend]]:
-    opened: list[Backend] = []
-    if request.param == "sqlite":
-        directory = tempfile.mkdtemp()
-
-        def make() -> Backend:
-            opened.append(EmbeddedState(directory))
-            return opened[-1]
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        server.flush()
-
-        def make() -> Backend:
-            opened.append(RedisState(server.url))
-            return opened[-1]
-
-    yield make
-    for state in opened:
-        state.close()
 
 
 class Clock:

@@ -3,42 +3,17 @@ test body for both state backends (SQLite and Redis), each call on a handle of i
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from edge.state.embedded import EmbeddedState
-from edge.state.redis_state import RedisState
 from edge.state.types import AnswerRecord, FeedbackRow
-from tests.conftest import RedisServer
+from tests.conftest import Backend
 
 NOW = 1_795_000_000.0
 DAY = 86400.0
 KEEP = 30 * DAY
-Backend = EmbeddedState | RedisState
-
-
-@pytest.fixture(params=["embedded", "redis"])
-def new(request: pytest.FixtureRequest) -> Iterator[Callable[[], Backend]]:
-    opened: list[Backend] = []
-    if request.param == "embedded":
-        directory = tempfile.mkdtemp()
-
-        def make() -> Backend:
-            opened.append(EmbeddedState(directory))
-            return opened[-1]
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        server.flush()
-
-        def make() -> Backend:
-            opened.append(RedisState(server.url))
-            return opened[-1]
-
-    yield make
-    for state in opened:
-        state.close()
 
 
 def answer(rid: str, key: str = "ka", at: float = NOW, online: str = "ok") -> AnswerRecord:

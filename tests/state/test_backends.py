@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,32 +18,9 @@ import pytest
 from edge.state.embedded import EmbeddedState
 from edge.state.redis_state import RedisState
 from edge.state.types import ControllerBusy, LedgerRow, Settlement, periods
-from tests.conftest import RedisServer
+from tests.conftest import Backend
 
 NOW = 1_795_000_000.0  # 2026-11-18
-Backend = EmbeddedState | RedisState
-
-
-@pytest.fixture(params=["embedded", "redis"])
-def new(request: pytest.FixtureRequest) -> Iterator[Callable[[], Backend]]:
-    opened: list[Backend] = []
-    if request.param == "embedded":
-        directory = tempfile.mkdtemp()
-
-        def make() -> Backend:
-            opened.append(EmbeddedState(directory))
-            return opened[-1]
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        server.flush()
-
-        def make() -> Backend:
-            opened.append(RedisState(server.url))
-            return opened[-1]
-
-    yield make
-    for state in opened:
-        state.close()
 
 
 def test_concurrent_reservations_cannot_pass_on_the_same_headroom(
