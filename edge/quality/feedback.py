@@ -212,7 +212,15 @@ class Feedback:
                 self._write_behind()
             if now - self._purged >= PURGE_EVERY_S:
                 self._purged = now
-                self.state.purge_answers(now - self.config().retention_s)
+                before = now - self.config().retention_s
+                if self._pool is not None and self.handle is not None:
+                    # a large delete: on the writer's thread, never on the event loop
+                    purge = asyncio.get_running_loop().run_in_executor(
+                        self._pool, self.handle.purge_answers, before
+                    )
+                    purge.add_done_callback(_ignore_failure)
+                else:
+                    self.state.purge_answers(before)
         except StateUnavailable:
             pass  # kept; the next tick tries again
 
@@ -280,6 +288,12 @@ class Feedback:
             if marked >= arrived + MARK_SLACK_S or self.clock() >= arrived + MISS_WAIT_S:
                 return None
             await asyncio.sleep(POLL_S)
+
+
+def _ignore_failure(future: asyncio.Future[int]) -> None:
+    """A purge that failed (the state was down) is tried again at the next one."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(slots=True)
