@@ -809,10 +809,6 @@ def with_max_tokens(body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     return {**body, "max_tokens": max_tokens}
 
 
-def answer_text(body: dict[str, Any]) -> str:
-    return "".join(b.get("text", "") for b in body.get("content", []) if b.get("type") == "text")
-
-
 class _Messages:
     NAME = NAME
     KIND = "anthropic"
@@ -827,7 +823,6 @@ class _Messages:
     error_from_upstream = staticmethod(error_from_upstream)
     error_event = staticmethod(error_event)
     render = staticmethod(render)
-    answer_text = staticmethod(answer_text)
 
     def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
         return Decoder()

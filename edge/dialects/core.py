@@ -178,10 +178,6 @@ class Dialect(Protocol):
         """A folded canonical answer as this dialect's answer body."""
         ...
 
-    def answer_text(self, body: dict[str, Any]) -> str:
-        """The text of an answer body of this dialect (online quality checks)."""
-        ...
-
 
 # ------------------------------------------------------------------ the shared stream state
 

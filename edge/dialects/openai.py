@@ -998,10 +998,6 @@ def with_max_tokens(body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     return out
 
 
-def answer_text(body: dict[str, Any]) -> str:
-    return str(body["choices"][0]["message"]["content"] or "")
-
-
 class _ChatCompletions:
     NAME = NAME
     KIND = "openai"
@@ -1016,7 +1012,6 @@ class _ChatCompletions:
     error_from_upstream = staticmethod(error_from_upstream)
     error_event = staticmethod(error_event)
     render = staticmethod(render)
-    answer_text = staticmethod(answer_text)
 
     def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
         return Decoder(stops)

@@ -848,16 +848,6 @@ def from_canonical(req: ChatRequest, upstream_model: str, default_max_tokens: in
     raise InvalidRequest("the Responses API serves only its own callers", param="model")
 
 
-def answer_text(body: dict[str, Any]) -> str:
-    return "".join(
-        c.get("text", "")
-        for o in body.get("output", [])
-        if o.get("type") == "message"
-        for c in o.get("content", [])
-        if c.get("type") == "output_text"
-    )
-
-
 class _Responses:
     """The Responses API as a ``core.Dialect``. Its answers echo the request's settings and
     continue a stored conversation, so its outputs are made per request (``output``, which
@@ -875,7 +865,6 @@ class _Responses:
     from_canonical = staticmethod(from_canonical)
     error_from_upstream = staticmethod(error_from_upstream)
     error_event = staticmethod(error_event)
-    answer_text = staticmethod(answer_text)
 
     def decoder(self, stops: tuple[str, ...] = ()) -> Decoder:
         return Decoder(stops)

@@ -35,10 +35,10 @@ def check_answer(
     """``ok``, or the first check the answer failed."""
     for check in checks:
         if check == "json":
-            if json_asked and not _parses(text):
+            if json_asked and not parses(text):
                 return check
         elif check == "tool_args":
-            if any(args.strip() and not _parses(args) for args in tool_args):
+            if any(args.strip() and not parses(args) for args in tool_args):
                 return check
         elif check == "empty":
             if not text.strip() and not tool_args:
@@ -63,7 +63,7 @@ def _refuses(head: str) -> bool:
     return REFUSAL.search(head) is not None
 
 
-def _parses(text: str) -> bool:
+def parses(text: str) -> bool:
     try:
         orjson.loads(text)
     except orjson.JSONDecodeError:

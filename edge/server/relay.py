@@ -46,7 +46,7 @@ from edge.errors import (
     UpstreamTimeout,
 )
 from edge.policy import ALIASES, Model, Policy, Provider, Tier
-from edge.quality.online import check_answer
+from edge.quality.online import check_answer, parses
 from edge.routing.capabilities import PARAMS, names_of, needs_of
 from edge.routing.decide import Decision, Router
 from edge.routing.quota import Quotas
@@ -742,8 +742,6 @@ async def relay_chat(
             _served(out, race)
             out.status = 200
             _check_online(out, plan, policy, winner)
-            if plan.needs & CAP_JSON:
-                out.json_asked, out.json_valid = True, json_answer_ok(answer, plan.dialect)
             headers = answer_headers(plan, winner, race)
             headers.append((b"x-edge-cost-usd", b"%.8f" % out.cost_usd))
             proto.respond(200, JSON_HEADERS + headers, answer)
@@ -856,25 +854,21 @@ async def within_quota(
         await asyncio.sleep(wait)  # until the reset: held, not refused
 
 
-def json_answer_ok(body: bytes, dialect: Dialect) -> bool:
-    """Whether a structured-output answer's text is JSON (the rollout's online quality signal)."""
-    try:
-        orjson.loads(dialect.answer_text(orjson.loads(body)))
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-        return False
-    return True
-
-
 def _check_online(out: Outcome, plan: Plan, policy: Policy, winner: Attempt) -> None:
-    """The online checks' verdict on a whole answer (edge/quality/online.py)."""
+    """The online checks' verdict on a whole answer, streamed or not (edge/quality/online.py),
+    and, when JSON was asked, whether its text is JSON (the rollout's signal)."""
     state = winner.state
+    text = "".join(state.text)
+    json_asked = bool(plan.needs & CAP_JSON)
     out.online = check_answer(
-        "".join(state.text),
+        text,
         ["".join(args) for args in state.tool_args],
         state.finish,
-        bool(plan.needs & CAP_JSON),
+        json_asked,
         policy.quality.online_checks,
     )
+    if json_asked:
+        out.json_asked, out.json_valid = True, parses(text)
 
 
 def _note(out: Outcome, winner: Attempt, race: Race, req: Request) -> None:
@@ -910,6 +904,7 @@ async def _stream(
         return
     race.finished(winner)
     out.status = 200
+    _check_online(out, plan, policy, winner)
     proto.end()
 
 

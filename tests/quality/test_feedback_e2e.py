@@ -18,6 +18,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from tests.conftest import RedisServer
 from tests.procs import ROOT, Proc, SimClient, metric, start_gateway
@@ -207,3 +208,21 @@ def test_bad_feedback_and_the_rate_limit(gw: Proc) -> None:
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
     # another key has its own bucket
     assert post(gw, "sk-fb-b", {"request_id": "req_6", "thumbs": "up"}).status_code == 404
+
+
+def test_a_streamed_answer_is_checked_online_too(gw: Proc) -> None:
+    """The online checks judge every answer that ended, a stream as much as a whole body."""
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-fb-c", max_retries=0) as oa:
+        chunks: list[ChatCompletionChunk] = list(
+            oa.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=HELLO,
+                stream=True,
+                extra_headers={"x-edge-task": "tagging"},
+            )
+        )
+    assert any(c.choices and c.choices[0].delta.content for c in chunks)
+    wait_for(
+        "the streamed answer's online check",
+        lambda: samples(gw, "tagging", "gpt-4o-mini", "online") == 1,
+    )
