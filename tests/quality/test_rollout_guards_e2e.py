@@ -162,7 +162,14 @@ def test_a_candidate_worse_only_on_one_task_is_rolled_back(
     # caught by the task's invalid JSON, or first by its hybrid score, which the online JSON
     # checks of its answers pulled under L1's floor: either is the task's own figure
     assert report["reason"].split(" ")[0] in ("invalid", "quality"), report["reason"]
-    assert report["canary"]["json_valid_rate"] < 1.0 == report["baseline"]["json_valid_rate"]
+    assert report["canary"]["json_valid_rate"] < 1.0
+    # the baseline's own JSON never broke; a JSON comparison needs its figure, while the hybrid
+    # score's floor can fire before the baseline served a JSON answer in this segment
+    baseline_rate = report["baseline"]["json_valid_rate"]
+    if report["reason"].startswith("invalid"):
+        assert baseline_rate == 1.0, report
+    else:
+        assert baseline_rate in (1.0, None), report
     # the tier as a whole hides it: its drop is a fraction of the task's (checkout is one task
     # of several), which is why the task is judged on its own
     l1 = report["tiers"]["L1"]
