@@ -272,7 +272,7 @@ TIER_KEYS = (
 )  # fmt: skip
 # A tier's hedge budget when neither the policy nor EDGE_HEDGE_BUDGET_PERCENT sets it, by rank:
 # the critical tier may spend the most on its tail, the batch tier the least.
-HEDGE_BUDGET_BY_RANK = (25.0, 15.0, 5.0)
+HEDGE_BUDGET_BY_RANK = (25.0, 15.0, 8.0)
 ADMISSION_KEYS = ("max_in_flight", "max_queued", "priority", "quota_aware")
 # What a stream broken after its first byte does: continued on a fallback, or ended with the
 # dialect's error event. On by default for the interactive tiers (rank 0 and 1); a batch tier's

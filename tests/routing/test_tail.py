@@ -39,7 +39,7 @@ def test_a_tier_without_the_key_takes_its_rank_default_or_the_process_setting() 
     for t in data["tiers"].values():
         t.pop("hedge_budget_percent", None)
     by_rank = parse_policy(data, {}).tiers
-    assert [by_rank[n].hedge_budget_percent for n in ("L0", "L1", "L2")] == [25.0, 15.0, 5.0]
+    assert [by_rank[n].hedge_budget_percent for n in ("L0", "L1", "L2")] == [25.0, 15.0, 8.0]
     flat = parse_policy(data, {"EDGE_HEDGE_BUDGET_PERCENT": "12"}).tiers
     assert {t.hedge_budget_percent for t in flat.values()} == {12.0}
 
