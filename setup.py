@@ -8,7 +8,7 @@ import os
 
 from setuptools import Extension, setup
 
-MODULES = ["_sse", "_http", "_tokens", "_sketch", "_route"]
+MODULES = ["_sse", "_chunk", "_http", "_tokens", "_sketch", "_route"]
 
 
 def extensions() -> list[Extension]:

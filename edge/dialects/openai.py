@@ -48,6 +48,7 @@ from edge.dialects.core import (
     folded,
 )
 from edge.errors import ErrorDialect, InvalidRequest, UpstreamError, UpstreamStatus
+from hotpath.chunk import quoted_text
 
 NAME = "openai"
 _USAGE_NULL = b',"usage":null}'
@@ -744,23 +745,13 @@ class Decoder:
             self.obj = None
             return [("end",)]
         if self._started and not self._stops:
-            i = data.find(_TEXT_HEAD)
-            if i > 0:
-                start = i + len(_TEXT_HEAD)
-                end = data.find(b'"', start)
-                if (
-                    end > start
-                    and data.startswith(_TEXT_TAIL, end)
-                    and data.find(b"\\", start, end) < 0
-                    and data.find(b'"usage":{', end) < 0
-                    and data.find(b'"error"', 0, i) < 0
-                ):
-                    try:
-                        text = data[start:end].decode()
-                    except UnicodeDecodeError:
-                        raise StreamBroken("provider sent a malformed stream event") from None
-                    self.obj = TEXT_CHUNK
-                    return [("text", text)]
+            try:  # the common chunk, read without parsing it (hotpath/_chunk.pyx)
+                text = quoted_text(data, _TEXT_HEAD, _TEXT_TAIL, b'"usage":{', b'"error"')
+            except UnicodeDecodeError:
+                raise StreamBroken("provider sent a malformed stream event") from None
+            if text is not None:
+                self.obj = TEXT_CHUNK
+                return [("text", text)]
         try:
             obj = self.obj = orjson.loads(data)
         except orjson.JSONDecodeError:
