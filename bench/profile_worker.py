@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import start_pair, worker_pid, wrk  # noqa: E402
+from bench.overhead import WrkResult, start_pair, worker_pid, wrk  # noqa: E402
 
 
 def frame_name(frame: str) -> str:
@@ -34,16 +34,20 @@ def frame_name(frame: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--raw", help="keep py-spy's collapsed stacks in this file (to compare runs)")
     args = ap.parse_args()
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
     sim, gw = start_pair()
-    raw = Path(tempfile.mkstemp(suffix=".txt")[1])
+    raw = Path(args.raw) if args.raw else Path(tempfile.mkstemp(suffix=".txt")[1])
     try:
         pid = worker_pid(gw.port)
+        result: list[WrkResult] = []
         load = threading.Thread(
-            target=wrk, args=(f"http://127.0.0.1:{gw.port}", 32, args.seconds + 3)
+            target=lambda: result.append(
+                wrk(f"http://127.0.0.1:{gw.port}", 32, args.seconds + 3, watch_pid=pid)
+            )
         )
         load.start()
         subprocess.run(
@@ -80,6 +84,9 @@ def main() -> int:
         for name in {frame_name(f) for f in frames}:
             inclusive[name] += n
         own[frame_name(frames[-1])] += n
+    if result:  # with py-spy attached: compare runs by share, not by rate
+        r = result[0]
+        print(f"{r.rps:,.0f} req/s at {r.cpu:.0%} of a core while sampled")
     print(f"{total} samples\n-- inclusive")
     for name, n in inclusive.most_common(40):
         print(f"{n / total:6.1%} {name}")

@@ -194,20 +194,11 @@ class Spend:
     def _fold(self) -> None:
         """Fold the oldest half of what waits into the aggregates (amortised constant time)."""
         half_s, half_l = (len(self._settlements) + 1) // 2, (len(self._ledger) + 1) // 2
-        days: dict[int, tuple[str, str]] = {}  # the UTC day's number -> its periods
-
-        def periods_of(at: float) -> tuple[str, str]:
-            n = int(at // 86400)
-            found = days.get(n)
-            if found is None:
-                found = days[n] = periods(at)
-            return found
-
         for s in self._settlements[:half_s]:
             self.aggregated += 1
             if not s.budgeted or s.cost_usd <= 0:
                 continue  # a release alone: the backend releases it itself after STALE_S
-            day, month = periods_of(s.at)
+            day, month = periods(s.at)
             key = (s.tenant, day, month)
             into = self._spent.get(key)
             if into is None:
@@ -216,7 +207,7 @@ class Spend:
                 into.cost_usd += s.cost_usd
         for r in self._ledger[:half_l]:
             self.aggregated += 1
-            key2 = (periods_of(r.ts)[0], r.tenant, r.tier, r.provider, r.model, r.kind)
+            key2 = (periods(r.ts)[0], r.tenant, r.tier, r.provider, r.model, r.kind)
             row = self._rows.get(key2)
             if row is None:
                 self._rows[key2] = LedgerRow(

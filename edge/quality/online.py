@@ -51,16 +51,18 @@ def check_answer(
     return "ok"
 
 
-# Every refusal phrase of ``REFUSAL`` contains one of these (lowercased): a substring test in C
-# rules out most answers before the regular expression runs (it costs ~10 us on 300 chars).
+# Every refusal phrase of ``REFUSAL`` contains one of these (lowercased): substring tests in C
+# rule out most answers before the regular expression runs (it costs ~10 us on 300 chars; a
+# case-insensitive search for the hints themselves would cost as much)
 _HINTS = ("i can", "i won", "i will not", "i'm not", "i\u2019m not", "i am", "help", "assist")
 
 
 def _refuses(head: str) -> bool:
     lower = head.lower()
-    if not any(hint in lower for hint in _HINTS):
-        return False
-    return REFUSAL.search(head) is not None
+    for hint in _HINTS:
+        if hint in lower:
+            return REFUSAL.search(head) is not None
+    return False
 
 
 def parses(text: str) -> bool:

@@ -71,6 +71,33 @@ class Figure:
 
 
 _PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-")
+_WHATS = ("limit", "remaining", "reset")
+# what a rate-limit header's name means, (kind, limit | remaining | reset) or None; names are
+# few (a dozen per provider), so each is worked out once per worker
+_NAMES: dict[bytes, tuple[str, str] | None] = {}
+# a reset's text as a duration (an OpenAI Go duration) or an instant (an Anthropic RFC 3339
+# time); the same few texts repeat on every answer within a window
+_RESETS: dict[str, tuple[bool, float] | None] = {}
+_MEMO_MAX = 512  # (a provider that sent endless new names or values costs a parse, not memory)
+
+
+def _name(name: bytes) -> tuple[str, str] | None:
+    key = name.decode("latin-1").lower()
+    if key.startswith("x-ratelimit-"):
+        what, _, kind = key[len("x-ratelimit-") :].partition("-")
+    else:
+        kind, _, what = key[len("anthropic-ratelimit-") :].rpartition("-")
+    kind = kind.replace("-", "_")
+    return (kind, what) if kind in KINDS and what in _WHATS else None
+
+
+def _reset(raw: str) -> tuple[bool, float] | None:
+    """(is an instant, seconds): a duration until the reset or the reset's Unix time."""
+    d = go_duration_s(raw)
+    if d is not None:
+        return False, d
+    at = rfc3339_s(raw) if raw.strip() else None
+    return None if at is None else (True, at)
 
 
 def read_headers(headers: list[tuple[bytes, bytes]], wall: float) -> dict[str, Figure]:
@@ -79,15 +106,14 @@ def read_headers(headers: list[tuple[bytes, bytes]], wall: float) -> dict[str, F
     for name, value in headers:
         if not name.startswith(_PREFIXES):
             continue  # (most of an answer's headers; names come lowercased from h11)
-        key = name.decode("latin-1").lower()
-        if key.startswith("x-ratelimit-"):
-            what, _, kind = key[len("x-ratelimit-") :].partition("-")
-        elif key.startswith("anthropic-ratelimit-"):
-            kind, _, what = key[len("anthropic-ratelimit-") :].rpartition("-")
+        if name in _NAMES:
+            meaning = _NAMES[name]
         else:
-            continue
-        kind = kind.replace("-", "_")
-        if kind in KINDS and what in ("limit", "remaining", "reset"):
+            meaning = _name(name)
+            if len(_NAMES) < _MEMO_MAX:
+                _NAMES[name] = meaning
+        if meaning is not None:
+            kind, what = meaning
             found.setdefault(kind, {})[what] = value.decode("latin-1")
     out = {}
     for kind, parts in found.items():
@@ -97,12 +123,17 @@ def read_headers(headers: list[tuple[bytes, bytes]], wall: float) -> dict[str, F
         except (KeyError, ValueError):
             continue
         raw = parts.get("reset", "")
-        reset = go_duration_s(raw)
-        if reset is None:
-            at = rfc3339_s(raw) if raw else None
-            if at is None:
-                continue  # a figure without a reset is no figure to wait on
-            reset = max(0.0, at - wall)
+        if raw in _RESETS:
+            parsed = _RESETS[raw]
+        else:
+            parsed = _reset(raw)
+            if len(_RESETS) >= _MEMO_MAX:
+                _RESETS.clear()
+            _RESETS[raw] = parsed
+        if parsed is None:
+            continue  # a figure without a reset is no figure to wait on
+        instant, seconds = parsed
+        reset = max(0.0, seconds - wall) if instant else seconds
         out[kind] = Figure(max(0, limit), max(0, remaining), reset)
     return out
 
@@ -118,16 +149,29 @@ class Kind:
 @dataclass(slots=True)
 class ModelQuota:
     kinds: dict[str, Kind] = field(default_factory=dict)
-    pending: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    # in flight, sent and not answered: requests, tokens, input tokens, output tokens
+    requests: int = 0
+    tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def pending(self, kind: str) -> int:
+        return int(getattr(self, kind))
+
+    def add(self, input_tokens: int, output_tokens: int, sign: int) -> None:
+        """One request of this size is in flight (``sign`` 1) or no longer (-1)."""
+        self.requests = max(0, self.requests + sign)
+        self.tokens = max(0, self.tokens + sign * (input_tokens + output_tokens))
+        self.input_tokens = max(0, self.input_tokens + sign * input_tokens)
+        self.output_tokens = max(0, self.output_tokens + sign * output_tokens)
 
 
-def _needs(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {
-        "requests": 1,
-        "tokens": input_tokens + output_tokens,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-    }
+def _need(kind: str, input_tokens: int, output_tokens: int) -> int:
+    if kind == "requests":
+        return 1
+    if kind == "tokens":
+        return input_tokens + output_tokens
+    return input_tokens if kind == "input_tokens" else output_tokens
 
 
 class Quotas:
@@ -151,19 +195,21 @@ class Quotas:
         q = self.models.get(model)
         if q is None or not q.kinds:
             return 0.0  # no figure known: nothing to wait for
-        needs = _needs(input_tokens, output_tokens)
         wait = 0.0
-        for kind, k in list(q.kinds.items()):
+        gone: list[str] = []
+        for kind, k in q.kinds.items():
             if now >= k.reset_at:
                 if not k.limit:
-                    del q.kinds[kind]  # reset since: whole again, as far as anyone knows
+                    gone.append(kind)  # reset since: whole again, as far as anyone knows
                     continue
                 # whole again, but what is in flight still counts: every request held for this
                 # reset wakes now, and the first answer of the new window is not in yet
                 k.remaining, k.reset_at = k.limit, now + RENEW_S
-            left = k.remaining - q.pending[kind] - int(reserve * k.limit)
-            if left < needs[kind]:
+            left = k.remaining - q.pending(kind) - int(reserve * k.limit)
+            if left < _need(kind, input_tokens, output_tokens):
                 wait = max(wait, k.reset_at - now)
+        for kind in gone:
+            del q.kinds[kind]
         return wait
 
     def known(self, models: list[Any]) -> bool:
@@ -171,9 +217,10 @@ class Quotas:
         return any((q := self.models.get(m.name)) is not None and q.kinds for m in models)
 
     def sent(self, model: str, input_tokens: int, output_tokens: int) -> None:
-        q = self.models.setdefault(model, ModelQuota())
-        for kind, n in _needs(input_tokens, output_tokens).items():
-            q.pending[kind] += n
+        q = self.models.get(model)
+        if q is None:
+            q = self.models[model] = ModelQuota()
+        q.add(input_tokens, output_tokens, 1)
 
     def answered(
         self,
@@ -186,9 +233,10 @@ class Quotas:
     ) -> None:
         """An attempt sent with ``sent`` has its answer's head (``headers``), or failed before
         one (None): it is no longer in flight, and the head's figures replace the old ones."""
-        q = self.models.setdefault(model, ModelQuota())
-        for kind, n in _needs(input_tokens, output_tokens).items():
-            q.pending[kind] = max(0, q.pending[kind] - n)
+        q = self.models.get(model)
+        if q is None:
+            q = self.models[model] = ModelQuota()
+        q.add(input_tokens, output_tokens, -1)
         if not headers:
             return
         figures = read_headers(headers, time.time() if wall is None else wall)

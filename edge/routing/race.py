@@ -528,6 +528,8 @@ class Race:
     def _best_index(self) -> int:
         """The first queued candidate on a provider not in flight and not failed in this
         request; the first one when every candidate is on such a provider."""
+        if not self.live and not self.failed_providers:
+            return 0  # (the first attempt of a request: nothing to avoid)
         avoid = self.failed_providers.union(a.call.model.provider for a in self.live)
         if avoid:
             for i, model in enumerate(self.queue):

@@ -118,6 +118,8 @@ class AdmissionQueue:
     ) -> None:
         self.config = config
         self.tiers = tiers
+        # whether anything is capped (read on every request; the limits are fixed per queue)
+        self.limited = bool(config.max_in_flight) or any(t.max_in_flight for t in tiers.values())
         self.in_flight = dict.fromkeys(tiers, 0)
         self.queued = dict.fromkeys(tiers, 0)
         self.total_in_flight = 0
@@ -320,8 +322,7 @@ class Admission:
 
     @property
     def enabled(self) -> bool:
-        q = self.queue
-        return bool(q.config.max_in_flight) or any(t.max_in_flight for t in q.tiers.values())
+        return self.queue.limited
 
     async def enter(self, tier: str, start_by: float) -> Entry:
         q = self.queue

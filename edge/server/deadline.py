@@ -56,16 +56,13 @@ def _seconds(raw: bytes | None) -> float | None:
 def client_deadline(headers: dict[bytes, bytes]) -> ClientDeadline | None:
     """The deadline a request's headers ask for, or None (raises ``InvalidRequest`` on a bad
     ``x-edge-deadline-ms``)."""
-    reads = [
-        s
-        for s in (
-            _seconds(headers.get(b"x-stainless-read-timeout")),
-            _seconds(headers.get(b"x-stainless-timeout")),
-        )
-        if s is not None
-    ]
-    total = None
+    read_raw = headers.get(b"x-stainless-read-timeout")
+    all_raw = headers.get(b"x-stainless-timeout")
     raw = headers.get(b"x-edge-deadline-ms")
+    if read_raw is None and all_raw is None and raw is None:
+        return None  # (most requests: no deadline of their own)
+    reads = [s for s in (_seconds(read_raw), _seconds(all_raw)) if s is not None]
+    total = None
     if raw is not None:
         text = raw.decode("latin-1").strip()
         try:

@@ -141,7 +141,14 @@ def request_id_for(headers: dict[bytes, bytes]) -> str:
     given = headers.get(b"x-request-id")
     if given and len(given) <= 128 and all(c in _ID_OK for c in given):
         return given.decode("ascii")
-    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+    global _ID_MS, _ID_PREFIX
+    ms = time.time_ns() // 1_000_000
+    if ms != _ID_MS:  # (formatted once a millisecond, not once a request)
+        _ID_MS, _ID_PREFIX = ms, f"req_{ms:012x}"
+    return _ID_PREFIX + os.urandom(6).hex()
+
+
+_ID_MS, _ID_PREFIX = -1, ""
 
 
 Handler = Callable[[Request, "EdgeProtocol"], Coroutine[Any, Any, None]]
@@ -240,6 +247,7 @@ class EdgeProtocol(asyncio.Protocol):
         "_loop",
         "_over_limit",
         "_paused_reading",
+        "_peer",
         "_render_error",
         "_reserved",
         "_response_done",
@@ -275,6 +283,7 @@ class EdgeProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._conn = self._new_parser()
         self.transport: asyncio.Transport | None = None
+        self._peer = ""
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -317,11 +326,12 @@ class EdgeProtocol(asyncio.Protocol):
     @property
     def peer(self) -> str:
         """The client's address, for the log of an error no handler saw."""
-        name = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{name[0]}:{name[1]}" if isinstance(name, tuple) and len(name) >= 2 else ""
+        return self._peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        name = transport.get_extra_info("peername")
+        self._peer = f"{name[0]}:{name[1]}" if isinstance(name, tuple) and len(name) >= 2 else ""
         tracker = self._tracker
         if len(tracker.connections) >= self._settings.max_connections or tracker.draining:
             # answered with a 503 as soon as its request head arrives (or closed after 1 s)
@@ -456,7 +466,11 @@ class EdgeProtocol(asyncio.Protocol):
         headers: dict[bytes, bytes] = {}
         size = len(ev.target) + 16
         twice = b""
-        for name, value in ev.headers:
+        # h11's Headers is a Sequence whose iteration calls __getitem__ per header; its own list
+        # of (raw name, lowercased name, value) is read directly (h11 is pinned; else iterated)
+        full = getattr(ev.headers, "_full_items", None)
+        pairs = [(n, v) for _, n, v in full] if full is not None else ev.headers
+        for name, value in pairs:
             if name in headers:
                 if name in SINGLE_HEADERS:
                     twice = twice or name

@@ -217,17 +217,25 @@ class Plan:
     def first_token_by_s(self) -> float | None:
         """Seconds from arrival by which a stream's first token must reach the client (the
         client's read timeout: the gateway sends nothing before it), or None."""
+        return self.first_token_by(self.timing)
+
+    def first_token_by(self, timing: Timing) -> float | None:
+        """``first_token_by_s`` with the plan's ``timing`` already worked out."""
         c = self.client
         if c is None or c.read_s is None or not self.info.stream:
             return None
-        return min(c.read_s, self.timing.total_timeout_s)
+        return min(c.read_s, timing.total_timeout_s)
 
     @property
     def start_within_s(self) -> float:
         """Seconds from arrival within which the request must have been answered (a stream:
         begun), counted against by any wait before its first attempt."""
-        first = self.first_token_by_s
-        total = self.timing.total_timeout_s
+        return self.start_within(self.timing)
+
+    def start_within(self, timing: Timing) -> float:
+        """``start_within_s`` with the plan's ``timing`` already worked out."""
+        first = self.first_token_by(timing)
+        total = timing.total_timeout_s
         return total if first is None else min(total, first)
 
 
@@ -656,7 +664,9 @@ async def relay_chat(
 
     # no attempt or hedge starts that cannot answer in time: the time left before the answer
     # (a stream: its first token) is due must exceed the model's typical time to first token
-    due = req.received_at + plan.start_within_s
+    timing = plan.timing  # (worked out once: a property would build it at every use)
+    start_within = plan.start_within(timing)
+    due = req.received_at + start_within
     late: list[str] = []
 
     def fits(model: Model) -> bool:
@@ -677,7 +687,8 @@ async def relay_chat(
     candidates, first = plan.candidates, plan.first
     reserved: list[str] = []  # chosen and counted in flight, not connected yet
     if quotas is not None:
-        candidates, first = await within_quota(plan, policy, req, shared.clock)
+        if quotas.known(candidates):  # (the common case, none known: no coroutine to run)
+            candidates, first = await within_quota(plan, policy, req, shared.clock, start_within)
         # counted now, not when its attempt connects: requests held for the same reset wake
         # together, and each must see the ones before it
         quotas.sent(first.model.name, need_in, need_out)
@@ -688,7 +699,7 @@ async def relay_chat(
         candidates,
         prepare,
         connect,
-        plan.timing,
+        timing,
         tier=plan.tier.name,
         input_tokens=plan.decision.input_tokens,
         started=req.received_at,
@@ -696,7 +707,7 @@ async def relay_chat(
         capped=plan.decision.capped,
         cap_usd=plan.decision.cap_usd,
     )
-    first_by = plan.first_token_by_s
+    first_by = plan.first_token_by(timing)
 
     async def run() -> Attempt:
         try:
@@ -712,7 +723,7 @@ async def relay_chat(
         except ServiceUnavailable:
             if late and not race.attempts:
                 raise UpstreamTimeout(
-                    f"the request's deadline ({plan.start_within_s:g} s) leaves no time for "
+                    f"the request's deadline ({start_within:g} s) leaves no time for "
                     f"any candidate ({', '.join(late)})"
                 ) from None
             raise
@@ -763,7 +774,7 @@ class Metered:
     """An upstream exchange whose answer's head tells the model's quota; until then (or
     until it fails) it counts as in flight against that quota."""
 
-    __slots__ = ("clock", "ex", "model", "need_in", "need_out", "pending", "quotas")
+    __slots__ = ("clock", "ex", "model", "need_in", "need_out", "pending", "quotas", "read")
 
     def __init__(
         self,
@@ -776,6 +787,7 @@ class Metered:
         counted: bool = False,
     ) -> None:
         self.ex, self.quotas, self.model, self.clock = ex, quotas, model, clock
+        self.read = ex.read  # (the exchange's own: no coroutine in between for every chunk)
         self.need_in, self.need_out = need_in, need_out
         self.pending = True
         if not counted:
@@ -792,11 +804,8 @@ class Metered:
         except BaseException:
             self._answered(None)
             raise
-        self._answered(list(head.headers))
+        self._answered(head.headers)
         return head
-
-    async def read(self) -> bytes:
-        return await self.ex.read()
 
     def close(self) -> None:
         self._answered(None)
@@ -804,7 +813,7 @@ class Metered:
 
 
 async def within_quota(
-    plan: Plan, policy: Policy, req: Request, clock: Callable[[], float]
+    plan: Plan, policy: Policy, req: Request, clock: Callable[[], float], start_within: float
 ) -> tuple[list[Model], Call]:
     """The candidates whose provider quota can take this request, and the first one's call.
     When none can, the request is held until the earliest reset if that comes within its
@@ -817,7 +826,7 @@ async def within_quota(
         return plan.candidates, plan.first  # no candidate's quota is known: nothing to steer by
     d, tier = plan.decision, plan.tier
     # held no longer than the tier lets a request wait for a slot, nor past its deadline
-    due = req.received_at + min(plan.start_within_s, tier.max_queue_ms / 1000.0)
+    due = req.received_at + min(start_within, tier.max_queue_ms / 1000.0)
     primary = plan.candidates[0].name
     held = False
     while True:

@@ -22,6 +22,7 @@ longer (the job runner's) go to a handle of their own, in a thread.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,7 +81,12 @@ def event_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def periods(now: float) -> tuple[str, str]:
     """The UTC day and month a moment falls in: ``day:YYYY-MM-DD``, ``month:YYYY-MM``."""
-    t = time.gmtime(now)
+    return _periods_of_day(int(now // 86400))  # (a UTC day is 86,400 Unix seconds)
+
+
+@functools.lru_cache(maxsize=8)
+def _periods_of_day(day: int) -> tuple[str, str]:
+    t = time.gmtime(day * 86400)
     return time.strftime("day:%Y-%m-%d", t), time.strftime("month:%Y-%m", t)
 
 

@@ -104,8 +104,6 @@ class Pool:
     async def acquire(self, origin: Origin, *, fresh: bool = False) -> UpstreamConnection:
         """A connection to ``origin``: an idle one (unless ``fresh``), a new one in a free
         slot, or the first one freed within the deadline (else ``PoolSaturated``)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -118,7 +116,8 @@ class Pool:
         if self._count.get(origin, 0) < self.max_per_host:
             self._count[origin] = self._count.get(origin, 0) + 1
             return await self._connect_in_slot(origin)
-        grant = await self._wait(origin, deadline)
+        # one deadline for the whole wait, however many hand-overs it takes
+        grant = await self._wait(origin, asyncio.get_running_loop().time() + self.connect_timeout)
         if grant is not None:
             if not fresh and not grant.closed:
                 self.reused += 1
@@ -278,7 +277,12 @@ class Exchange:
 
     async def open(self) -> Exchange:
         """Take a connection and send the request."""
-        await self._send(fresh=False)
+        self._conn = conn = await self._pool.acquire(self._origin)
+        try:
+            conn.send(self._method, self._target, self._headers, self._body, self._idle_timeout)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     async def _send(self, *, fresh: bool) -> UpstreamConnection:
