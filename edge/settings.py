@@ -92,6 +92,9 @@ class Settings:
     metrics_dir: str = (
         ""  # set by the supervisor: where workers share their metrics (not an env var)
     )
+    # the cyclic collector's generation thresholds for a worker (Python's own, 700,10,10, run a
+    # collection every couple of requests)
+    gc_thresholds: str = "20000,20,50"
     simulate: str = "auto"  # auto | on | off
     sim_profile: str = "default"
 
@@ -106,6 +109,13 @@ class Settings:
     @property
     def gold_report_path(self) -> str:
         return self.gold_report or os.path.join(self.state_dir, "gold", "latest.json")
+
+    @property
+    def gc(self) -> tuple[int, int, int] | None:
+        if not self.gc_thresholds.strip():
+            return None
+        first, second, third = (int(x) for x in self.gc_thresholds.split(","))
+        return first, second, third
 
     @property
     def body_budget(self) -> int:
@@ -145,6 +155,7 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "EDGE_KEEPALIVE_TIMEOUT_S": ("keepalive_timeout_s", float),
     "EDGE_WRITE_TIMEOUT_S": ("write_timeout_s", float),
     "EDGE_MAX_CONNECTIONS": ("max_connections", int),
+    "EDGE_GC_THRESHOLDS": ("gc_thresholds", str),
     "EDGE_DRAIN_S": ("drain_s", float),
     "EDGE_UPSTREAM_CONNECT_TIMEOUT_S": ("upstream_connect_timeout_s", float),
     "EDGE_UPSTREAM_READ_TIMEOUT_S": ("upstream_read_timeout_s", float),
@@ -289,6 +300,15 @@ def _check(s: Settings) -> None:
     ):
         need(value > 0, name, "must be greater than 0")
     need(s.drain_s >= 0, "EDGE_DRAIN_S", "must not be negative")
+    try:
+        gc = s.gc
+    except ValueError:
+        gc = (0, 0, 0)
+    need(
+        gc is None or min(gc) >= 1,
+        "EDGE_GC_THRESHOLDS",
+        f"expected three positive integers (20000,20,50), got {s.gc_thresholds!r}",
+    )
     need(
         0 <= s.hedge_budget_percent <= 100, "EDGE_HEDGE_BUDGET_PERCENT", "must be between 0 and 100"
     )

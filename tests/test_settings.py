@@ -26,11 +26,19 @@ def test_defaults_and_overrides() -> None:
         ({"EDGE_HEADER_TIMEOUT_S": "0"}, "EDGE_HEADER_TIMEOUT_S"),
         ({"EDGE_LOG_LEVEL": "loud"}, "EDGE_LOG_LEVEL"),
         ({"EDGE_MAX_BODY_BYTES": "10"}, "EDGE_MAX_BODY_BYTES"),
+        ({"EDGE_GC_THRESHOLDS": "20000,20"}, "EDGE_GC_THRESHOLDS"),
+        ({"EDGE_GC_THRESHOLDS": "0,10,10"}, "EDGE_GC_THRESHOLDS"),
+        ({"EDGE_GC_THRESHOLDS": "many"}, "EDGE_GC_THRESHOLDS"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings(env)
+
+
+def test_gc_thresholds_default_and_override() -> None:
+    assert load_settings({}).gc == (20000, 20, 50)
+    assert load_settings({"EDGE_GC_THRESHOLDS": "700, 10, 10"}).gc == (700, 10, 10)
 
 
 def test_shipped_policy_loads_with_env_overrides() -> None:

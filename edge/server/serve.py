@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import select
 import shutil
@@ -335,6 +336,13 @@ async def _worker(
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_keys, keys, settings, policy, log)
     reload_keys(keys, settings, policy, log)  # a SIGHUP ignored while this worker started
+    # what is alive now (modules, tables, the policy) lives as long as the worker: kept out of
+    # the cyclic collector's scans, which then run every ``gc_thresholds[0]`` allocations
+    # instead of every 700 (measured: +5% requests a core-second, bench/RESULTS.md)
+    gc.collect()
+    gc.freeze()
+    if settings.gc is not None:
+        gc.set_threshold(*settings.gc)
     os.write(ready_fd, b"1")
     await stop.wait()
     server.close()
