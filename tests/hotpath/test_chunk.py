@@ -36,14 +36,7 @@ AFTER, BEFORE = b'"usage":{', b'"error"'
 
 def chunk(content: str, usage: bytes = b"null", prefix: bytes = b'"id":"c1",') -> bytes:
     return (
-        b"{"
-        + prefix
-        + HEAD[:-1]
-        + orjson.dumps(content)
-        + TAIL[1:]
-        + b',"usage":'
-        + usage
-        + b"}"
+        b"{" + prefix + HEAD[:-1] + orjson.dumps(content) + TAIL[1:] + b',"usage":' + usage + b"}"
     )
 
 
