@@ -3,8 +3,6 @@ of the common chunk read off its bytes, None for anything that must be parsed as
 
 from __future__ import annotations
 
-import importlib
-import os
 from types import ModuleType
 
 import orjson
@@ -14,20 +12,9 @@ from hypothesis import strategies as st
 
 import hotpath.chunk
 from hotpath import _chunk_py
+from tests.hotpath.twins import check_selected, twins
 
-try:
-    _compiled: ModuleType | None = importlib.import_module("hotpath._chunk")
-except ImportError:
-    _compiled = None
-
-IMPLS = [pytest.param(_chunk_py, id="pure")]
-IMPLS.append(
-    pytest.param(_compiled, id="compiled")
-    if _compiled is not None
-    else pytest.param(
-        None, id="compiled", marks=pytest.mark.skip(reason="hotpath._chunk is not built")
-    )
-)
+IMPLS, _compiled = twins("hotpath._chunk", _chunk_py)
 
 HEAD = b'"choices":[{"index":0,"delta":{"content":"'
 TAIL = b'"},"logprobs":null,"finish_reason":null}]'
@@ -73,13 +60,7 @@ class TestQuotedText:
 
 
 def test_selector_uses_compiled_module_in_a_normal_build():
-    if os.environ.get("EDGE_NO_EXTENSIONS") == "1":
-        assert hotpath.chunk.COMPILED is False
-        assert hotpath.chunk.quoted_text is _chunk_py.quoted_text
-        return
-    assert _compiled is not None, "hotpath._chunk did not build or import: run `make build`"
-    assert hotpath.chunk.COMPILED is True
-    assert hotpath.chunk.quoted_text is _compiled.quoted_text
+    check_selected(hotpath.chunk, "quoted_text", _chunk_py, _compiled)
 
 
 _pieces = st.sampled_from(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from types import ModuleType
 from typing import Any
@@ -13,20 +12,9 @@ from hypothesis import strategies as st
 
 import hotpath.http
 from hotpath import _http_py
+from tests.hotpath.twins import twins
 
-try:
-    _compiled: ModuleType | None = importlib.import_module("hotpath._http")
-except ImportError:
-    _compiled = None
-
-IMPLS = [pytest.param(_http_py, id="h11-twin")]
-IMPLS.append(
-    pytest.param(_compiled, id="compiled")
-    if _compiled is not None
-    else pytest.param(
-        None, id="compiled", marks=pytest.mark.skip(reason="hotpath._http is not built")
-    )
-)
+IMPLS, _compiled = twins("hotpath._http", _http_py, "h11-twin")
 
 
 def decode(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from types import ModuleType
 from typing import Any
@@ -13,20 +12,9 @@ from hypothesis import strategies as st
 
 import hotpath.route
 from hotpath import _route_py as R
+from tests.hotpath.twins import twins
 
-try:
-    _compiled: ModuleType | None = importlib.import_module("hotpath._route")
-except ImportError:
-    _compiled = None
-
-IMPLS = [pytest.param(R, id="pure")]
-IMPLS.append(
-    pytest.param(_compiled, id="compiled")
-    if _compiled is not None
-    else pytest.param(
-        None, id="compiled", marks=pytest.mark.skip(reason="hotpath._route is not built")
-    )
-)
+IMPLS, _compiled = twins("hotpath._route", R)
 
 # name: (USD per million in, out, quality, context window)
 MODELS = {

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import random
-from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
@@ -13,20 +11,9 @@ from hypothesis import strategies as st
 
 import hotpath.sketch
 from hotpath import _sketch_py
+from tests.hotpath.twins import twins
 
-try:
-    _compiled: ModuleType | None = importlib.import_module("hotpath._sketch")
-except ImportError:
-    _compiled = None
-
-IMPLS = [pytest.param(_sketch_py, id="pure")]
-IMPLS.append(
-    pytest.param(_compiled, id="compiled")
-    if _compiled is not None
-    else pytest.param(
-        None, id="compiled", marks=pytest.mark.skip(reason="hotpath._sketch is not built")
-    )
-)
+IMPLS, _compiled = twins("hotpath._sketch", _sketch_py)
 
 
 def exact(values: list[float], q: float) -> float:

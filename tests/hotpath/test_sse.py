@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 from types import ModuleType
 
 import pytest
@@ -12,20 +10,9 @@ from hypothesis import strategies as st
 
 import hotpath.sse
 from hotpath import _sse_py
+from tests.hotpath.twins import check_selected, twins
 
-try:
-    _compiled: ModuleType | None = importlib.import_module("hotpath._sse")
-except ImportError:
-    _compiled = None
-
-IMPLS = [pytest.param(_sse_py, id="pure")]
-IMPLS.append(
-    pytest.param(_compiled, id="compiled")
-    if _compiled is not None
-    else pytest.param(
-        None, id="compiled", marks=pytest.mark.skip(reason="hotpath._sse is not built")
-    )
-)
+IMPLS, _compiled = twins("hotpath._sse", _sse_py)
 
 
 def scan(impl: ModuleType, chunks: list[bytes]) -> list[tuple[bytes, bytes]]:
@@ -94,13 +81,7 @@ class TestScanner:
 
 
 def test_selector_uses_compiled_module_in_a_normal_build():
-    if os.environ.get("EDGE_NO_EXTENSIONS") == "1":
-        assert hotpath.sse.COMPILED is False
-        assert hotpath.sse.SSEScanner is _sse_py.SSEScanner
-        return
-    assert _compiled is not None, "hotpath._sse did not build or import: run `make build`"
-    assert hotpath.sse.COMPILED is True
-    assert hotpath.sse.SSEScanner is _compiled.SSEScanner
+    check_selected(hotpath.sse, "SSEScanner", _sse_py, _compiled)
 
 
 # Bytes drawn mostly from the SSE alphabet so that lines, fields and blank lines occur often.

@@ -7,13 +7,11 @@ tokenizer is needed here.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import random
 import statistics
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
@@ -21,20 +19,9 @@ from hypothesis import strategies as st
 
 import hotpath.tokens
 from hotpath import _tokens_py
+from tests.hotpath.twins import twins
 
-try:
-    _compiled: ModuleType | None = importlib.import_module("hotpath._tokens")
-except ImportError:
-    _compiled = None
-
-IMPLS = [pytest.param(_tokens_py, id="pure")]
-IMPLS.append(
-    pytest.param(_compiled, id="compiled")
-    if _compiled is not None
-    else pytest.param(
-        None, id="compiled", marks=pytest.mark.skip(reason="hotpath._tokens is not built")
-    )
-)
+IMPLS, _compiled = twins("hotpath._tokens", _tokens_py)
 FAMILIES = list(range(len(hotpath.tokens.FAMILIES)))
 DATA = Path(__file__).resolve().parents[1] / "data"
 MEAN_TARGET, P95_TARGET = 0.04, 0.10
