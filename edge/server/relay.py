@@ -213,27 +213,18 @@ class Plan:
             t.hedge_budget_percent / 100.0,
         )
 
-    @property
-    def first_token_by_s(self) -> float | None:
-        """Seconds from arrival by which a stream's first token must reach the client (the
-        client's read timeout: the gateway sends nothing before it), or None."""
-        return self.first_token_by(self.timing)
-
     def first_token_by(self, timing: Timing) -> float | None:
-        """``first_token_by_s`` with the plan's ``timing`` already worked out."""
+        """Seconds from arrival by which a stream's first token must reach the client (the
+        client's read timeout: the gateway sends nothing before it), or None; ``timing`` is
+        the plan's (worked out once by the caller)."""
         c = self.client
         if c is None or c.read_s is None or not self.info.stream:
             return None
         return min(c.read_s, timing.total_timeout_s)
 
-    @property
-    def start_within_s(self) -> float:
+    def start_within(self, timing: Timing) -> float:
         """Seconds from arrival within which the request must have been answered (a stream:
         begun), counted against by any wait before its first attempt."""
-        return self.start_within(self.timing)
-
-    def start_within(self, timing: Timing) -> float:
-        """``start_within_s`` with the plan's ``timing`` already worked out."""
         first = self.first_token_by(timing)
         total = timing.total_timeout_s
         return total if first is None else min(total, first)

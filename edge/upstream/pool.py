@@ -277,16 +277,11 @@ class Exchange:
 
     async def open(self) -> Exchange:
         """Take a connection and send the request."""
-        self._conn = conn = await self._pool.acquire(self._origin)
-        try:
-            conn.send(self._method, self._target, self._headers, self._body, self._idle_timeout)
-        except BaseException:
-            self.close()
-            raise
+        self._send(await self._pool.acquire(self._origin))
         return self
 
-    async def _send(self, *, fresh: bool) -> UpstreamConnection:
-        self._conn = conn = await self._pool.acquire(self._origin, fresh=fresh)
+    def _send(self, conn: UpstreamConnection) -> UpstreamConnection:
+        self._conn = conn
         try:
             conn.send(self._method, self._target, self._headers, self._body, self._idle_timeout)
         except BaseException:
@@ -328,7 +323,7 @@ class Exchange:
         self._pool.retried += 1
         self._conn = None
         self._pool.discard(conn)
-        return await (await self._send(fresh=True)).head()
+        return await self._send(await self._pool.acquire(self._origin, fresh=True)).head()
 
     async def read(self) -> bytes:
         conn = self._conn

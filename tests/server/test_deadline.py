@@ -81,7 +81,7 @@ def test_a_read_timeout_bounds_a_whole_answer_and_each_gap_of_a_stream() -> None
     stream = plan_for(True, ClientDeadline(read_s=2.7))
     assert stream.timing.idle_timeout_s == 2.7
     assert stream.timing.total_timeout_s == tier.total_timeout_ms / 1000.0
-    assert stream.first_token_by_s == 2.7 and stream.start_within_s == 2.7
+    assert stream.first_token_by(stream.timing) == 2.7 and stream.start_within(stream.timing) == 2.7
     total = plan_for(True, ClientDeadline(total_s=0.9)).timing
     assert total.total_timeout_s == 0.9 and total.first_token_timeout_s == 0.9
     assert total.soft_timeout_s == 0.45  # a hedge still has time to win
