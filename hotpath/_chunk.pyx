@@ -29,8 +29,8 @@ cdef Py_ssize_t _find(const char* p, Py_ssize_t start, Py_ssize_t stop,
     return -1
 
 
-def quoted_text(bytes data, bytes head, bytes tail, bytes absent_after=b"",
-                bytes absent_before=b""):
+def quoted_text(bytes data not None, bytes head not None, bytes tail not None,
+                bytes absent_after not None=b"", bytes absent_before not None=b""):
     cdef const char* p = PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t hn = PyBytes_GET_SIZE(head)

@@ -54,32 +54,39 @@ BOOL = (bool,)
 
 def check_fields(body: dict[str, Any], table: dict[str, Field]) -> None:
     """Every present, non-null field of the table has its type, range and value (bools are
-    not numbers); 400 naming the parameter otherwise."""
+    not numbers); 400 naming the parameter otherwise (the first failing field in the
+    table's order, whatever the body's)."""
     for key, value in body.items():  # (a body names a few of the table's many fields)
         f = table.get(key)
-        if f is None or value is None:
-            continue
-        if not isinstance(value, f.kinds) or (value.__class__ is bool and bool not in f.kinds):
-            raise InvalidRequest(f"{key}: expected {f.what}", param=key)
-        # (messages are formatted only for a field that fails: this runs on every request)
-        if value.__class__ in (int, float):
-            if f.lo is not None and value < f.lo:
-                raise InvalidRequest(
-                    f"{key}: {value} is less than the minimum of {f.lo:g}", param=key
-                )
-            if f.hi is not None and value > f.hi:
-                raise InvalidRequest(
-                    f"{key}: {value} is greater than the maximum of {f.hi:g}", param=key
-                )
-        elif f.allowed and isinstance(value, str):
-            if value not in f.allowed:
-                raise InvalidRequest(
-                    f"{key}: {value!r} is not one of {', '.join(map(repr, f.allowed))}", param=key
-                )
-        elif f.items is not None and isinstance(value, list):
-            for i, item in enumerate(value):
-                if not isinstance(item, f.items):
-                    raise InvalidRequest(f"{key}[{i}]: expected {f.what}", param=f"{key}[{i}]")
+        if f is not None and value is not None and _field_error(key, value, f) is not None:
+            for k, g in table.items():
+                v = body.get(k)
+                err = None if v is None else _field_error(k, v, g)
+                if err is not None:
+                    raise err
+
+
+def _field_error(key: str, value: Any, f: Field) -> InvalidRequest | None:
+    # (messages are formatted only for a field that fails: this runs on every request)
+    if not isinstance(value, f.kinds) or (value.__class__ is bool and bool not in f.kinds):
+        return InvalidRequest(f"{key}: expected {f.what}", param=key)
+    if value.__class__ in (int, float):
+        if f.lo is not None and value < f.lo:
+            return InvalidRequest(f"{key}: {value} is less than the minimum of {f.lo:g}", param=key)
+        if f.hi is not None and value > f.hi:
+            return InvalidRequest(
+                f"{key}: {value} is greater than the maximum of {f.hi:g}", param=key
+            )
+    elif f.allowed and isinstance(value, str):
+        if value not in f.allowed:
+            return InvalidRequest(
+                f"{key}: {value!r} is not one of {', '.join(map(repr, f.allowed))}", param=key
+            )
+    elif f.items is not None and isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, f.items):
+                return InvalidRequest(f"{key}[{i}]: expected {f.what}", param=f"{key}[{i}]")
+    return None
 
 
 # ------------------------------------------------------------------ protocols

@@ -467,7 +467,8 @@ class EdgeProtocol(asyncio.Protocol):
         size = len(ev.target) + 16
         twice = b""
         # h11's Headers is a Sequence whose iteration calls __getitem__ per header; its own list
-        # of (raw name, lowercased name, value) is read directly (h11 is pinned; else iterated)
+        # of (raw name, lowercased name, value) is read directly (the version in constraints.txt
+        # has it; another version without it is iterated)
         full = getattr(ev.headers, "_full_items", None)
         pairs = [(n, v) for _, n, v in full] if full is not None else ev.headers
         for name, value in pairs:

@@ -51,6 +51,16 @@ def test_field_table_names_the_parameter(
     assert says in exc.value.message
 
 
+def test_several_bad_fields_name_the_tables_first_whatever_the_bodys_order() -> None:
+    for body in (
+        {**CHAT, "top_p": 2, "temperature": 3},
+        {"temperature": 3, **CHAT, "top_p": 2},
+    ):
+        with pytest.raises(InvalidRequest) as exc:
+            OPENAI.check_request(body)
+        assert exc.value.param == "temperature", exc.value.message
+
+
 @pytest.mark.parametrize(
     ("dialect", "base", "field", "value"),
     [
