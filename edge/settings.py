@@ -111,9 +111,7 @@ class Settings:
         return self.gold_report or os.path.join(self.state_dir, "gold", "latest.json")
 
     @property
-    def gc(self) -> tuple[int, int, int] | None:
-        if not self.gc_thresholds.strip():
-            return None
+    def gc(self) -> tuple[int, int, int]:
         first, second, third = (int(x) for x in self.gc_thresholds.split(","))
         return first, second, third
 
@@ -305,7 +303,7 @@ def _check(s: Settings) -> None:
     except ValueError:
         gc = (0, 0, 0)
     need(
-        gc is None or min(gc) >= 1,
+        min(gc) >= 1,
         "EDGE_GC_THRESHOLDS",
         f"expected three positive integers (20000,20,50), got {s.gc_thresholds!r}",
     )

@@ -338,11 +338,10 @@ async def _worker(
     reload_keys(keys, settings, policy, log)  # a SIGHUP ignored while this worker started
     # what is alive now (modules, tables, the policy) lives as long as the worker: kept out of
     # the cyclic collector's scans, which then run every ``gc_thresholds[0]`` allocations
-    # instead of every 700 (measured: +5% requests a core-second, bench/RESULTS.md)
+    # instead of every 700 (measured: +3-6% requests a core-second, bench/RESULTS.md)
     gc.collect()
     gc.freeze()
-    if settings.gc is not None:
-        gc.set_threshold(*settings.gc)
+    gc.set_threshold(*settings.gc)
     os.write(ready_fd, b"1")
     await stop.wait()
     server.close()
